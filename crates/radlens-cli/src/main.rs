@@ -1,0 +1,48 @@
+//! The `radlens` command-line tool.
+
+mod predict_out;
+mod bench_cmd;
+mod seg_cmd;
+
+/// The model radlens ships, relative to the repository root.
+pub const SHIPPED_MODEL: &str = "models/jsrt-ssn";
+
+use clap::{Parser, Subcommand};
+
+/// radlens: trustworthy chest X-ray AI — segmentation with uncertainty,
+/// honest evaluation, interpretability and a clinician workbench.
+#[derive(Parser)]
+#[command(name = "radlens", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Segment chest X-rays: train, predict (with samples and uncertainty), evaluate.
+    #[command(subcommand)]
+    Seg(seg_cmd::SegCommand),
+    /// Benchmark training steps against stock candle and PyTorch.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Seg(cmd) => seg_cmd::run(cmd),
+        Command::Bench(cmd) => bench_cmd::run(cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,251 @@
+//! `radlens seg ...`
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::{Args, Subcommand};
+use radlens_io::split::{Split, SplitPart};
+use radlens_io::DatasetSpec;
+use radlens_seg::config::{ConvBackend, RunConfig};
+use radlens_seg::train::{train, TrainRequest};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum SegCommand {
+    /// Train a U-Net or SSN on a dataset (see --config for every setting).
+    Train(TrainArgs),
+    /// Segment radiographs: mean mask, sample masks, uncertainty maps, overlay, areas.
+    Predict(PredictArgs),
+    /// Evaluate a model on a dataset: per-image CSV and summary.json.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// Run folder of a trained model (default: the shipped models/jsrt-ssn).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Radiographs (PNG, JPEG or DICOM).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// SSN samples to draw per image (0 for the mean only).
+    #[arg(long, default_value_t = 16)]
+    samples: usize,
+    /// Seed for the samples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Pixel spacing in mm for images whose files do not record it (PNG/JPEG);
+    /// areas are then also given in mm².
+    #[arg(long)]
+    pixel_spacing: Option<f64>,
+    /// Output folder; each image gets a subfolder named after its file stem.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Run folder of a trained model (default: the shipped models/jsrt-ssn).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Evaluation data as <kind>:<dir>.
+    #[arg(long)]
+    dataset: DatasetSpec,
+    /// Which cases: test, val, train (from the model's split.json) or all.
+    /// Default: test for the model's training dataset kind, all for others.
+    #[arg(long)]
+    split: Option<SplitPart>,
+    /// SSN samples per image for GED and diversity.
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Output folder for per_image.csv and summary.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Training data as <kind>:<dir> (jsrt, covid-cxr, nnunet).
+    #[arg(long)]
+    dataset: DatasetSpec,
+    /// Run folder for the config, checkpoints, split and history.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file with [model] and [train] tables; defaults give an SSN (rank 10, 20 MC samples).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Use this split file (JSON of case ids) instead of drawing a stratified split.
+    #[arg(long)]
+    split_file: Option<PathBuf>,
+    /// Train until this many epochs in total (overrides the config; with --resume, extends the run).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Train on at most this many cases (quick checks).
+    #[arg(long)]
+    max_cases: Option<usize>,
+    /// Convolution kernels: radlens (fast CPU kernels) or candle (stock ops).
+    #[arg(long, value_enum)]
+    conv: Option<ConvArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ConvArg {
+    Radlens,
+    Candle,
+}
+
+impl From<ConvArg> for ConvBackend {
+    fn from(c: ConvArg) -> Self {
+        match c {
+            ConvArg::Radlens => ConvBackend::Radlens,
+            ConvArg::Candle => ConvBackend::Candle,
+        }
+    }
+}
+
+pub fn run(cmd: SegCommand) -> Result<()> {
+    match cmd {
+        SegCommand::Train(a) => train_cmd(a),
+        SegCommand::Predict(a) => predict_cmd(a),
+        SegCommand::Eval(a) => eval_cmd(a),
+    }
+}
+
+fn train_cmd(a: TrainArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => RunConfig::from_toml(p)?,
+        None => RunConfig::default(),
+    };
+    if let Some(c) = a.conv {
+        cfg.train.conv_backend = c.into();
+    }
+    let outcome = train(TrainRequest {
+        dataset: a.dataset,
+        out: a.out.clone(),
+        model: cfg.model,
+        train: cfg.train,
+        resume: a.resume,
+        epochs: a.epochs,
+        split_file: a.split_file,
+        max_train_cases: a.max_cases,
+        device: Device::Cpu,
+    })
+    .with_context(|| format!("training into {}", a.out.display()))?;
+    println!(
+        "best validation mean Dice {:.4} at epoch {}; model saved in {}",
+        outcome.best_val_dice,
+        outcome.best_epoch,
+        outcome.run.display()
+    );
+    Ok(())
+}
+
+/// The model folder: the one given, else the shipped model (looked up from the
+/// working directory, then from the source tree this binary was built in).
+fn model_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let candidates = [
+        PathBuf::from(crate::SHIPPED_MODEL),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(crate::SHIPPED_MODEL),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.join("config.json").is_file())
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no --model given and the shipped model {} was not found", crate::SHIPPED_MODEL))
+}
+
+fn load_predictor(model: Option<PathBuf>) -> Result<(PathBuf, radlens_seg::Predictor)> {
+    let dir = model_dir(model)?;
+    let m = radlens_seg::checkpoint::load_model(&dir, &Device::Cpu, ConvBackend::Radlens)?;
+    Ok((dir, radlens_seg::Predictor::new(m, Device::Cpu)))
+}
+
+fn predict_cmd(a: PredictArgs) -> Result<()> {
+    // Read every image first so that a bad input stops the run before anything is written.
+    let images = a
+        .images
+        .iter()
+        .map(|p| radlens_io::read_image(p).map(|i| (p, i)))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if let Some(mm) = a.pixel_spacing {
+        anyhow::ensure!(mm > 0.0 && mm.is_finite(), "--pixel-spacing must be a positive number of mm, got {mm}");
+    }
+    let images: Vec<_> = images
+        .into_iter()
+        .map(|(p, mut i)| {
+            if i.spacing.is_none() {
+                i.spacing = a.pixel_spacing.map(radlens_io::PixelSpacing::isotropic);
+            }
+            (p, i)
+        })
+        .collect();
+    let (_, predictor) = load_predictor(a.model)?;
+    for (path, img) in &images {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = a.out.join(&stem);
+        let pred = predictor.predict(img, a.samples, a.seed)?;
+        let written = crate::predict_out::write_prediction(&dir, path, img, &pred, &predictor.model.config)?;
+        println!("{}: {}", path.display(), written.display());
+    }
+    Ok(())
+}
+
+fn eval_cmd(a: EvalArgs) -> Result<()> {
+    let (dir, predictor) = load_predictor(a.model)?;
+    let info = radlens_seg::checkpoint::RunDir(dir.clone()).read_info()?;
+    let dataset = a.dataset.open()?;
+    let trained_kind = info.dataset.split(':').next().unwrap_or("");
+    let same_kind = a.dataset.to_string().starts_with(&format!("{trained_kind}:"));
+    let part = a.split.unwrap_or(if same_kind { SplitPart::Test } else { SplitPart::All });
+    let ids: Vec<String> = match part {
+        SplitPart::All => dataset.samples.iter().map(|s| s.id.clone()).collect(),
+        p => {
+            let split_path = radlens_seg::checkpoint::RunDir(dir.clone()).split();
+            Split::read(&split_path)?.ids(p)
+        }
+    };
+    let cases = dataset.select(&ids).map_err(|e| anyhow::anyhow!(e))?;
+    let ev = radlens_seg::evaluate::evaluate(&predictor, &dataset, &cases, a.samples)?;
+    let header = serde_json::json!({
+        "model": dir.display().to_string(),
+        "dataset": a.dataset.to_string(),
+        "split": format!("{part:?}").to_lowercase(),
+        "model_input": predictor.model.config.image_size,
+        "protocol": radlens_seg::evaluate::PROTOCOL,
+    });
+    let summary = ev.summary(header);
+    radlens_io::atomic::write_atomic(&a.out.join("per_image.csv"), ev.csv().as_bytes())?;
+    radlens_io::atomic::write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    print_summary(&summary);
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn print_summary(s: &serde_json::Value) {
+    let unit = s["distance_unit"].as_str().unwrap_or("");
+    println!("{} images", s["images"]);
+    if let Some(classes) = s["metrics"]["dice"].as_object() {
+        for c in classes.keys() {
+            let f = |m: &str, k: &str| s["metrics"][m][c][k].as_f64().map(|v| format!("{v:.4}")).unwrap_or("-".into());
+            println!(
+                "  {c:<18} Dice {} [{}, {}]  IoU {}  HD95 {} {unit}  ASSD {} {unit}",
+                f("dice", "mean"), f("dice", "ci95_low"), f("dice", "ci95_high"), f("iou", "mean"), f("hd95", "mean"), f("assd", "mean")
+            );
+        }
+    }
+    for (k, label) in [("ged_squared", "GED^2"), ("sample_diversity", "sample diversity")] {
+        if let Some(v) = s["stochastic"][k]["mean"].as_f64() {
+            println!("  {label}: {v:.4}");
+        }
+    }
+    for (k, label) in [("ece_10_bins", "ECE"), ("nll_per_pixel", "NLL/pixel")] {
+        if let Some(v) = s["calibration"][k]["mean"].as_f64() {
+            println!("  {label}: {v:.4}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Segmentation metrics and their summaries: overlap (Dice, IoU), surface
+//! distances (HD95, ASSD) in millimetres, the distribution metrics of
+//! stochastic segmentation (GED^2, sample diversity), calibration (ECE, NLL),
+//! and bootstrap confidence intervals.
+
+pub mod calibration;
+pub mod distance;
+pub mod ged;
+pub mod overlap;
+pub mod stats;
+
+pub use calibration::{expected_calibration_error, negative_log_likelihood};
+pub use distance::{surface_distances, SurfaceDistances};
+pub use ged::{generalized_energy_distance, GedResult};
+pub use overlap::{dice, iou};
+pub use stats::{bootstrap_mean_ci, Summary};

@@ -1,0 +1,56 @@
+//! Write files so that a reader never sees a half-written one: write to a
+//! temporary file in the same folder, then rename over the target.
+
+use crate::error::{IoError, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// Atomically replace `path` with `bytes`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// Atomically replace `path` with whatever `fill` writes into the temporary file.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| IoError::fs(dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| IoError::fs(dir, e))?;
+    fill(tmp.as_file_mut()).map_err(|e| IoError::fs(path, e))?;
+    tmp.as_file_mut()
+        .sync_all()
+        .map_err(|e| IoError::fs(path, e))?;
+    tmp.persist(path).map_err(|e| IoError::fs(path, e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn failed_fill_keeps_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.bin");
+        write_atomic(&p, b"keep").unwrap();
+        let r = write_atomic_with(&p, |_| Err(std::io::Error::other("boom")));
+        assert!(r.unwrap_err().to_string().contains("a.bin"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

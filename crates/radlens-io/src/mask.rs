@@ -1,0 +1,131 @@
+//! Label maps: one class id per pixel.
+
+use crate::classes::ClassId;
+use crate::error::{IoError, Result};
+use std::path::Path;
+
+/// A per-pixel class map, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelMap {
+    pub width: usize,
+    pub height: usize,
+    pub labels: Vec<ClassId>,
+}
+
+impl LabelMap {
+    /// An all-background map.
+    pub fn empty(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            labels: vec![0; width * height],
+        }
+    }
+
+    /// Set `class` wherever `mask` is true (later paints win over earlier ones).
+    pub fn paint(&mut self, mask: &[bool], class: ClassId) {
+        for (l, &m) in self.labels.iter_mut().zip(mask) {
+            if m {
+                *l = class;
+            }
+        }
+    }
+
+    /// Pixels of one class as a boolean mask.
+    pub fn class_mask(&self, class: ClassId) -> Vec<bool> {
+        self.labels.iter().map(|&l| l == class).collect()
+    }
+
+    /// Nearest-neighbour resample to `width` x `height`.
+    pub fn resize_nearest(&self, width: usize, height: usize) -> Self {
+        let mut labels = Vec::with_capacity(width * height);
+        for y in 0..height {
+            let sy = ((y as f64 + 0.5) * self.height as f64 / height as f64) as usize;
+            let row = sy.min(self.height - 1) * self.width;
+            for x in 0..width {
+                let sx = ((x as f64 + 0.5) * self.width as f64 / width as f64) as usize;
+                labels.push(self.labels[row + sx.min(self.width - 1)]);
+            }
+        }
+        Self {
+            width,
+            height,
+            labels,
+        }
+    }
+}
+
+/// Read a binary mask PNG (any non-zero value in the first channel is foreground).
+pub fn read_binary_mask(path: &Path) -> Result<(usize, usize, Vec<bool>)> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| IoError::fs(path, e))?
+        .with_guessed_format()
+        .map_err(|e| IoError::fs(path, e))?
+        .decode()
+        .map_err(|e| IoError::Decode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mask = match img {
+        image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(|v| v > 0).collect(),
+        other => other
+            .to_rgb8()
+            .pixels()
+            .map(|p| p.0.iter().any(|&c| c > 0))
+            .collect(),
+    };
+    Ok((w, h, mask))
+}
+
+/// Read an integer label PNG (8 or 16 bit grey) as class ids.
+pub fn read_label_png(path: &Path) -> Result<LabelMap> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| IoError::fs(path, e))?
+        .with_guessed_format()
+        .map_err(|e| IoError::fs(path, e))?
+        .decode()
+        .map_err(|e| IoError::Decode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let raw: Vec<u16> = match img {
+        image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u16::from).collect(),
+        image::DynamicImage::ImageLuma16(g) => g.into_raw(),
+        _ => {
+            return Err(IoError::invalid(
+                path,
+                "label map must be a single-channel 8 or 16 bit PNG",
+            ))
+        }
+    };
+    let labels = raw
+        .into_iter()
+        .map(|v| {
+            ClassId::try_from(v)
+                .map_err(|_| IoError::invalid(path, format!("label value {v} exceeds 255")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LabelMap {
+        width,
+        height,
+        labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paint_order_and_resize() {
+        let mut m = LabelMap::empty(4, 2);
+        m.paint(&[true, true, false, false, false, false, false, false], 1);
+        m.paint(&[false, true, true, false, false, false, false, false], 2);
+        assert_eq!(m.labels, vec![1, 2, 2, 0, 0, 0, 0, 0]);
+        let r = m.resize_nearest(2, 2);
+        assert_eq!(r.labels, vec![2, 0, 0, 0]);
+        assert_eq!(m.class_mask(2).iter().filter(|&&b| b).count(), 2);
+    }
+}

@@ -1,0 +1,142 @@
+//! Deterministic, stratified train/validation/test splits stored as JSON, so
+//! that every command of a run uses the same cases.
+
+use crate::atomic::write_atomic;
+use crate::dataset::Sample;
+use crate::error::{IoError, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Which part of a split to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitPart {
+    Train,
+    Val,
+    Test,
+    /// Every case of the dataset (for out-of-distribution sets).
+    All,
+}
+
+impl std::str::FromStr for SplitPart {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "train" => Ok(Self::Train),
+            "val" | "validation" => Ok(Self::Val),
+            "test" => Ok(Self::Test),
+            "all" => Ok(Self::All),
+            _ => Err(format!("unknown split '{s}' (train, val, test or all)")),
+        }
+    }
+}
+
+/// Case ids per part, with how they were drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    pub dataset: String,
+    pub seed: u64,
+    /// Train and validation fractions; the rest is test.
+    pub train_fraction: f64,
+    pub val_fraction: f64,
+    pub train: Vec<String>,
+    pub val: Vec<String>,
+    pub test: Vec<String>,
+}
+
+impl Split {
+    /// Split samples per stratum: ids sorted, shuffled with `seed`, then cut by the fractions.
+    pub fn stratified(dataset: &str, samples: &[Sample], seed: u64, train_fraction: f64, val_fraction: f64) -> Self {
+        let mut strata: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for s in samples {
+            strata.entry(&s.stratum).or_default().push(s.id.clone());
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut split = Split {
+            dataset: dataset.to_string(),
+            seed,
+            train_fraction,
+            val_fraction,
+            train: vec![],
+            val: vec![],
+            test: vec![],
+        };
+        for ids in strata.values_mut() {
+            ids.sort();
+            ids.shuffle(&mut rng);
+            let n = ids.len() as f64;
+            let n_train = (n * train_fraction).round() as usize;
+            let n_val = ((n * val_fraction).round() as usize).min(ids.len() - n_train);
+            split.train.extend_from_slice(&ids[..n_train]);
+            split.val.extend_from_slice(&ids[n_train..n_train + n_val]);
+            split.test.extend_from_slice(&ids[n_train + n_val..]);
+        }
+        for part in [&mut split.train, &mut split.val, &mut split.test] {
+            part.sort();
+        }
+        split
+    }
+
+    /// The ids of one part (`All` is train + val + test).
+    pub fn ids(&self, part: SplitPart) -> Vec<String> {
+        match part {
+            SplitPart::Train => self.train.clone(),
+            SplitPart::Val => self.val.clone(),
+            SplitPart::Test => self.test.clone(),
+            SplitPart::All => [&self.train[..], &self.val[..], &self.test[..]].concat(),
+        }
+    }
+
+    /// Read a split file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| IoError::fs(path, e))?;
+        serde_json::from_str(&text).map_err(|e| IoError::invalid(path, format!("not a radlens split file: {e}")))
+    }
+
+    /// Write the split file atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("split serialises");
+        write_atomic(path, json.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{LabelSource, PatientMeta};
+
+    fn sample(id: &str, stratum: &str) -> Sample {
+        Sample {
+            id: id.into(),
+            image_path: id.into(),
+            labels: LabelSource::LabelPng(id.into()),
+            meta: PatientMeta::default(),
+            spacing: None,
+            stratum: stratum.into(),
+            jsrt: None,
+        }
+    }
+
+    #[test]
+    fn stratified_deterministic_and_round_trips() {
+        let samples: Vec<_> = (0..20)
+            .map(|i| sample(&format!("n{i:02}"), "nodule"))
+            .chain((0..10).map(|i| sample(&format!("c{i:02}"), "non-nodule")))
+            .collect();
+        let a = Split::stratified("x", &samples, 7, 0.7, 0.1);
+        let b = Split::stratified("x", &samples, 7, 0.7, 0.1);
+        assert_eq!(a, b);
+        assert_eq!((a.train.len(), a.val.len(), a.test.len()), (21, 3, 6));
+        assert_eq!(a.test.iter().filter(|i| i.starts_with('n')).count(), 4);
+        assert_eq!(a.ids(SplitPart::All).len(), 30);
+        let c = Split::stratified("x", &samples, 8, 0.7, 0.1);
+        assert_ne!(a.train, c.train);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("split.json");
+        a.write(&p).unwrap();
+        assert_eq!(Split::read(&p).unwrap(), a);
+    }
+}

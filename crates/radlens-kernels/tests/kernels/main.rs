@@ -1,0 +1,7 @@
+//! Tests of the radlens kernels against naive references, candle's stock ops and finite
+//! differences.
+
+mod common;
+mod conv2d;
+mod conv_transpose;
+mod pool;

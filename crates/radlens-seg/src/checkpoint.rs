@@ -1,0 +1,185 @@
+//! A run directory: the config, the best weights, the resumable checkpoint,
+//! the split and the training history, each written atomically.
+//!
+//! ```text
+//! <run>/config.json          model + training config, dataset, parameter count
+//! <run>/model.safetensors    weights with the best validation Dice
+//! <run>/split.json           the train/val/test case ids
+//! <run>/history.csv          one row per epoch
+//! <run>/checkpoint/last.safetensors  weights + AdamW moments after the last epoch
+//! <run>/checkpoint/state.json        epoch, step, best score
+//! ```
+
+use crate::config::{ModelConfig, TrainConfig};
+use crate::error::{Result, SegError};
+use crate::unet::SegModel;
+use candle_core::{Device, Tensor};
+use radlens_io::atomic::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What `config.json` records about a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    /// The training dataset as given (`kind:dir`).
+    pub dataset: String,
+    pub parameters: usize,
+    pub radlens_version: String,
+}
+
+/// Progress of a training run, for `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    pub step: usize,
+    pub best_val_dice: f64,
+    pub best_epoch: usize,
+}
+
+/// Paths inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("config.json")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.0.join("model.safetensors")
+    }
+    pub fn split(&self) -> PathBuf {
+        self.0.join("split.json")
+    }
+    pub fn history(&self) -> PathBuf {
+        self.0.join("history.csv")
+    }
+    pub fn last(&self) -> PathBuf {
+        self.0.join("checkpoint").join("last.safetensors")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.0.join("checkpoint").join("state.json")
+    }
+
+    /// Read `config.json`.
+    pub fn read_info(&self) -> Result<RunInfo> {
+        read_json(&self.config())
+    }
+
+    /// Read `checkpoint/state.json`.
+    pub fn read_state(&self) -> Result<TrainState> {
+        read_json(&self.state())
+    }
+}
+
+/// Read a JSON file, naming it in any error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bad = |reason: String| SegError::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// Write pretty JSON atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
+/// Save tensors as safetensors atomically.
+pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let bytes = safetensors::serialize(
+        tensors.iter().map(|(k, v)| (k.clone(), v)).collect::<Vec<_>>(),
+        None,
+    )
+    .map_err(|e| SegError::Invalid(format!("{}: cannot serialise tensors: {e}", path.display())))?;
+    Ok(write_atomic(path, &bytes)?)
+}
+
+/// Load a safetensors file onto `device`.
+pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    if !path.is_file() {
+        return Err(SegError::Config {
+            path: path.to_path_buf(),
+            reason: "checkpoint file not found".into(),
+        });
+    }
+    candle_core::safetensors::load(path, device).map_err(|e| SegError::Config {
+        path: path.to_path_buf(),
+        reason: format!("not a readable safetensors file: {e}"),
+    })
+}
+
+/// Load the model of a run directory (config + best weights).
+pub fn load_model(run: &Path, device: &Device, backend: crate::config::ConvBackend) -> Result<SegModel> {
+    let dir = RunDir(run.to_path_buf());
+    if !run.is_dir() {
+        return Err(SegError::Config {
+            path: run.to_path_buf(),
+            reason: "model folder not found".into(),
+        });
+    }
+    let info = dir.read_info()?;
+    let model = SegModel::new(&info.model, device, 0, backend).map_err(|e| SegError::Config {
+        path: dir.config(),
+        reason: e.to_string(),
+    })?;
+    let tensors = load_tensors(&dir.model(), device)?;
+    model.params.assign_from(&tensors, &dir.model())?;
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConvBackend, HeadConfig};
+
+    fn small(head: HeadConfig) -> ModelConfig {
+        ModelConfig {
+            image_size: 16,
+            base_width: 4,
+            depth: 2,
+            head,
+            ..ModelConfig::default()
+        }
+    }
+
+    #[test]
+    fn round_trip_and_mismatch_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir(dir.path().to_path_buf());
+        let cfg = small(HeadConfig::Plain);
+        let m = SegModel::new(&cfg, &Device::Cpu, 1, ConvBackend::Radlens).unwrap();
+        let info = RunInfo {
+            model: cfg.clone(),
+            train: TrainConfig::default(),
+            dataset: "jsrt:x".into(),
+            parameters: m.params.count(),
+            radlens_version: "test".into(),
+        };
+        write_json(&run.config(), &info).unwrap();
+        save_tensors(&run.model(), &m.params.tensors()).unwrap();
+        let back = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens).unwrap();
+        for (name, t) in m.params.tensors() {
+            let u = &back.params.tensors()[&name];
+            let diff = (&t - u).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(diff, 0.0, "{name}");
+        }
+        // a config with another head no longer matches the weights
+        let other = RunInfo {
+            model: small(HeadConfig::Ssn { rank: 2, mc_samples: 4 }),
+            ..info
+        };
+        write_json(&run.config(), &other).unwrap();
+        let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens).err().unwrap().to_string();
+        assert!(e.contains("model.safetensors") && e.contains("does not match"), "{e}");
+        std::fs::write(run.model(), b"garbage").unwrap();
+        let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens).err().unwrap().to_string();
+        assert!(e.contains("model.safetensors"), "{e}");
+    }
+}

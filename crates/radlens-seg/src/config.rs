@@ -1,0 +1,195 @@
+//! Model and training configuration, saved as JSON beside every checkpoint
+//! and readable from a TOML file given with `--config`.
+
+use crate::error::{Result, SegError};
+use radlens_io::augment::AugmentConfig;
+use radlens_io::preprocess::IntensityConfig;
+use radlens_io::ClassSchema;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Feature normalisation inside the U-Net's conv blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum NormKind {
+    /// GroupNorm with this many groups (falls back to 1 group when it does not divide).
+    Group { groups: usize },
+    /// InstanceNorm (GroupNorm with one group per channel).
+    Instance,
+    None,
+}
+
+/// The output head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum HeadConfig {
+    /// Softmax logits, trained with cross-entropy + soft Dice.
+    Plain,
+    /// Stochastic Segmentation Network: mean, log-diagonal and rank-`rank`
+    /// covariance factor, trained with the Monte Carlo log-likelihood over
+    /// `mc_samples` (even: half are mirrored, antithetic) samples.
+    Ssn { rank: usize, mc_samples: usize },
+}
+
+/// Convolution implementation: radlens' fast CPU kernels or candle's stock ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvBackend {
+    #[default]
+    Radlens,
+    Candle,
+}
+
+/// Everything needed to rebuild a model and its preprocessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub classes: ClassSchema,
+    /// Square input side, pixels.
+    pub image_size: usize,
+    /// Channels of the first level; doubles at each level.
+    pub base_width: usize,
+    /// Number of resolution levels (depth 4 = three poolings).
+    pub depth: usize,
+    pub norm: NormKind,
+    pub head: HeadConfig,
+    pub intensity: IntensityConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            classes: ClassSchema::jsrt(false),
+            image_size: 128,
+            base_width: 16,
+            depth: 4,
+            norm: NormKind::Group { groups: 8 },
+            head: HeadConfig::Ssn {
+                rank: 10,
+                mc_samples: 20,
+            },
+            intensity: IntensityConfig { equalize: false },
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Check the configuration is one radlens can build.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.classes.len() < 2 {
+            return Err("at least two classes (background and one more) are needed".into());
+        }
+        if self.depth == 0 || self.base_width == 0 {
+            return Err("depth and base_width must be positive".into());
+        }
+        let factor = 1usize << (self.depth - 1);
+        if self.image_size == 0 || !self.image_size.is_multiple_of(factor) {
+            return Err(format!(
+                "image_size {} must be a positive multiple of 2^(depth-1) = {factor}",
+                self.image_size
+            ));
+        }
+        if let HeadConfig::Ssn { rank, mc_samples } = self.head {
+            if rank == 0 || mc_samples < 2 || mc_samples % 2 != 0 {
+                return Err(format!(
+                    "SSN needs rank >= 1 and an even mc_samples >= 2 (got rank {rank}, mc_samples {mc_samples})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True for the stochastic (SSN) head.
+    pub fn is_stochastic(&self) -> bool {
+        matches!(self.head, HeadConfig::Ssn { .. })
+    }
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Linear warm-up steps, then cosine decay to `learning_rate * final_lr_fraction`.
+    pub warmup_steps: usize,
+    pub final_lr_fraction: f64,
+    pub seed: u64,
+    /// Train and validation fractions of the stratified split (rest is test).
+    pub train_fraction: f64,
+    pub val_fraction: f64,
+    /// Weight of the soft Dice term for the plain head.
+    pub dice_weight: f64,
+    pub augment: AugmentConfig,
+    pub conv_backend: ConvBackend,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 40,
+            batch_size: 4,
+            learning_rate: 1e-3,
+            weight_decay: 1e-4,
+            warmup_steps: 100,
+            final_lr_fraction: 0.01,
+            seed: 0,
+            train_fraction: 0.7,
+            val_fraction: 0.1,
+            dice_weight: 1.0,
+            augment: AugmentConfig::default(),
+            conv_backend: ConvBackend::Radlens,
+        }
+    }
+}
+
+/// A `--config` TOML file: `[model]` and `[train]` tables, both optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+impl RunConfig {
+    /// Read and validate a TOML config.
+    pub fn from_toml(path: &Path) -> Result<Self> {
+        let bad = |reason: String| SegError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let cfg: RunConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        cfg.model.validate().map_err(bad)?;
+        if cfg.train.batch_size == 0 || cfg.train.epochs == 0 {
+            return Err(bad("epochs and batch_size must be positive".into()));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[model]\nclasses = { names = ['background', 'lung'] }\nimage_size = 64\nbase_width = 8\ndepth = 3\nnorm = { kind = 'instance' }\nhead = { kind = 'plain' }\nintensity = { equalize = true }\n[train]\nepochs = 2\n",
+        )
+        .unwrap();
+        let c = RunConfig::from_toml(&p).unwrap();
+        assert_eq!(c.model.head, HeadConfig::Plain);
+        assert_eq!(c.train.epochs, 2);
+        assert_eq!(c.train.batch_size, 4);
+        std::fs::write(&p, "[model]\nclasses = { names = ['background', 'lung'] }\nimage_size = 66\nbase_width = 8\ndepth = 3\nnorm = { kind = 'none' }\nhead = { kind = 'plain' }\nintensity = { equalize = false }\n").unwrap();
+        let e = RunConfig::from_toml(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("image_size 66"), "{e}");
+        std::fs::write(&p, "[train]\nepochs = 'many'\n").unwrap();
+        assert!(RunConfig::from_toml(&p).unwrap_err().to_string().contains("c.toml"));
+    }
+}

@@ -1,0 +1,24 @@
+//! Segmentation models for chest radiographs on candle: a U-Net with
+//! configurable depth, width and normalisation, and the Stochastic
+//! Segmentation Network head (Monteiro et al., NeurIPS 2020) that models the
+//! logit map as a low-rank multivariate normal.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod evaluate;
+pub mod layers;
+pub mod loss;
+pub mod optim;
+pub mod params;
+pub mod predict;
+pub mod render;
+pub mod ssn;
+pub mod train;
+pub mod unet;
+
+pub use config::{HeadConfig, ModelConfig, NormKind, TrainConfig};
+pub use error::{Result, SegError};
+pub use predict::{Prediction, Predictor};
+pub use unet::SegModel;

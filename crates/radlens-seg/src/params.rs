@@ -1,0 +1,96 @@
+//! Named trainable parameters with seeded initialisation and safetensors I/O.
+
+use crate::error::{Result, SegError};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The model's parameters, in creation order, each with a unique name.
+pub struct ParamStore {
+    device: Device,
+    rng: StdRng,
+    vars: Vec<(String, Var)>,
+}
+
+impl ParamStore {
+    /// An empty store whose initialisation draws from `seed`.
+    pub fn new(device: &Device, seed: u64) -> Self {
+        Self {
+            device: device.clone(),
+            rng: StdRng::seed_from_u64(seed),
+            vars: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, name: String, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        let var = Var::from_tensor(&Tensor::from_vec(data, shape, &self.device)?)?;
+        let t = var.as_tensor().clone();
+        self.vars.push((name, var));
+        Ok(t)
+    }
+
+    /// A He-normal initialised weight (fan-in = product of all dims but the first
+    /// unless `fan_in` is given).
+    pub fn kaiming(&mut self, name: String, shape: &[usize], fan_in: usize) -> Result<Tensor> {
+        let std = (2.0 / fan_in.max(1) as f64).sqrt();
+        let normal = Normal::new(0.0, std).expect("finite std");
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| normal.sample(&mut self.rng) as f32).collect();
+        self.push(name, data, shape)
+    }
+
+    /// A constant-initialised parameter.
+    pub fn constant(&mut self, name: String, shape: &[usize], value: f32) -> Result<Tensor> {
+        let n = shape.iter().product();
+        self.push(name, vec![value; n], shape)
+    }
+
+    /// Named variables for the optimiser.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// All parameters as a name -> tensor map.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Number of scalar parameters.
+    pub fn count(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Overwrite every parameter from `tensors`; every name must be present with the same shape.
+    pub fn assign_from(&self, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+        let mismatch = |reason: String| SegError::Mismatch {
+            path: path.to_path_buf(),
+            reason,
+        };
+        for (name, var) in &self.vars {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| mismatch(format!("tensor '{name}' is missing")))?;
+            if t.dims() != var.dims() {
+                return Err(mismatch(format!(
+                    "tensor '{name}' has shape {:?}, the config needs {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        }
+        if let Some(extra) = tensors
+            .keys()
+            .find(|k| !self.vars.iter().any(|(n, _)| n == *k))
+        {
+            return Err(mismatch(format!("unexpected tensor '{extra}'")));
+        }
+        Ok(())
+    }
+}
