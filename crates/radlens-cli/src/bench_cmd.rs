@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
 use radlens_seg::config::{ConvBackend, HeadConfig, ModelConfig};
-use radlens_seg::loss::{one_hot, training_loss};
+use radlens_seg::loss::{one_hot, training_loss, LossWeights};
 use radlens_seg::optim::AdamW;
 use radlens_seg::SegModel;
 use rand::rngs::StdRng;
@@ -18,6 +18,11 @@ use std::time::Instant;
 
 /// Adam learning rate of the benchmark, as in the PyTorch reference.
 const LEARNING_RATE: f64 = 1e-3;
+/// Cross-entropy only for the plain head and the bare MC loss for the SSN, as the reference.
+const WEIGHTS: LossWeights = LossWeights {
+    dice: 0.0,
+    ssn_mean: 0.0,
+};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -119,7 +124,7 @@ impl Trainer {
     fn step(&mut self, x: &Tensor, onehot: &Tensor) -> Result<f64> {
         let out = self.model.forward(x)?;
         let head = self.model.config.head;
-        let loss = training_loss(&out, onehot, head, 0.0, &mut self.rng)?;
+        let loss = training_loss(&out, onehot, head, WEIGHTS, &mut self.rng)?;
         let value = loss.to_scalar::<f32>()? as f64;
         self.opt.step(&loss.backward()?, LEARNING_RATE)?;
         Ok(value)

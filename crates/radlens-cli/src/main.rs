@@ -2,6 +2,7 @@
 
 mod predict_out;
 mod bench_cmd;
+mod lm_cmd;
 mod seg_cmd;
 
 /// The model radlens ships, relative to the repository root.
@@ -26,6 +27,9 @@ enum Command {
     /// Benchmark training steps against stock candle and PyTorch.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
+    /// Run the hookable GGUF language model (interpretability core).
+    #[command(subcommand)]
+    Lm(lm_cmd::LmCommand),
 }
 
 fn main() {
@@ -40,6 +44,7 @@ fn main() {
     let result = match cli.command {
         Command::Seg(cmd) => seg_cmd::run(cmd),
         Command::Bench(cmd) => bench_cmd::run(cmd),
+        Command::Lm(cmd) => lm_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

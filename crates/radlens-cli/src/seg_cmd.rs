@@ -57,6 +57,9 @@ pub struct EvalArgs {
     /// SSN samples per image for GED and diversity.
     #[arg(long, default_value_t = 100)]
     samples: usize,
+    /// Evaluate only the first N cases of the split (quick checks).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Output folder for per_image.csv and summary.json.
     #[arg(long)]
     out: PathBuf,
@@ -209,7 +212,8 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             Split::read(&split_path)?.ids(p)
         }
     };
-    let cases = dataset.select(&ids).map_err(|e| anyhow::anyhow!(e))?;
+    let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
+    let cases = dataset.select(ids).map_err(|e| anyhow::anyhow!(e))?;
     let ev = radlens_seg::evaluate::evaluate(&predictor, &dataset, &cases, a.samples)?;
     let header = serde_json::json!({
         "model": dir.display().to_string(),

@@ -3,9 +3,15 @@
 /// Expected calibration error with `bins` equal-width confidence bins:
 /// sum over bins of (bin size / n) * |accuracy - mean confidence|, where the
 /// confidence is the top class probability. `probs` is class-major (C x N).
-pub fn expected_calibration_error(probs: &[f32], classes: usize, labels: &[u8], bins: usize) -> f64 {
+pub fn expected_calibration_error(
+    probs: &[f32],
+    classes: usize,
+    labels: &[u8],
+    bins: usize,
+) -> f64 {
     let n = labels.len();
-    let (mut count, mut conf, mut correct) = (vec![0usize; bins], vec![0f64; bins], vec![0usize; bins]);
+    let (mut count, mut conf, mut correct) =
+        (vec![0usize; bins], vec![0f64; bins], vec![0usize; bins]);
     for (i, &y) in labels.iter().enumerate() {
         let (mut best, mut p) = (0usize, f32::MIN);
         for c in 0..classes {

@@ -56,7 +56,13 @@ fn edt_1d(f: &[f64], step: f64, out: &mut [f64], v: &mut [usize], z: &mut [f64])
 
 /// Euclidean distance from every pixel to the nearest `true` pixel of `seeds`
 /// (`row_mm` vertical, `col_mm` horizontal spacing). Infinite when there is no seed.
-pub fn distance_transform(seeds: &[bool], width: usize, height: usize, row_mm: f64, col_mm: f64) -> Vec<f64> {
+pub fn distance_transform(
+    seeds: &[bool],
+    width: usize,
+    height: usize,
+    row_mm: f64,
+    col_mm: f64,
+) -> Vec<f64> {
     let mut g: Vec<f64> = seeds.iter().map(|&s| if s { 0.0 } else { FAR }).collect();
     let n = width.max(height);
     let (mut v, mut z, mut out) = (vec![0usize; n], vec![0f64; n + 1], vec![0f64; n]);
@@ -76,7 +82,13 @@ pub fn distance_transform(seeds: &[bool], width: usize, height: usize, row_mm: f
         g[y * width..(y + 1) * width].copy_from_slice(&out[..width]);
     }
     g.into_iter()
-        .map(|d| if d >= FAR / 2.0 { f64::INFINITY } else { d.sqrt() })
+        .map(|d| {
+            if d >= FAR / 2.0 {
+                f64::INFINITY
+            } else {
+                d.sqrt()
+            }
+        })
         .collect()
 }
 
@@ -171,7 +183,9 @@ mod tests {
     fn shifted_square_by_hand() {
         // two 4x4 squares in a 10x10 grid, one shifted right by 2 pixels
         let sq = |x0: usize| -> Vec<bool> {
-            (0..100).map(|i| (3..7).contains(&(i / 10)) && (x0..x0 + 4).contains(&(i % 10))).collect()
+            (0..100)
+                .map(|i| (3..7).contains(&(i / 10)) && (x0..x0 + 4).contains(&(i % 10)))
+                .collect()
         };
         let d = surface_distances(&sq(2), &sq(4), 10, 10, 1.0, 0.5).unwrap();
         // boundary of A: 12 pixels. Left column of A (x=2) is 2 px = 1.0 mm from B's

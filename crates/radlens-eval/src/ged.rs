@@ -2,13 +2,30 @@
 //! code): distance d(a, b) = 1 - IoU averaged over foreground classes, where a
 //! class empty in both masks counts as IoU 1.
 
-use crate::overlap::{class_mask, iou};
-
-/// 1 - mean foreground IoU between two label maps with `classes` classes (ids 1..classes).
+/// 1 - mean IoU over `classes` between two label maps (one pass over the pixels).
 pub fn label_distance(a: &[u8], b: &[u8], classes: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "label maps differ in size");
+    let mut inter = [0usize; 256];
+    let mut count_a = [0usize; 256];
+    let mut count_b = [0usize; 256];
+    for (&x, &y) in a.iter().zip(b) {
+        count_a[x as usize] += 1;
+        count_b[y as usize] += 1;
+        if x == y {
+            inter[x as usize] += 1;
+        }
+    }
     let mean_iou = classes
         .iter()
-        .map(|&c| iou(&class_mask(a, c), &class_mask(b, c)))
+        .map(|&c| {
+            let c = c as usize;
+            let union = count_a[c] + count_b[c] - inter[c];
+            if union == 0 {
+                1.0
+            } else {
+                inter[c] as f64 / union as f64
+            }
+        })
         .sum::<f64>()
         / classes.len().max(1) as f64;
     1.0 - mean_iou
@@ -44,7 +61,11 @@ fn mean_pairwise(maps: &[&[u8]], classes: &[u8]) -> f64 {
 }
 
 /// Generalised energy distance between samples and references (distinct pairs within each set).
-pub fn generalized_energy_distance(samples: &[&[u8]], references: &[&[u8]], classes: &[u8]) -> GedResult {
+pub fn generalized_energy_distance(
+    samples: &[&[u8]],
+    references: &[&[u8]],
+    classes: &[u8],
+) -> GedResult {
     let mut cross = 0.0;
     for s in samples {
         for r in references {
@@ -79,5 +100,14 @@ mod tests {
         // two classes; class 2 empty in both counts as IoU 1
         assert!((label_distance(&[1, 0], &[1, 0], &[1, 2]) - 0.0).abs() < 1e-12);
         assert!((label_distance(&[1, 2], &[1, 0], &[1, 2]) - 0.5).abs() < 1e-12);
+        // agrees with the per-class mask definition
+        let (a, b): (Vec<u8>, Vec<u8>) = ((0..50).map(|i| (i % 3) as u8).collect(), (0..50).map(|i| (i % 4 % 3) as u8).collect());
+        let by_masks = 1.0
+            - [1u8, 2]
+                .iter()
+                .map(|&c| crate::overlap::iou(&crate::overlap::class_mask(&a, c), &crate::overlap::class_mask(&b, c)))
+                .sum::<f64>()
+                / 2.0;
+        assert!((label_distance(&a, &b, &[1, 2]) - by_masks).abs() < 1e-12);
     }
 }

@@ -28,9 +28,20 @@ impl Summary {
             0.0
         };
         v.sort_by(f64::total_cmp);
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
         let (ci95_low, ci95_high) = bootstrap_mean_ci(&v, 2000, seed);
-        Some(Self { n, mean, sd, median, ci95_low, ci95_high })
+        Some(Self {
+            n,
+            mean,
+            sd,
+            median,
+            ci95_low,
+            ci95_high,
+        })
     }
 }
 
@@ -55,7 +66,12 @@ pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, seed: u64) -> (f64, f
     }
     let mut rng = SplitMix(seed);
     let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| values[(rng.next() % n as u64) as usize]).sum::<f64>() / n as f64)
+        .map(|_| {
+            (0..n)
+                .map(|_| values[(rng.next() % n as u64) as usize])
+                .sum::<f64>()
+                / n as f64
+        })
         .collect();
     means.sort_by(f64::total_cmp);
     let at = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
@@ -76,6 +92,9 @@ mod tests {
         assert!((c.ci95_low - 0.9).abs() < 1e-12 && (c.ci95_high - 0.9).abs() < 1e-12);
         assert!(Summary::of(&[], 1).is_none());
         // deterministic for a seed
-        assert_eq!(bootstrap_mean_ci(&[1.0, 5.0, 2.0], 500, 3), bootstrap_mean_ci(&[1.0, 5.0, 2.0], 500, 3));
+        assert_eq!(
+            bootstrap_mean_ci(&[1.0, 5.0, 2.0], 500, 3),
+            bootstrap_mean_ci(&[1.0, 5.0, 2.0], 500, 3)
+        );
     }
 }

@@ -25,6 +25,14 @@ pub fn write_atomic_with(
     tmp.as_file_mut()
         .sync_all()
         .map_err(|e| IoError::fs(path, e))?;
+    // Temporary files are created owner-only; results are ordinary files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| IoError::fs(path, e))?;
+    }
     tmp.persist(path).map_err(|e| IoError::fs(path, e.error))?;
     Ok(())
 }
@@ -40,6 +48,12 @@ mod tests {
         write_atomic(&p, b"first").unwrap();
         write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -40,12 +40,18 @@ impl ClassSchema {
 
     /// The id of a class name.
     pub fn id(&self, name: &str) -> Option<ClassId> {
-        self.names.iter().position(|n| n == name).map(|i| i as ClassId)
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as ClassId)
     }
 
     /// The name of a class id.
     pub fn name(&self, id: ClassId) -> &str {
-        self.names.get(id as usize).map(String::as_str).unwrap_or("?")
+        self.names
+            .get(id as usize)
+            .map(String::as_str)
+            .unwrap_or("?")
     }
 
     /// Foreground class ids (all but background).

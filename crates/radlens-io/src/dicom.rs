@@ -150,7 +150,11 @@ pub(crate) mod tests {
             DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16_u16)),
             DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12_u16)),
             DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(11_u16)),
-            DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0_u16)),
+            DataElement::new(
+                tags::PIXEL_REPRESENTATION,
+                VR::US,
+                PrimitiveValue::from(0_u16),
+            ),
             DataElement::new(
                 tags::PIXEL_DATA,
                 VR::OW,
@@ -189,7 +193,12 @@ pub(crate) mod tests {
         let im = read_dicom(&p).unwrap();
         assert_eq!((im.width, im.height), (2, 2));
         // window: (v - 199.5)/400 + 0.5
-        let expect = [0.0, (100.0 - 199.5) / 400.0 + 0.5, (300.0 - 199.5) / 400.0 + 0.5, 1.0];
+        let expect = [
+            0.0,
+            (100.0 - 199.5) / 400.0 + 0.5,
+            (300.0 - 199.5) / 400.0 + 0.5,
+            1.0,
+        ];
         for (a, b) in im.pixels.iter().zip(expect) {
             assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
         }

@@ -16,7 +16,7 @@ pub enum IoError {
     Dicom { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("unknown dataset kind '{0}' (expected jsrt:<dir>, covid-cxr:<dir> or nnunet:<dir>)")]
+    #[error("unknown dataset kind '{0}' (expected jsrt:<dir>, jsrt+clavicles:<dir>, covid-cxr:<dir> or nnunet:<dir>)")]
     UnknownDatasetKind(String),
 }
 

@@ -175,7 +175,9 @@ mod tests {
         std::fs::write(&p, b"\x89PNG\r\n\x1a\nnot really").unwrap();
         let e = read_image(&p).unwrap_err().to_string();
         assert!(e.contains("broken.png") && e.contains("decode"), "{e}");
-        let e = read_image(&dir.path().join("none.jpg")).unwrap_err().to_string();
+        let e = read_image(&dir.path().join("none.jpg"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("none.jpg") && e.contains("not found"), "{e}");
     }
 

@@ -36,6 +36,52 @@ impl LabelMap {
         self.labels.iter().map(|&l| l == class).collect()
     }
 
+    /// Keep only the largest 8-connected component of each foreground class;
+    /// the pixels of smaller components become background.
+    pub fn keep_largest_components(&mut self) {
+        let (w, h) = (self.width, self.height);
+        let mut component = vec![usize::MAX; self.labels.len()];
+        // per class: (size, id) of the largest component so far
+        let mut best: std::collections::HashMap<ClassId, (usize, usize)> = Default::default();
+        let mut sizes = Vec::new();
+        let mut stack = Vec::new();
+        for start in 0..self.labels.len() {
+            let class = self.labels[start];
+            if class == 0 || component[start] != usize::MAX {
+                continue;
+            }
+            let id = sizes.len();
+            let mut size = 0;
+            component[start] = id;
+            stack.push(start);
+            while let Some(i) = stack.pop() {
+                size += 1;
+                let (x, y) = ((i % w) as isize, (i / w) as isize);
+                for (dx, dy) in [(-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+                    let (nx, ny) = (x + dx, y + dy);
+                    if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
+                        continue;
+                    }
+                    let j = ny as usize * w + nx as usize;
+                    if self.labels[j] == class && component[j] == usize::MAX {
+                        component[j] = id;
+                        stack.push(j);
+                    }
+                }
+            }
+            sizes.push(size);
+            let entry = best.entry(class).or_insert((0, id));
+            if size > entry.0 {
+                *entry = (size, id);
+            }
+        }
+        for (l, &c) in self.labels.iter_mut().zip(&component) {
+            if *l != 0 && best[l].1 != c {
+                *l = 0;
+            }
+        }
+    }
+
     /// Nearest-neighbour resample to `width` x `height`.
     pub fn resize_nearest(&self, width: usize, height: usize) -> Self {
         let mut labels = Vec::with_capacity(width * height);
@@ -127,5 +173,28 @@ mod tests {
         let r = m.resize_nearest(2, 2);
         assert_eq!(r.labels, vec![2, 0, 0, 0]);
         assert_eq!(m.class_mask(2).iter().filter(|&&b| b).count(), 2);
+    }
+
+    #[test]
+    fn largest_components_by_hand() {
+        // class 1: a 3-pixel blob (diagonal counts as connected) and a lone pixel;
+        // class 2: two single pixels, the first found wins the tie
+        #[rustfmt::skip]
+        let labels = vec![
+            1, 0, 0, 2,
+            0, 1, 0, 0,
+            1, 0, 0, 1,
+            0, 0, 2, 0,
+        ];
+        let mut m = LabelMap { width: 4, height: 4, labels };
+        m.keep_largest_components();
+        #[rustfmt::skip]
+        let expect = vec![
+            1, 0, 0, 2,
+            0, 1, 0, 0,
+            1, 0, 0, 0,
+            0, 0, 0, 0,
+        ];
+        assert_eq!(m.labels, expect);
     }
 }

@@ -46,7 +46,12 @@ impl Letterbox {
     pub fn image(&self, img: &XrayImage) -> Vec<f32> {
         let buf = GreyF32::from_raw(img.width as u32, img.height as u32, img.pixels.clone())
             .expect("image buffer size");
-        let small = resize(&buf, self.content.0 as u32, self.content.1 as u32, FilterType::Triangle);
+        let small = resize(
+            &buf,
+            self.content.0 as u32,
+            self.content.1 as u32,
+            FilterType::Triangle,
+        );
         self.paste(small.as_raw(), 0.0)
     }
 
@@ -84,7 +89,12 @@ impl Letterbox {
             }
             let buf = GreyF32::from_raw(self.content.0 as u32, self.content.1 as u32, crop)
                 .expect("crop size");
-            let big = resize(&buf, self.src.0 as u32, self.src.1 as u32, FilterType::Triangle);
+            let big = resize(
+                &buf,
+                self.src.0 as u32,
+                self.src.1 as u32,
+                FilterType::Triangle,
+            );
             out.extend_from_slice(big.as_raw());
         }
         out
@@ -95,7 +105,11 @@ impl Letterbox {
 pub fn standardize(pixels: &mut [f32]) {
     let n = pixels.len().max(1) as f64;
     let mean = pixels.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = pixels.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let var = pixels
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let sd = var.sqrt().max(1e-6);
     for v in pixels {
         *v = ((*v as f64 - mean) / sd) as f32;

@@ -49,7 +49,13 @@ pub struct Split {
 
 impl Split {
     /// Split samples per stratum: ids sorted, shuffled with `seed`, then cut by the fractions.
-    pub fn stratified(dataset: &str, samples: &[Sample], seed: u64, train_fraction: f64, val_fraction: f64) -> Self {
+    pub fn stratified(
+        dataset: &str,
+        samples: &[Sample],
+        seed: u64,
+        train_fraction: f64,
+        val_fraction: f64,
+    ) -> Self {
         let mut strata: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for s in samples {
             strata.entry(&s.stratum).or_default().push(s.id.clone());
@@ -93,7 +99,8 @@ impl Split {
     /// Read a split file.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| IoError::fs(path, e))?;
-        serde_json::from_str(&text).map_err(|e| IoError::invalid(path, format!("not a radlens split file: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| IoError::invalid(path, format!("not a radlens split file: {e}")))
     }
 
     /// Write the split file atomically.

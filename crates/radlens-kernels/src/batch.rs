@@ -5,6 +5,27 @@
 
 use crate::gemm_util::num_threads;
 use rayon::prelude::*;
+use std::cell::RefCell;
+
+thread_local! {
+    /// Per-thread scratch space, kept between calls so that large column matrices are not
+    /// allocated (and page-faulted in) for every convolution.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer of at least `len` elements (content unspecified).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                *buf = vec![0f32; len];
+            }
+            f(&mut buf[..len])
+        }
+        // re-entered (a nested parallel call ran on this thread): use a fresh buffer
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
 
 /// Runs `f(item, out_item, scratch, parallel)` for each `item_len`-long chunk of `out`.
 /// `scratch` is a per-thread buffer of `scratch_len` elements whose content is unspecified.
@@ -21,15 +42,15 @@ where
         out.par_chunks_mut(item_len)
             .enumerate()
             .with_min_len(items / threads)
-            .for_each_init(
-                || vec![0f32; scratch_len],
-                |scratch, (i, out_item)| f(i, out_item, scratch, false),
-            );
+            .for_each(|(i, out_item)| {
+                with_scratch(scratch_len, |scratch| f(i, out_item, scratch, false))
+            });
     } else {
-        let mut scratch = vec![0f32; scratch_len];
-        for (i, out_item) in out.chunks_mut(item_len).enumerate() {
-            f(i, out_item, &mut scratch, true);
-        }
+        with_scratch(scratch_len, |scratch| {
+            for (i, out_item) in out.chunks_mut(item_len).enumerate() {
+                f(i, out_item, scratch, true);
+            }
+        })
     }
 }
 
@@ -45,13 +66,12 @@ where
             .into_par_iter()
             .with_min_len(items / threads)
             .fold(
-                || (vec![0f32; acc_len], vec![0f32; scratch_len]),
-                |(mut acc, mut scratch), i| {
-                    f(i, &mut acc, &mut scratch, false);
-                    (acc, scratch)
+                || vec![0f32; acc_len],
+                |mut acc, i| {
+                    with_scratch(scratch_len, |scratch| f(i, &mut acc, scratch, false));
+                    acc
                 },
             )
-            .map(|(acc, _)| acc)
             .reduce_with(|mut total, part| {
                 total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
                 total
@@ -59,10 +79,11 @@ where
             .unwrap_or_else(|| vec![0f32; acc_len])
     } else {
         let mut acc = vec![0f32; acc_len];
-        let mut scratch = vec![0f32; scratch_len];
-        for i in 0..items {
-            f(i, &mut acc, &mut scratch, true);
-        }
+        with_scratch(scratch_len, |scratch| {
+            for i in 0..items {
+                f(i, &mut acc, scratch, true);
+            }
+        });
         acc
     }
 }

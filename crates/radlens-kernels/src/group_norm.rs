@@ -25,11 +25,7 @@ pub fn group_norm(
     if !is_fast_path(&[x, gamma, beta]) {
         return composed(x, gamma, beta, &geom, eps, relu);
     }
-    let op = GroupNorm {
-        geom,
-        eps: eps as f32,
-        relu,
-    };
+    let op = GroupNorm::new(geom, eps, relu);
     x.contiguous()?
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
 }
@@ -61,7 +57,7 @@ fn composed(
 
 /// Sizes of a group normalisation.
 #[derive(Clone, Copy, Debug)]
-struct NormGeom {
+pub(crate) struct NormGeom {
     n: usize,
     c: usize,
     groups: usize,
@@ -70,7 +66,7 @@ struct NormGeom {
 }
 
 impl NormGeom {
-    fn new(x: &[usize], gamma: &[usize], beta: &[usize], groups: usize) -> Result<Self> {
+    pub(crate) fn new(x: &[usize], gamma: &[usize], beta: &[usize], groups: usize) -> Result<Self> {
         let [n, c, rest @ ..] = x else {
             bail!("group_norm: input must be (N, C, ...), got shape {x:?}")
         };
@@ -109,13 +105,56 @@ fn moments(x: &[f32], eps: f32) -> (f32, f32) {
 }
 
 /// The forward op; its backward uses [`GroupNormGrad`].
-struct GroupNorm {
+pub(crate) struct GroupNorm {
     geom: NormGeom,
     eps: f32,
     relu: bool,
 }
 
 impl GroupNorm {
+    pub(crate) fn new(geom: NormGeom, eps: f64, relu: bool) -> Self {
+        Self {
+            geom,
+            eps: eps as f32,
+            relu,
+        }
+    }
+
+    /// The normalised output of `x` (contiguous, `geom`'s shape).
+    pub(crate) fn run(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+        let g = &self.geom;
+        let mut y = vec![0f32; g.len()];
+        y.par_chunks_mut(g.group_len())
+            .zip(x.par_chunks(g.group_len()))
+            .enumerate()
+            .for_each(|(i, (y, x))| {
+                let c0 = (i % g.groups) * g.channels_per_group();
+                self.group(c0, x, y, gamma, beta)
+            });
+        y
+    }
+
+    /// Gradients `(dx, dgamma, dbeta)` for input `x`, output gradient `dy` and the
+    /// parameters `gb` = `[gamma; beta]`.
+    pub(crate) fn grads(&self, x: &Tensor, dy: &Tensor, gb: &Tensor) -> Result<[Tensor; 3]> {
+        let g = &self.geom;
+        let grad = GroupNormGrad {
+            geom: *g,
+            eps: self.eps,
+            relu: self.relu,
+        };
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, gb, &grad)?;
+        let dx = packed.narrow(0, 0, g.len())?.reshape(x.shape())?;
+        // (N, C, [sum dz, sum dz * xhat]) summed over the batch
+        let sums = packed
+            .narrow(0, g.len(), 2 * g.n * g.c)?
+            .reshape((g.n, g.c, 2))?
+            .sum(0)?;
+        let dbeta = sums.narrow(1, 0, 1)?.flatten_all()?;
+        let dgamma = sums.narrow(1, 1, 1)?.flatten_all()?;
+        Ok([dx, dgamma, dbeta])
+    }
+
     /// Normalises one group `x` of channels `c0..` into `y`.
     fn group(&self, c0: usize, x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32]) {
         let (mean, rstd) = moments(x, self.eps);
@@ -149,15 +188,7 @@ impl CustomOp3 for GroupNorm {
         let x = f32_slice_of_len(s1, l1, g.len(), self.name())?;
         let gamma = f32_slice_of_len(s2, l2, g.c, self.name())?;
         let beta = f32_slice_of_len(s3, l3, g.c, self.name())?;
-        let mut y = vec![0f32; g.len()];
-        y.par_chunks_mut(g.group_len())
-            .zip(x.par_chunks(g.group_len()))
-            .enumerate()
-            .for_each(|(i, (y, x))| {
-                let c0 = (i % g.groups) * g.channels_per_group();
-                self.group(c0, x, y, gamma, beta)
-            });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((CpuStorage::F32(self.run(x, gamma, beta)), l1.shape().clone()))
     }
 
     fn bwd(
@@ -168,22 +199,8 @@ impl CustomOp3 for GroupNorm {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = &self.geom;
         let params = Tensor::cat(&[gamma, beta], 0)?;
-        let grad = GroupNormGrad {
-            geom: *g,
-            eps: self.eps,
-            relu: self.relu,
-        };
-        let packed = x.apply_op3_no_bwd(&grad_res.contiguous()?, &params, &grad)?;
-        let dx = packed.narrow(0, 0, g.len())?.reshape(x.shape())?;
-        // (N, C, [sum dz, sum dz * xhat]) summed over the batch
-        let sums = packed
-            .narrow(0, g.len(), 2 * g.n * g.c)?
-            .reshape((g.n, g.c, 2))?
-            .sum(0)?;
-        let dbeta = sums.narrow(1, 0, 1)?.flatten_all()?;
-        let dgamma = sums.narrow(1, 1, 1)?.flatten_all()?;
+        let [dx, dgamma, dbeta] = self.grads(x, grad_res, &params)?;
         Ok((
             x.track_op().then_some(dx),
             gamma.track_op().then_some(dgamma),

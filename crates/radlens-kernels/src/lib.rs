@@ -1,4 +1,5 @@
-//! Fast f32 CPU kernels for the convolution, pooling and upsampling ops of radlens U-Nets.
+//! Fast f32 CPU kernels for the convolution, normalisation, pooling and upsampling ops of
+//! radlens U-Nets.
 //!
 //! Every op is a candle custom op with a backward pass, so gradients flow through
 //! `loss.backward()`. Other dtypes and devices fall back to candle's stock ops, so callers
@@ -6,11 +7,16 @@
 
 mod batch;
 mod conv2d;
+mod conv_norm;
 mod conv_transpose;
 mod gemm_util;
+mod group_norm;
 mod pool;
+mod reduce;
 mod storage;
 
-pub use conv2d::conv2d;
+pub use conv2d::{conv2d, conv2d_bias};
+pub use conv_norm::conv2d_group_norm_relu;
 pub use conv_transpose::conv_transpose2d_2x2;
+pub use group_norm::group_norm;
 pub use pool::max_pool2d_2x2;

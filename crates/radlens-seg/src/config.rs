@@ -53,6 +53,14 @@ pub struct ModelConfig {
     pub norm: NormKind,
     pub head: HeadConfig,
     pub intensity: IntensityConfig,
+    /// Keep only the largest connected component of each class in predicted
+    /// masks (mean and samples): one lung, one heart per film.
+    #[serde(default = "default_true")]
+    pub largest_component: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for ModelConfig {
@@ -68,6 +76,7 @@ impl Default for ModelConfig {
                 mc_samples: 20,
             },
             intensity: IntensityConfig { equalize: false },
+            largest_component: true,
         }
     }
 }
@@ -119,8 +128,11 @@ pub struct TrainConfig {
     /// Train and validation fractions of the stratified split (rest is test).
     pub train_fraction: f64,
     pub val_fraction: f64,
-    /// Weight of the soft Dice term for the plain head.
+    /// Weight of the soft Dice term in the plain loss.
     pub dice_weight: f64,
+    /// SSN only: weight of an auxiliary plain loss (cross-entropy + Dice) on
+    /// the mean logits, added to the Monte Carlo loss. 0 is the paper's loss.
+    pub ssn_mean_loss_weight: f64,
     pub augment: AugmentConfig,
     pub conv_backend: ConvBackend,
 }
@@ -138,6 +150,7 @@ impl Default for TrainConfig {
             train_fraction: 0.7,
             val_fraction: 0.1,
             dice_weight: 1.0,
+            ssn_mean_loss_weight: 0.0,
             augment: AugmentConfig::default(),
             conv_backend: ConvBackend::Radlens,
         }

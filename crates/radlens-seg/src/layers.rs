@@ -65,9 +65,16 @@ pub fn max_pool(x: &Tensor, backend: ConvBackend) -> Result<Tensor> {
     })
 }
 
+/// Epsilon of the normalisation's variance, as PyTorch's default.
+const NORM_EPS: f64 = 1e-5;
+
 /// Group/instance normalisation with affine parameters, or identity.
 pub enum Norm {
-    Group(candle_nn::GroupNorm),
+    Group {
+        weight: Tensor,
+        bias: Tensor,
+        groups: usize,
+    },
     Identity,
 }
 
@@ -80,15 +87,21 @@ impl Norm {
             NormKind::Group { groups } if channels.is_multiple_of(groups) => groups,
             NormKind::Group { .. } => 1,
         };
-        let w = p.constant(format!("{name}.weight"), &[channels], 1.0)?;
-        let b = p.constant(format!("{name}.bias"), &[channels], 0.0)?;
-        Ok(Norm::Group(candle_nn::GroupNorm::new(w, b, channels, groups, 1e-5)?))
+        Ok(Norm::Group {
+            weight: p.constant(format!("{name}.weight"), &[channels], 1.0)?,
+            bias: p.constant(format!("{name}.bias"), &[channels], 0.0)?,
+            groups,
+        })
     }
 
-    /// Normalise `x`.
+    /// Normalise `x` with candle's stock GroupNorm.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Norm::Group(g) => candle_nn::Module::forward(g, x)?,
+            Norm::Group { weight, bias, groups } => {
+                let c = weight.dim(0)?;
+                let gn = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), c, *groups, NORM_EPS)?;
+                candle_nn::Module::forward(&gn, x)?
+            }
             Norm::Identity => x.clone(),
         })
     }
@@ -111,11 +124,19 @@ impl ConvBlock {
         })
     }
 
-    /// Apply both layers.
+    /// Apply both layers: each is one fused kernel with the radlens backend (candle's ops
+    /// for other devices and dtypes), a sequence of candle ops with the candle backend.
     pub fn forward(&self, x: &Tensor, backend: ConvBackend) -> Result<Tensor> {
         let mut x = x.clone();
         for (conv, norm) in &self.convs {
-            x = norm.forward(&conv.forward(&x, backend)?)?.relu()?;
+            let (w, b, pad) = (&conv.weight, &conv.bias, conv.padding);
+            x = match (backend, norm) {
+                (ConvBackend::Radlens, Norm::Group { weight, bias, groups }) => {
+                    radlens_kernels::conv2d_group_norm_relu(&x, w, b, weight, bias, pad, *groups, NORM_EPS)?
+                }
+                (ConvBackend::Radlens, Norm::Identity) => radlens_kernels::conv2d_bias(&x, w, b, pad)?.relu()?,
+                (ConvBackend::Candle, _) => norm.forward(&conv.forward(&x, backend)?)?.relu()?,
+            };
         }
         Ok(x)
     }

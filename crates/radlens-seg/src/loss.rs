@@ -38,23 +38,41 @@ pub fn soft_dice_loss(logits: &Tensor, onehot: &Tensor) -> Result<Tensor> {
     Ok((1.0 - dice.mean_all()?)?)
 }
 
+/// Cross-entropy plus `dice_weight` x soft Dice loss.
+pub fn plain_loss(logits: &Tensor, onehot: &Tensor, dice_weight: f64) -> Result<Tensor> {
+    let ce = cross_entropy(logits, onehot)?;
+    if dice_weight == 0.0 {
+        return Ok(ce);
+    }
+    Ok((ce + (soft_dice_loss(logits, onehot)? * dice_weight)?)?)
+}
+
+/// Weights of the loss terms.
+#[derive(Debug, Clone, Copy)]
+pub struct LossWeights {
+    /// Soft Dice next to cross-entropy in the plain loss.
+    pub dice: f64,
+    /// SSN only: the plain loss on the mean logits, added to the MC loss (0 = the paper's loss).
+    pub ssn_mean: f64,
+}
+
 /// The training loss for a head's output.
 pub fn training_loss<R: Rng>(
     out: &HeadOutput,
     onehot: &Tensor,
     head: HeadConfig,
-    dice_weight: f64,
+    weights: LossWeights,
     rng: &mut R,
 ) -> Result<Tensor> {
     match (out, head) {
-        (HeadOutput::Ssn(p), HeadConfig::Ssn { mc_samples, .. }) => p.loss(onehot, mc_samples, rng),
-        (HeadOutput::Plain(logits), _) => {
-            let ce = cross_entropy(logits, onehot)?;
-            if dice_weight == 0.0 {
-                return Ok(ce);
+        (HeadOutput::Ssn(p), HeadConfig::Ssn { mc_samples, .. }) => {
+            let mc = p.loss(onehot, mc_samples, rng)?;
+            if weights.ssn_mean == 0.0 {
+                return Ok(mc);
             }
-            Ok((ce + (soft_dice_loss(logits, onehot)? * dice_weight)?)?)
+            Ok((mc + (plain_loss(&p.mean, onehot, weights.dice)? * weights.ssn_mean)?)?)
         }
+        (HeadOutput::Plain(logits), _) => plain_loss(logits, onehot, weights.dice),
         (HeadOutput::Ssn(_), HeadConfig::Plain) => Err(crate::error::SegError::Invalid(
             "SSN output with a plain head config".into(),
         )),

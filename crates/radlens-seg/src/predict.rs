@@ -44,7 +44,13 @@ impl Predictor {
         let mean = out.mean_logits().clone();
         let classes = cfg.classes.len();
         let argmax = |t: &Tensor| -> Result<Vec<u8>> {
-            Ok(t.argmax(0)?.to_dtype(candle_core::DType::U8)?.flatten_all()?.to_vec1::<u8>()?)
+            let labels = t.argmax(0)?.to_dtype(candle_core::DType::U8)?.flatten_all()?.to_vec1::<u8>()?;
+            if !cfg.largest_component {
+                return Ok(labels);
+            }
+            let mut map = LabelMap { width: size, height: size, labels };
+            map.keep_largest_components();
+            Ok(map.labels)
         };
         let mean_mask = argmax(&mean.squeeze(0)?)?;
         let (probs, sample_masks) = match (&out, samples) {

@@ -22,7 +22,7 @@ pub fn overlay(img: &XrayImage, labels: &LabelMap) -> Vec<u8> {
     let thick = (w.max(h) / 400).max(1);
     for y in 0..h {
         for x in 0..w {
-            let g = (img.get(x, y).clamp(0.0, 1.0) * 255.0) as f32;
+            let g = img.get(x, y).clamp(0.0, 1.0) * 255.0;
             let l = labels.labels[y * w + x];
             if l == 0 {
                 rgb.extend([g as u8; 3]);

@@ -5,7 +5,7 @@ use crate::checkpoint::{load_tensors, save_tensors, write_json, RunDir, RunInfo,
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{ClassMap, PreparedSet};
 use crate::error::{Result, SegError};
-use crate::loss::training_loss;
+use crate::loss::{training_loss, LossWeights};
 use crate::optim::{learning_rate, AdamW};
 use crate::unet::SegModel;
 use candle_core::Device;
@@ -186,7 +186,11 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
                 &req.device,
             )?;
             let out = model.forward(&x)?;
-            let loss = training_loss(&out, &onehot, model_cfg.head, train_cfg.dice_weight, &mut rng)?;
+            let weights = LossWeights {
+                dice: train_cfg.dice_weight,
+                ssn_mean: train_cfg.ssn_mean_loss_weight,
+            };
+            let loss = training_loss(&out, &onehot, model_cfg.head, weights, &mut rng)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 return Err(SegError::Diverged {

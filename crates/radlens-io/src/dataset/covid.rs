@@ -59,6 +59,9 @@ impl Crop {
     }
 }
 
+/// An image's canvas (w, h) and its crops, each with its paint order.
+type ImageCrops = ((usize, usize), Vec<(usize, Crop)>);
+
 fn parse_resolution(s: &str) -> Option<(usize, usize)> {
     let (w, h) = s.trim().split_once('x')?;
     Some((w.parse().ok()?, h.parse().ok()?))
@@ -106,16 +109,20 @@ pub fn open(dir: &Path) -> Result<Dataset> {
     let (c_class, c_file, c_mask, c_res) = (c_class?, c_file?, c_mask?, c_res?);
     let (c_top, c_left, c_w, c_h) = (c_top?, c_left?, c_w?, c_h?);
 
-    let mut per_image: BTreeMap<String, ((usize, usize), Vec<(usize, Crop)>)> = BTreeMap::new();
+    // file name -> (canvas size, crops tagged with their paint order)
+    let mut per_image: BTreeMap<String, ImageCrops> = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
-        let Some(order) = STRUCTURES.iter().position(|(c, _)| *c == r.get(c_class).unwrap_or(""))
+        let Some(order) = STRUCTURES
+            .iter()
+            .position(|(c, _)| *c == r.get(c_class).unwrap_or(""))
         else {
             continue;
         };
         let bad = |why: String| IoError::invalid(&structure, format!("row {}: {why}", i + 2));
         let num = |c: usize| -> Result<usize> {
             let v = r.get(c).unwrap_or("").trim();
-            v.parse().map_err(|_| bad(format!("'{v}' is not a pixel count")))
+            v.parse()
+                .map_err(|_| bad(format!("'{v}' is not a pixel count")))
         };
         let mask_path = dir.join(r.get(c_mask).unwrap_or(""));
         if !mask_path.is_file() {
@@ -205,7 +212,10 @@ mod tests {
         let px = [255u8, 0, 0, 255, 0, 0, 0, 255, 255, 0, 0, 255];
         let mut data = px.to_vec();
         data.extend(px);
-        image::RgbaImage::from_raw(3, 2, data).unwrap().save(&p).unwrap();
+        image::RgbaImage::from_raw(3, 2, data)
+            .unwrap()
+            .save(&p)
+            .unwrap();
         let crop = Crop {
             class: 2,
             mask_path: p,

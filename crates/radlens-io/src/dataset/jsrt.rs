@@ -201,7 +201,14 @@ pub fn open(dir: &Path, with_clavicles: bool) -> Result<Dataset> {
             .unwrap_or_default();
         let masks = classes
             .foreground()
-            .map(|c| (c, dir.join("masks").join(classes.name(c)).join(format!("{id}.png"))))
+            .map(|c| {
+                (
+                    c,
+                    dir.join("masks")
+                        .join(classes.name(c))
+                        .join(format!("{id}.png")),
+                )
+            })
             .collect();
         let record = clinical.get(&id).cloned();
         let meta = PatientMeta {

@@ -1,7 +1,8 @@
 //! Datasets: samples with an image, a label source and patient metadata.
 //!
 //! A dataset is named on the command line as `<kind>:<dir>`, e.g.
-//! `jsrt:../shared/data/jsrt`, `covid-cxr:../shared/data/covid-cxr` or
+//! `jsrt:../shared/data/jsrt` (`jsrt+clavicles:` adds the clavicles),
+//! `covid-cxr:../shared/data/covid-cxr` or
 //! `nnunet:/data/nnUNet_raw/Dataset001_Lungs`.
 
 pub mod covid;
@@ -20,6 +21,8 @@ use std::path::{Path, PathBuf};
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
     Jsrt,
+    /// JSRT with the clavicles as classes 4 and 5 (painted over the lungs).
+    JsrtClavicles,
     CovidCxr,
     Nnunet,
 }
@@ -39,6 +42,7 @@ impl std::str::FromStr for DatasetSpec {
             .ok_or_else(|| IoError::UnknownDatasetKind(s.to_string()))?;
         let kind = match kind {
             "jsrt" => DatasetKind::Jsrt,
+            "jsrt+clavicles" => DatasetKind::JsrtClavicles,
             "covid-cxr" | "covid" => DatasetKind::CovidCxr,
             "nnunet" | "nnunet-v2" => DatasetKind::Nnunet,
             _ => return Err(IoError::UnknownDatasetKind(kind.to_string())),
@@ -54,6 +58,7 @@ impl std::fmt::Display for DatasetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
             DatasetKind::Jsrt => "jsrt",
+            DatasetKind::JsrtClavicles => "jsrt+clavicles",
             DatasetKind::CovidCxr => "covid-cxr",
             DatasetKind::Nnunet => "nnunet",
         };
@@ -69,6 +74,7 @@ impl DatasetSpec {
         }
         match self.kind {
             DatasetKind::Jsrt => jsrt::open(&self.dir, false),
+            DatasetKind::JsrtClavicles => jsrt::open(&self.dir, true),
             DatasetKind::CovidCxr => covid::open(&self.dir),
             DatasetKind::Nnunet => nnunet::open(&self.dir),
         }
@@ -225,6 +231,8 @@ mod tests {
         assert_eq!(s.kind, DatasetKind::Jsrt);
         assert_eq!(s.to_string(), "jsrt:../shared/data/jsrt");
         assert!("covid-cxr:x".parse::<DatasetSpec>().is_ok());
+        let c: DatasetSpec = "jsrt+clavicles:d".parse().unwrap();
+        assert_eq!(c.kind, DatasetKind::JsrtClavicles);
         let e = "mimic:/x".parse::<DatasetSpec>().unwrap_err().to_string();
         assert!(e.contains("mimic"), "{e}");
         assert!("nocolon".parse::<DatasetSpec>().is_err());

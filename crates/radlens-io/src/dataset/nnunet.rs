@@ -20,9 +20,13 @@ struct DatasetJson {
 pub fn open(dir: &Path) -> Result<Dataset> {
     let json_path = dir.join("dataset.json");
     let text = std::fs::read_to_string(&json_path).map_err(|e| IoError::fs(&json_path, e))?;
-    let dj: DatasetJson = serde_json::from_str(&text)
-        .map_err(|e| IoError::invalid(&json_path, format!("not an nnU-Net v2 dataset.json: {e}")))?;
-    if matches!(dj.file_ending.as_str(), ".nii.gz" | ".nii" | ".nrrd" | ".mha") {
+    let dj: DatasetJson = serde_json::from_str(&text).map_err(|e| {
+        IoError::invalid(&json_path, format!("not an nnU-Net v2 dataset.json: {e}"))
+    })?;
+    if matches!(
+        dj.file_ending.as_str(),
+        ".nii.gz" | ".nii" | ".nrrd" | ".mha"
+    ) {
         return Err(IoError::invalid(
             &json_path,
             format!("file_ending '{}' is a 3D volume format; radlens reads 2D images (.png, .jpg, .dcm)", dj.file_ending),
@@ -32,12 +36,20 @@ pub fn open(dir: &Path) -> Result<Dataset> {
     let mut by_id: BTreeMap<u64, String> = BTreeMap::new();
     for (name, v) in &dj.labels {
         let id = v.as_u64().ok_or_else(|| {
-            IoError::invalid(&json_path, format!("label '{name}' is not an integer id (region-based labels are not supported)"))
+            IoError::invalid(
+                &json_path,
+                format!(
+                    "label '{name}' is not an integer id (region-based labels are not supported)"
+                ),
+            )
         })?;
         by_id.insert(id, name.clone());
     }
     if by_id.keys().copied().ne(0..by_id.len() as u64) {
-        return Err(IoError::invalid(&json_path, "label ids must be 0, 1, 2, ... without gaps"));
+        return Err(IoError::invalid(
+            &json_path,
+            "label ids must be 0, 1, 2, ... without gaps",
+        ));
     }
     let classes = ClassSchema::new(by_id.into_values());
     let images = dir.join("imagesTr");
@@ -49,13 +61,22 @@ pub fn open(dir: &Path) -> Result<Dataset> {
     let suffix = format!("_0000{}", dj.file_ending);
     let mut samples = Vec::new();
     for image_path in files {
-        let name = image_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = image_path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let Some(case) = name.strip_suffix(&suffix) else {
             continue;
         };
-        let label = dir.join("labelsTr").join(format!("{case}{}", dj.file_ending));
+        let label = dir
+            .join("labelsTr")
+            .join(format!("{case}{}", dj.file_ending));
         if !label.is_file() {
-            return Err(IoError::invalid(&label, format!("label file for case '{case}' not found")));
+            return Err(IoError::invalid(
+                &label,
+                format!("label file for case '{case}' not found"),
+            ));
         }
         samples.push(Sample {
             id: case.to_string(),
@@ -71,7 +92,10 @@ pub fn open(dir: &Path) -> Result<Dataset> {
         if n != samples.len() {
             return Err(IoError::invalid(
                 &json_path,
-                format!("numTraining is {n} but imagesTr holds {} cases ending in '{suffix}'", samples.len()),
+                format!(
+                    "numTraining is {n} but imagesTr holds {} cases ending in '{suffix}'",
+                    samples.len()
+                ),
             ));
         }
     }
@@ -116,16 +140,31 @@ mod tests {
         let img = ds.samples[0].load_image().unwrap();
         let lab = ds.samples[0].load_labels((img.width, img.height)).unwrap();
         assert_eq!(lab.labels, vec![0, 1, 2, 1]);
-        assert!(ds.samples[0].load_labels((3, 3)).unwrap_err().to_string().contains("2x2"));
+        assert!(ds.samples[0]
+            .load_labels((3, 3))
+            .unwrap_err()
+            .to_string()
+            .contains("2x2"));
     }
 
     #[test]
     fn count_mismatch_and_3d_are_errors() {
         let d = tempfile::tempdir().unwrap();
         write_case(d.path(), "a");
-        std::fs::write(d.path().join("dataset.json"), r#"{"labels":{"background":0,"x":1},"numTraining":3,"file_ending":".png"}"#).unwrap();
-        assert!(open(d.path()).unwrap_err().to_string().contains("numTraining is 3"));
-        std::fs::write(d.path().join("dataset.json"), r#"{"labels":{"background":0},"numTraining":1,"file_ending":".nii.gz"}"#).unwrap();
+        std::fs::write(
+            d.path().join("dataset.json"),
+            r#"{"labels":{"background":0,"x":1},"numTraining":3,"file_ending":".png"}"#,
+        )
+        .unwrap();
+        assert!(open(d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("numTraining is 3"));
+        std::fs::write(
+            d.path().join("dataset.json"),
+            r#"{"labels":{"background":0},"numTraining":1,"file_ending":".nii.gz"}"#,
+        )
+        .unwrap();
         assert!(open(d.path()).unwrap_err().to_string().contains("3D"));
     }
 }

@@ -2,7 +2,7 @@ use crate::common::{
     assert_close, check_finite_differences, eval_grads, loss_weights, rand_tensor, rand_vec, to_vec,
 };
 use candle_core::{DType, Device, Tensor, Var};
-use radlens_kernels::conv2d;
+use radlens_kernels::{conv2d, conv2d_bias};
 
 /// (input shape, weight shape, padding)
 type Case = ([usize; 4], [usize; 4], usize);
@@ -15,6 +15,10 @@ const CASES: &[Case] = &[
     ([2, 3, 4, 4], [4, 3, 1, 1], 1),
     ([1, 2, 3, 3], [3, 2, 5, 5], 2),
     ([4, 16, 12, 10], [8, 16, 3, 3], 1),
+    // more input than output channels: the input gradient is a flipped-kernel convolution
+    ([2, 7, 6, 5], [3, 7, 3, 3], 0),
+    ([1, 6, 7, 7], [2, 6, 5, 5], 1),
+    ([3, 9, 5, 4], [4, 9, 3, 3], 2),
 ];
 
 /// Naive conv2d forward and the gradients of `sum(out * dy)`, accumulated in f64.
@@ -134,4 +138,64 @@ fn conv2d_rejects_bad_shapes() {
     assert!(conv2d(&t(&[1, 3, 5, 5]), &t(&[4, 2, 3, 3]), 1).is_err());
     assert!(conv2d(&t(&[1, 3, 2, 5]), &t(&[4, 3, 3, 3]), 0).is_err());
     assert!(conv2d(&t(&[0, 3, 5, 5]), &t(&[4, 3, 3, 3]), 1).is_err());
+}
+
+#[test]
+fn conv2d_bias_matches_naive_reference() {
+    for (seed, case) in CASES.iter().enumerate() {
+        let [x, w] = inputs(case, 200 + seed as u64);
+        let b = rand_tensor(300 + seed as u64, &[case.1[0]]);
+        let args = [x.clone(), w.clone(), b.clone()];
+        let (out, grads) = eval_grads(|a| conv2d_bias(a[0], a[1], a[2], case.2), &args);
+        let [out0, want_dx, want_dw] = naive(&to_vec(&x), case.0, &to_vec(&w), case.1, case.2);
+        let (bias, dy) = (to_vec(&b), loss_weights(out0.len()));
+        let plane = out0.len() / case.0[0] / bias.len();
+        let channel = |i: usize| (i / plane) % bias.len();
+        let want_out: Vec<f32> = out0.iter().enumerate().map(|(i, o)| o + bias[channel(i)]).collect();
+        let mut want_db = vec![0f64; bias.len()];
+        dy.iter().enumerate().for_each(|(i, &d)| want_db[channel(i)] += d as f64);
+        let want_db: Vec<f32> = want_db.into_iter().map(|v| v as f32).collect();
+        assert_close(&format!("{case:?} out"), &out, &want_out, 1e-4);
+        assert_close(&format!("{case:?} dx"), &grads[0], &want_dx, 1e-4);
+        assert_close(&format!("{case:?} dw"), &grads[1], &want_dw, 1e-4);
+        assert_close(&format!("{case:?} db"), &grads[2], &want_db, 1e-4);
+    }
+}
+
+#[test]
+fn conv2d_bias_matches_candle() {
+    for (seed, case) in CASES.iter().enumerate() {
+        let [x, w] = inputs(case, 400 + seed as u64);
+        let args = [x, w, rand_tensor(500 + seed as u64, &[case.1[0]])];
+        let (out, grads) = eval_grads(|a| conv2d_bias(a[0], a[1], a[2], case.2), &args);
+        let stock = |a: &[&Tensor]| {
+            let bias = a[2].reshape((1, (), 1, 1))?;
+            a[0].conv2d(a[1], case.2, 1, 1, 1)?.broadcast_add(&bias)
+        };
+        let (want_out, want) = eval_grads(stock, &args);
+        assert_close(&format!("{case:?} out"), &out, &want_out, 1e-4);
+        for (k, what) in ["dx", "dw", "db"].iter().enumerate() {
+            assert_close(&format!("{case:?} {what}"), &grads[k], &want[k], 1e-4);
+        }
+    }
+}
+
+#[test]
+fn conv2d_bias_gradients_match_finite_differences() {
+    let [x, w] = inputs(&([1, 2, 4, 3], [3, 2, 3, 3], 1), 600);
+    let b = rand_tensor(601, &[3]);
+    check_finite_differences(|a| conv2d_bias(a[0], a[1], a[2], 1), &[x, w, b]);
+}
+
+#[test]
+fn conv2d_bias_falls_back_for_f64_and_checks_the_bias() {
+    let f64s = |t: Tensor| t.to_dtype(DType::F64).unwrap();
+    let [x, w] = inputs(&([2, 3, 5, 5], [4, 3, 3, 3], 1), 602).map(f64s);
+    let b = f64s(rand_tensor(603, &[4]));
+    let got = conv2d_bias(&x, &w, &b, 1).unwrap();
+    assert_eq!(got.dtype(), DType::F64);
+    let want = x.conv2d(&w, 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap()).unwrap();
+    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
+    assert!(conv2d_bias(&x, &w, &b.narrow(0, 0, 3).unwrap(), 1).is_err());
 }

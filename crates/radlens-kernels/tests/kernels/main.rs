@@ -3,5 +3,7 @@
 
 mod common;
 mod conv2d;
+mod conv_norm;
 mod conv_transpose;
+mod group_norm;
 mod pool;
