@@ -1,8 +1,8 @@
 //! The `radlens` command-line tool.
 
-mod predict_out;
 mod bench_cmd;
 mod lm_cmd;
+mod predict_out;
 mod seg_cmd;
 
 /// The model radlens ships, relative to the repository root.

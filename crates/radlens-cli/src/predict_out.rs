@@ -17,7 +17,13 @@ use std::path::{Path, PathBuf};
 /// - `disagreement.png`: fraction of samples disagreeing with the mean mask
 /// - `result.json`: per-class areas (pixels and mm² when the spacing is known),
 ///   their spread over samples, and the mean uncertainty inside each class.
-pub fn write_prediction(dir: &Path, source: &Path, img: &XrayImage, pred: &Prediction, cfg: &ModelConfig) -> Result<PathBuf> {
+pub fn write_prediction(
+    dir: &Path,
+    source: &Path,
+    img: &XrayImage,
+    pred: &Prediction,
+    cfg: &ModelConfig,
+) -> Result<PathBuf> {
     let (w, h) = (img.width, img.height);
     let mean = pred.mean_mask_to_image();
     write_gray_png(&dir.join("mean_mask.png"), w, h, &mean.labels)?;
@@ -26,12 +32,26 @@ pub fn write_prediction(dir: &Path, source: &Path, img: &XrayImage, pred: &Predi
     let entropy: Vec<f32> = pred.entropy().iter().map(|e| e / ln_c).collect();
     let entropy_full = pred.map_to_image(&entropy);
     write_rgb_png(&dir.join("entropy.png"), w, h, &heat_map(&entropy_full))?;
-    let sample_maps: Vec<_> = pred.samples.iter().map(|s| pred.labels_to_image(s)).collect();
+    let sample_maps: Vec<_> = pred
+        .samples
+        .iter()
+        .map(|s| pred.labels_to_image(s))
+        .collect();
     if !sample_maps.is_empty() {
-        write_rgb_png(&dir.join("disagreement.png"), w, h, &heat_map(&pred.map_to_image(&pred.disagreement())))?;
+        write_rgb_png(
+            &dir.join("disagreement.png"),
+            w,
+            h,
+            &heat_map(&pred.map_to_image(&pred.disagreement())),
+        )?;
     }
     for (i, s) in sample_maps.iter().enumerate() {
-        write_gray_png(&dir.join("samples").join(format!("sample_{i:02}.png")), w, h, &s.labels)?;
+        write_gray_png(
+            &dir.join("samples").join(format!("sample_{i:02}.png")),
+            w,
+            h,
+            &s.labels,
+        )?;
     }
     let pixel_mm2 = img.spacing.map(|s| s.row_mm * s.col_mm);
     let classes: Vec<serde_json::Value> = cfg
@@ -60,6 +80,9 @@ pub fn write_prediction(dir: &Path, source: &Path, img: &XrayImage, pred: &Predi
         "samples": pred.samples.len(),
         "classes": classes,
     });
-    write_atomic(&dir.join("result.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    write_atomic(
+        &dir.join("result.json"),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
     Ok(dir.to_path_buf())
 }

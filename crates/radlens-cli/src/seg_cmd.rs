@@ -33,6 +33,9 @@ pub struct PredictArgs {
     /// Seed for the samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Scale of the samples' deviation from the mean (1 = the trained distribution, 0 = the mean).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
     /// Pixel spacing in mm for images whose files do not record it (PNG/JPEG);
     /// areas are then also given in mm².
     #[arg(long)]
@@ -57,6 +60,9 @@ pub struct EvalArgs {
     /// SSN samples per image for GED and diversity.
     #[arg(long, default_value_t = 100)]
     samples: usize,
+    /// Scale of the samples' deviation from the mean (1 = the trained distribution).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
     /// Evaluate only the first N cases of the split (quick checks).
     #[arg(long)]
     limit: Option<usize>,
@@ -153,13 +159,20 @@ fn model_dir(given: Option<PathBuf>) -> Result<PathBuf> {
     }
     let candidates = [
         PathBuf::from(crate::SHIPPED_MODEL),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(crate::SHIPPED_MODEL),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(crate::SHIPPED_MODEL),
     ];
     candidates
         .iter()
         .find(|p| p.join("config.json").is_file())
         .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no --model given and the shipped model {} was not found", crate::SHIPPED_MODEL))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no --model given and the shipped model {} was not found",
+                crate::SHIPPED_MODEL
+            )
+        })
 }
 
 fn load_predictor(model: Option<PathBuf>) -> Result<(PathBuf, radlens_seg::Predictor)> {
@@ -176,7 +189,10 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
         .map(|p| radlens_io::read_image(p).map(|i| (p, i)))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     if let Some(mm) = a.pixel_spacing {
-        anyhow::ensure!(mm > 0.0 && mm.is_finite(), "--pixel-spacing must be a positive number of mm, got {mm}");
+        anyhow::ensure!(
+            mm > 0.0 && mm.is_finite(),
+            "--pixel-spacing must be a positive number of mm, got {mm}"
+        );
     }
     let images: Vec<_> = images
         .into_iter()
@@ -189,10 +205,14 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
         .collect();
     let (_, predictor) = load_predictor(a.model)?;
     for (path, img) in &images {
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let dir = a.out.join(&stem);
-        let pred = predictor.predict(img, a.samples, a.seed)?;
-        let written = crate::predict_out::write_prediction(&dir, path, img, &pred, &predictor.model.config)?;
+        let pred = predictor.predict(img, a.samples, a.temperature, a.seed)?;
+        let written =
+            crate::predict_out::write_prediction(&dir, path, img, &pred, &predictor.model.config)?;
         println!("{}: {}", path.display(), written.display());
     }
     Ok(())
@@ -203,8 +223,15 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let info = radlens_seg::checkpoint::RunDir(dir.clone()).read_info()?;
     let dataset = a.dataset.open()?;
     let trained_kind = info.dataset.split(':').next().unwrap_or("");
-    let same_kind = a.dataset.to_string().starts_with(&format!("{trained_kind}:"));
-    let part = a.split.unwrap_or(if same_kind { SplitPart::Test } else { SplitPart::All });
+    let same_kind = a
+        .dataset
+        .to_string()
+        .starts_with(&format!("{trained_kind}:"));
+    let part = a.split.unwrap_or(if same_kind {
+        SplitPart::Test
+    } else {
+        SplitPart::All
+    });
     let ids: Vec<String> = match part {
         SplitPart::All => dataset.samples.iter().map(|s| s.id.clone()).collect(),
         p => {
@@ -214,17 +241,22 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     };
     let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
     let cases = dataset.select(ids).map_err(|e| anyhow::anyhow!(e))?;
-    let ev = radlens_seg::evaluate::evaluate(&predictor, &dataset, &cases, a.samples)?;
+    let ev =
+        radlens_seg::evaluate::evaluate(&predictor, &dataset, &cases, a.samples, a.temperature)?;
     let header = serde_json::json!({
         "model": dir.display().to_string(),
         "dataset": a.dataset.to_string(),
         "split": format!("{part:?}").to_lowercase(),
         "model_input": predictor.model.config.image_size,
+        "temperature": a.temperature,
         "protocol": radlens_seg::evaluate::PROTOCOL,
     });
     let summary = ev.summary(header);
     radlens_io::atomic::write_atomic(&a.out.join("per_image.csv"), ev.csv().as_bytes())?;
-    radlens_io::atomic::write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    radlens_io::atomic::write_atomic(
+        &a.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
     print_summary(&summary);
     println!("wrote {}", a.out.display());
     Ok(())
@@ -235,14 +267,27 @@ fn print_summary(s: &serde_json::Value) {
     println!("{} images", s["images"]);
     if let Some(classes) = s["metrics"]["dice"].as_object() {
         for c in classes.keys() {
-            let f = |m: &str, k: &str| s["metrics"][m][c][k].as_f64().map(|v| format!("{v:.4}")).unwrap_or("-".into());
+            let f = |m: &str, k: &str| {
+                s["metrics"][m][c][k]
+                    .as_f64()
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or("-".into())
+            };
             println!(
                 "  {c:<18} Dice {} [{}, {}]  IoU {}  HD95 {} {unit}  ASSD {} {unit}",
-                f("dice", "mean"), f("dice", "ci95_low"), f("dice", "ci95_high"), f("iou", "mean"), f("hd95", "mean"), f("assd", "mean")
+                f("dice", "mean"),
+                f("dice", "ci95_low"),
+                f("dice", "ci95_high"),
+                f("iou", "mean"),
+                f("hd95", "mean"),
+                f("assd", "mean")
             );
         }
     }
-    for (k, label) in [("ged_squared", "GED^2"), ("sample_diversity", "sample diversity")] {
+    for (k, label) in [
+        ("ged_squared", "GED^2"),
+        ("sample_diversity", "sample diversity"),
+    ] {
         if let Some(v) = s["stochastic"][k]["mean"].as_f64() {
             println!("  {label}: {v:.4}");
         }

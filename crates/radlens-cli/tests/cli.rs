@@ -56,17 +56,56 @@ fn train_predict_eval_resume_end_to_end() {
     let cfg = tiny_config(dir.path(), "warmup_steps = 2\n");
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
-    let o = radlens(&["seg", "train", "--dataset", &jsrt(), "--out", run_s, "--config", cfg.to_str().unwrap(), "--max-cases", "4"]);
+    let o = radlens(&[
+        "seg",
+        "train",
+        "--dataset",
+        &jsrt(),
+        "--out",
+        run_s,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--max-cases",
+        "4",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["config.json", "model.safetensors", "split.json", "history.csv", "checkpoint/last.safetensors", "checkpoint/state.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "split.json",
+        "history.csv",
+        "checkpoint/last.safetensors",
+        "checkpoint/state.json",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     // a second train into the same folder must not clobber it
-    let o = radlens(&["seg", "train", "--dataset", &jsrt(), "--out", run_s, "--config", cfg.to_str().unwrap()]);
+    let o = radlens(&[
+        "seg",
+        "train",
+        "--dataset",
+        &jsrt(),
+        "--out",
+        run_s,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
     // resume with more epochs continues from epoch 2
-    let o = radlens(&["seg", "train", "--dataset", &jsrt(), "--out", run_s, "--resume", "--epochs", "2", "--max-cases", "4"]);
+    let o = radlens(&[
+        "seg",
+        "train",
+        "--dataset",
+        &jsrt(),
+        "--out",
+        run_s,
+        "--resume",
+        "--epochs",
+        "2",
+        "--max-cases",
+        "4",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("epoch   2/2"), "{}", stderr(&o));
     let history = std::fs::read_to_string(run.join("history.csv")).unwrap();
@@ -74,13 +113,33 @@ fn train_predict_eval_resume_end_to_end() {
 
     let img = shared().join("data/jsrt/images/JPCNN001.png");
     let out = dir.path().join("pred");
-    let o = radlens(&["seg", "predict", "--model", run_s, img.to_str().unwrap(), "--samples", "3", "--pixel-spacing", "0.35", "--out", out.to_str().unwrap()]);
+    let o = radlens(&[
+        "seg",
+        "predict",
+        "--model",
+        run_s,
+        img.to_str().unwrap(),
+        "--samples",
+        "3",
+        "--pixel-spacing",
+        "0.35",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let case = out.join("JPCNN001");
-    for f in ["mean_mask.png", "overlay.png", "entropy.png", "disagreement.png", "samples/sample_02.png", "result.json"] {
+    for f in [
+        "mean_mask.png",
+        "overlay.png",
+        "entropy.png",
+        "disagreement.png",
+        "samples/sample_02.png",
+        "result.json",
+    ] {
         assert!(case.join(f).is_file(), "{f} missing");
     }
-    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("result.json")).unwrap()).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("result.json")).unwrap()).unwrap();
     assert_eq!(result["classes"].as_array().unwrap().len(), 3);
     assert_eq!(result["samples"], 3);
     let px = result["classes"][0]["area_px"].as_f64().unwrap();
@@ -88,10 +147,25 @@ fn train_predict_eval_resume_end_to_end() {
     assert!((mm2 - px * 0.35 * 0.35).abs() < 1e-6 * px.max(1.0));
 
     let ev = dir.path().join("eval");
-    let o = radlens(&["seg", "eval", "--model", run_s, "--dataset", &jsrt(), "--split", "val", "--samples", "4", "--out", ev.to_str().unwrap()]);
+    let o = radlens(&[
+        "seg",
+        "eval",
+        "--model",
+        run_s,
+        "--dataset",
+        &jsrt(),
+        "--split",
+        "val",
+        "--samples",
+        "4",
+        "--out",
+        ev.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ev.join("summary.json")).unwrap()).unwrap();
-    let split: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("split.json")).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("summary.json")).unwrap()).unwrap();
+    let split: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("split.json")).unwrap()).unwrap();
     assert_eq!(s["images"], split["val"].as_array().unwrap().len());
     assert_eq!(s["distance_unit"], "mm");
     for c in ["right_lung", "left_lung", "heart"] {
@@ -101,7 +175,10 @@ fn train_predict_eval_resume_end_to_end() {
     assert!(s["stochastic"]["ged_squared"]["mean"].is_number());
     assert!(s["calibration"]["ece_10_bins"]["mean"].is_number());
     let csv = std::fs::read_to_string(ev.join("per_image.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 3 * split["val"].as_array().unwrap().len());
+    assert_eq!(
+        csv.lines().count(),
+        1 + 3 * split["val"].as_array().unwrap().len()
+    );
 }
 
 #[test]
@@ -112,24 +189,48 @@ fn bad_inputs_give_clear_errors_and_no_output() {
     let missing = dir.path().join("nope.png");
     let o = radlens(&["seg", "predict", missing.to_str().unwrap(), "--out", out_s]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("nope.png") && stderr(&o).contains("not found"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nope.png") && stderr(&o).contains("not found"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!out.exists());
 
     let corrupt = dir.path().join("corrupt.jpg");
     std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 this is not a jpeg").unwrap();
     let good = shared().join("data/jsrt/images/JPCNN001.png");
-    let o = radlens(&["seg", "predict", good.to_str().unwrap(), corrupt.to_str().unwrap(), "--out", out_s]);
+    let o = radlens(&[
+        "seg",
+        "predict",
+        good.to_str().unwrap(),
+        corrupt.to_str().unwrap(),
+        "--out",
+        out_s,
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("corrupt.jpg"), "{}", stderr(&o));
     assert!(!out.exists(), "nothing is written when one input is bad");
 
     let o = radlens(&["seg", "eval", "--dataset", "mimic:/data", "--out", out_s]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("unknown dataset kind 'mimic'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown dataset kind 'mimic'"),
+        "{}",
+        stderr(&o)
+    );
 
     let bad_cfg = dir.path().join("bad.toml");
     std::fs::write(&bad_cfg, "[model]\nimage_size = 'big'\n").unwrap();
-    let o = radlens(&["seg", "train", "--dataset", &jsrt(), "--out", out_s, "--config", bad_cfg.to_str().unwrap()]);
+    let o = radlens(&[
+        "seg",
+        "train",
+        "--dataset",
+        &jsrt(),
+        "--out",
+        out_s,
+        "--config",
+        bad_cfg.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("bad.toml"), "{}", stderr(&o));
     assert!(!out.exists());
@@ -140,7 +241,18 @@ fn divergence_stops_training_with_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path(), "learning_rate = 1e30\nwarmup_steps = 1\n");
     let run = dir.path().join("run");
-    let o = radlens(&["seg", "train", "--dataset", &jsrt(), "--out", run.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--max-cases", "6"]);
+    let o = radlens(&[
+        "seg",
+        "train",
+        "--dataset",
+        &jsrt(),
+        "--out",
+        run.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--max-cases",
+        "6",
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("diverged at epoch 1, step"), "{e}");

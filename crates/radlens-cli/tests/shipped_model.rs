@@ -10,7 +10,10 @@ fn shared() -> PathBuf {
 }
 
 fn radlens(args: &[&str]) -> std::process::Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_radlens")).args(args).output().expect("radlens runs");
+    let o = Command::new(env!("CARGO_BIN_EXE_radlens"))
+        .args(args)
+        .output()
+        .expect("radlens runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     o
 }
@@ -20,13 +23,29 @@ fn shipped_model_segments_jsrt_test_cases() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("eval");
     let jsrt = format!("jsrt:{}", shared().join("data/jsrt").display());
-    radlens(&["seg", "eval", "--dataset", &jsrt, "--split", "test", "--limit", "6", "--samples", "8", "--out", out.to_str().unwrap()]);
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    radlens(&[
+        "seg",
+        "eval",
+        "--dataset",
+        &jsrt,
+        "--split",
+        "test",
+        "--limit",
+        "6",
+        "--samples",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["images"], 6);
     let dice = |c: &str| s["metrics"]["dice"][c]["mean"].as_f64().unwrap();
     assert!(dice("right_lung") > 0.95 && dice("left_lung") > 0.95, "{s}");
     assert!(dice("heart") > 0.88, "{s}");
-    let diversity = s["stochastic"]["sample_diversity"]["mean"].as_f64().unwrap();
+    let diversity = s["stochastic"]["sample_diversity"]["mean"]
+        .as_f64()
+        .unwrap();
     assert!(diversity > 0.0, "samples must differ");
 }
 
@@ -34,9 +53,18 @@ fn shipped_model_segments_jsrt_test_cases() {
 fn readme_main_command_writes_all_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let img = shared().join("data/jsrt/images/JPCLN001.png");
-    radlens(&["seg", "predict", img.to_str().unwrap(), "--pixel-spacing", "0.35", "--out", dir.path().to_str().unwrap()]);
+    radlens(&[
+        "seg",
+        "predict",
+        img.to_str().unwrap(),
+        "--pixel-spacing",
+        "0.35",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
     let case = dir.path().join("JPCLN001");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(case.join("result.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("result.json")).unwrap()).unwrap();
     assert_eq!(r["samples"], 16);
     for c in r["classes"].as_array().unwrap() {
         // a lung or heart of an adult covers thousands of mm²

@@ -101,11 +101,19 @@ mod tests {
         assert!((label_distance(&[1, 0], &[1, 0], &[1, 2]) - 0.0).abs() < 1e-12);
         assert!((label_distance(&[1, 2], &[1, 0], &[1, 2]) - 0.5).abs() < 1e-12);
         // agrees with the per-class mask definition
-        let (a, b): (Vec<u8>, Vec<u8>) = ((0..50).map(|i| (i % 3) as u8).collect(), (0..50).map(|i| (i % 4 % 3) as u8).collect());
+        let (a, b): (Vec<u8>, Vec<u8>) = (
+            (0..50).map(|i| (i % 3) as u8).collect(),
+            (0..50).map(|i| (i % 4 % 3) as u8).collect(),
+        );
         let by_masks = 1.0
             - [1u8, 2]
                 .iter()
-                .map(|&c| crate::overlap::iou(&crate::overlap::class_mask(&a, c), &crate::overlap::class_mask(&b, c)))
+                .map(|&c| {
+                    crate::overlap::iou(
+                        &crate::overlap::class_mask(&a, c),
+                        &crate::overlap::class_mask(&b, c),
+                    )
+                })
                 .sum::<f64>()
                 / 2.0;
         assert!((label_distance(&a, &b, &[1, 2]) - by_masks).abs() < 1e-12);

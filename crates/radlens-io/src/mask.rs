@@ -57,7 +57,16 @@ impl LabelMap {
             while let Some(i) = stack.pop() {
                 size += 1;
                 let (x, y) = ((i % w) as isize, (i / w) as isize);
-                for (dx, dy) in [(-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+                for (dx, dy) in [
+                    (-1, -1),
+                    (0, -1),
+                    (1, -1),
+                    (-1, 0),
+                    (1, 0),
+                    (-1, 1),
+                    (0, 1),
+                    (1, 1),
+                ] {
                     let (nx, ny) = (x + dx, y + dy);
                     if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
                         continue;
@@ -78,6 +87,53 @@ impl LabelMap {
         for (l, &c) in self.labels.iter_mut().zip(&component) {
             if *l != 0 && best[l].1 != c {
                 *l = 0;
+            }
+        }
+    }
+
+    /// Fill holes: every background region that does not reach the image
+    /// border takes the most common class among the pixels around it.
+    pub fn fill_holes(&mut self) {
+        let (w, h) = (self.width, self.height);
+        let mut seen = vec![false; self.labels.len()];
+        let mut region = Vec::new();
+        let mut stack = Vec::new();
+        for start in 0..self.labels.len() {
+            if self.labels[start] != 0 || seen[start] {
+                continue;
+            }
+            region.clear();
+            let mut touches_border = false;
+            let mut around = [0usize; 256];
+            seen[start] = true;
+            stack.push(start);
+            while let Some(i) = stack.pop() {
+                region.push(i);
+                let (x, y) = (i % w, i / w);
+                touches_border |= x == 0 || y == 0 || x + 1 == w || y + 1 == h;
+                let neighbours = [
+                    (x > 0).then(|| i - 1),
+                    (x + 1 < w).then(|| i + 1),
+                    (y > 0).then(|| i - w),
+                    (y + 1 < h).then(|| i + w),
+                ];
+                for j in neighbours.into_iter().flatten() {
+                    if self.labels[j] != 0 {
+                        around[self.labels[j] as usize] += 1;
+                    } else if !seen[j] {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+            if touches_border {
+                continue;
+            }
+            let fill = (1..256)
+                .max_by_key(|&c| (around[c], std::cmp::Reverse(c)))
+                .unwrap_or(0) as ClassId;
+            for &i in &region {
+                self.labels[i] = fill;
             }
         }
     }
@@ -176,6 +232,33 @@ mod tests {
     }
 
     #[test]
+    fn holes_take_the_surrounding_class() {
+        #[rustfmt::skip]
+        let labels = vec![
+            0, 1, 1, 1, 0,
+            0, 1, 0, 1, 0,
+            0, 1, 1, 2, 2,
+            0, 0, 2, 0, 2,
+            0, 0, 2, 2, 2,
+        ];
+        let mut m = LabelMap {
+            width: 5,
+            height: 5,
+            labels,
+        };
+        m.fill_holes();
+        #[rustfmt::skip]
+        let expect = vec![
+            0, 1, 1, 1, 0,
+            0, 1, 1, 1, 0,
+            0, 1, 1, 2, 2,
+            0, 0, 2, 2, 2,
+            0, 0, 2, 2, 2,
+        ];
+        assert_eq!(m.labels, expect);
+    }
+
+    #[test]
     fn largest_components_by_hand() {
         // class 1: a 3-pixel blob (diagonal counts as connected) and a lone pixel;
         // class 2: two single pixels, the first found wins the tie
@@ -186,7 +269,11 @@ mod tests {
             1, 0, 0, 1,
             0, 0, 2, 0,
         ];
-        let mut m = LabelMap { width: 4, height: 4, labels };
+        let mut m = LabelMap {
+            width: 4,
+            height: 4,
+            labels,
+        };
         m.keep_largest_components();
         #[rustfmt::skip]
         let expect = vec![

@@ -113,10 +113,6 @@ fn covid_cxr_counts_and_pasted_masks() {
     let img = s.load_image().unwrap();
     let lab = s.load_labels((img.width, img.height)).unwrap();
     for c in 1..=3u8 {
-        assert!(
-            lab.labels.contains(&c),
-            "class {c} empty in {}",
-            s.id
-        );
+        assert!(lab.labels.contains(&c), "class {c} empty in {}", s.id);
     }
 }

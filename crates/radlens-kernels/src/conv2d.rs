@@ -3,9 +3,11 @@
 
 use crate::batch::{for_each_item, sum_over_items};
 use crate::gemm_util::{matmul, MatRef};
-use crate::storage::{f32_slice_of_len, is_fast_path};
 use crate::reduce::sum1;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::storage::{f32_slice_of_len, is_fast_path};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
 
 /// Stride-1 2D convolution, NCHW input (N,Cin,H,W), weight (Cout,Cin,KH,KW), zero padding
@@ -29,7 +31,11 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize) -> Result<Tensor> {
 pub fn conv2d_bias(x: &Tensor, w: &Tensor, bias: &Tensor, padding: usize) -> Result<Tensor> {
     let g = ConvGeom::new(x.dims(), w.dims(), padding)?;
     if bias.dims() != [g.cout] {
-        bail!("conv2d_bias: bias must have shape [{}], got {:?}", g.cout, bias.dims())
+        bail!(
+            "conv2d_bias: bias must have shape [{}], got {:?}",
+            g.cout,
+            bias.dims()
+        )
     }
     if !is_fast_path(&[x, w, bias]) {
         return x
@@ -274,7 +280,9 @@ fn flip_weight(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     for (co, w_co) in w.chunks_exact(g.cin * taps).enumerate() {
         for (ci, w_ci) in w_co.chunks_exact(taps).enumerate() {
             let dst = &mut out[(ci * g.cout + co) * taps..][..taps];
-            dst.iter_mut().zip(w_ci.iter().rev()).for_each(|(d, &v)| *d = v);
+            dst.iter_mut()
+                .zip(w_ci.iter().rev())
+                .for_each(|(d, &v)| *d = v);
         }
     }
     out

@@ -2,7 +2,7 @@
 //! candle's backward pass neither allocates nor accumulates a gradient for the convolution's
 //! output: the node keeps that output for its own backward pass.
 
-use crate::conv2d::{bias_conv_grads, forward as conv_forward, conv2d_bias, ConvGeom};
+use crate::conv2d::{bias_conv_grads, conv2d_bias, forward as conv_forward, ConvGeom};
 use crate::group_norm::{group_norm, GroupNorm, NormGeom};
 use crate::storage::{f32_slice_of_len, is_fast_path};
 use candle_core::{bail, CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
@@ -27,7 +27,10 @@ pub fn conv2d_group_norm_relu(
     let conv = ConvGeom::new(x.dims(), w.dims(), padding)?;
     let [_, cout, ..] = conv.out_dims();
     if bias.dims() != [cout] {
-        bail!("conv2d_group_norm_relu: bias must have shape [{cout}], got {:?}", bias.dims())
+        bail!(
+            "conv2d_group_norm_relu: bias must have shape [{cout}], got {:?}",
+            bias.dims()
+        )
     }
     let norm = NormGeom::new(&conv.out_dims(), gamma.dims(), beta.dims(), groups)?;
     if !is_fast_path(&[x, w, bias, gamma, beta]) {
@@ -96,8 +99,12 @@ impl CustomOp2 for ConvNormRelu {
             bail!("{}: backward before forward", self.name())
         };
         let [b0, g0, _, end] = self.param_offsets();
-        let [dt, dgamma, dbeta] = self.norm.grads(&t, grad_res, &params.narrow(0, g0, end - g0)?)?;
-        let w = params.narrow(0, 0, b0)?.reshape(self.conv.weight_dims().to_vec())?;
+        let [dt, dgamma, dbeta] =
+            self.norm
+                .grads(&t, grad_res, &params.narrow(0, g0, end - g0)?)?;
+        let w = params
+            .narrow(0, 0, b0)?
+            .reshape(self.conv.weight_dims().to_vec())?;
         let (dx, dw, db) = bias_conv_grads(&self.conv, x, &w, true, &dt)?;
         let dparams = match (dw, db) {
             (Some(dw), Some(db)) if params.track_op() => {

@@ -42,7 +42,9 @@ fn composed(
     let xs = x.reshape((g.n, g.groups, ()))?;
     let centred = xs.broadcast_sub(&xs.mean_keepdim(2)?)?;
     let var = centred.sqr()?.mean_keepdim(2)?;
-    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?.reshape(x.shape())?;
+    let normed = centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape(x.shape())?;
     let mut dims = vec![1; x.rank()];
     dims[1] = g.c;
     let y = normed
@@ -188,7 +190,10 @@ impl CustomOp3 for GroupNorm {
         let x = f32_slice_of_len(s1, l1, g.len(), self.name())?;
         let gamma = f32_slice_of_len(s2, l2, g.c, self.name())?;
         let beta = f32_slice_of_len(s3, l3, g.c, self.name())?;
-        Ok((CpuStorage::F32(self.run(x, gamma, beta)), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(self.run(x, gamma, beta)),
+            l1.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -219,7 +224,15 @@ struct GroupNormGrad {
 
 impl GroupNormGrad {
     /// One group: channel sums into `sums` (2 per channel) and the input gradient into `dx`.
-    fn group(&self, c0: usize, x: &[f32], dy: &[f32], dx: &mut [f32], sums: &mut [f32], gb: &[f32]) {
+    fn group(
+        &self,
+        c0: usize,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        sums: &mut [f32],
+        gb: &[f32],
+    ) {
         let g = &self.geom;
         let (gamma, beta) = gb.split_at(g.c);
         let (mean, rstd) = moments(x, self.eps);

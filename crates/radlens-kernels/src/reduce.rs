@@ -38,12 +38,22 @@ mod tests {
     #[test]
     fn sums_match_f64_loops() {
         for len in [0usize, 1, 15, 16, 17, 1023, 1024, 1025, 5000] {
-            let a: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-            let b: Vec<f32> = (0..len).map(|i| ((i * 11 % 13) as f32 - 6.0) / 3.0).collect();
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let b: Vec<f32> = (0..len)
+                .map(|i| ((i * 11 % 13) as f32 - 6.0) / 3.0)
+                .collect();
             let want1: f64 = a.iter().map(|&x| (x * x) as f64).sum();
             let want2: f64 = a.iter().zip(&b).map(|(&x, &y)| (x * y) as f64).sum();
-            assert!((sum1(&a, |x| x * x) - want1).abs() <= 1e-4 * want1.abs().max(1.0), "{len}");
-            assert!((sum2(&a, &b, |x, y| x * y) - want2).abs() <= 1e-4 * want2.abs().max(1.0), "{len}");
+            assert!(
+                (sum1(&a, |x| x * x) - want1).abs() <= 1e-4 * want1.abs().max(1.0),
+                "{len}"
+            );
+            assert!(
+                (sum2(&a, &b, |x, y| x * y) - want2).abs() <= 1e-4 * want2.abs().max(1.0),
+                "{len}"
+            );
         }
     }
 }

@@ -94,7 +94,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// Save tensors as safetensors atomically.
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let bytes = safetensors::serialize(
-        tensors.iter().map(|(k, v)| (k.clone(), v)).collect::<Vec<_>>(),
+        tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), v))
+            .collect::<Vec<_>>(),
         None,
     )
     .map_err(|e| SegError::Invalid(format!("{}: cannot serialise tensors: {e}", path.display())))?;
@@ -116,7 +119,11 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
 }
 
 /// Load the model of a run directory (config + best weights).
-pub fn load_model(run: &Path, device: &Device, backend: crate::config::ConvBackend) -> Result<SegModel> {
+pub fn load_model(
+    run: &Path,
+    device: &Device,
+    backend: crate::config::ConvBackend,
+) -> Result<SegModel> {
     let dir = RunDir(run.to_path_buf());
     if !run.is_dir() {
         return Err(SegError::Config {
@@ -167,19 +174,38 @@ mod tests {
         let back = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens).unwrap();
         for (name, t) in m.params.tensors() {
             let u = &back.params.tensors()[&name];
-            let diff = (&t - u).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (&t - u)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert_eq!(diff, 0.0, "{name}");
         }
         // a config with another head no longer matches the weights
         let other = RunInfo {
-            model: small(HeadConfig::Ssn { rank: 2, mc_samples: 4 }),
+            model: small(HeadConfig::Ssn {
+                rank: 2,
+                mc_samples: 4,
+            }),
             ..info
         };
         write_json(&run.config(), &other).unwrap();
-        let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens).err().unwrap().to_string();
-        assert!(e.contains("model.safetensors") && e.contains("does not match"), "{e}");
+        let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("does not match"),
+            "{e}"
+        );
         std::fs::write(run.model(), b"garbage").unwrap();
-        let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens).err().unwrap().to_string();
+        let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("model.safetensors"), "{e}");
     }
 }

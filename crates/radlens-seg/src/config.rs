@@ -13,7 +13,9 @@ use std::path::Path;
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum NormKind {
     /// GroupNorm with this many groups (falls back to 1 group when it does not divide).
-    Group { groups: usize },
+    Group {
+        groups: usize,
+    },
     /// InstanceNorm (GroupNorm with one group per channel).
     Instance,
     None,
@@ -53,8 +55,8 @@ pub struct ModelConfig {
     pub norm: NormKind,
     pub head: HeadConfig,
     pub intensity: IntensityConfig,
-    /// Keep only the largest connected component of each class in predicted
-    /// masks (mean and samples): one lung, one heart per film.
+    /// Clean predicted masks (mean and samples): keep the largest connected
+    /// component of each class (one lung, one heart per film) and fill holes.
     #[serde(default = "default_true")]
     pub largest_component: bool,
 }
@@ -203,6 +205,9 @@ mod tests {
         let e = RunConfig::from_toml(&p).unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("image_size 66"), "{e}");
         std::fs::write(&p, "[train]\nepochs = 'many'\n").unwrap();
-        assert!(RunConfig::from_toml(&p).unwrap_err().to_string().contains("c.toml"));
+        assert!(RunConfig::from_toml(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("c.toml"));
     }
 }

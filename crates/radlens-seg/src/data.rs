@@ -26,8 +26,14 @@ impl ClassMap {
             .iter()
             .map(|n| model.id(n).unwrap_or(0))
             .collect();
-        let annotated = model.foreground().filter(|c| to_model.contains(c)).collect();
-        Self { to_model, annotated }
+        let annotated = model
+            .foreground()
+            .filter(|c| to_model.contains(c))
+            .collect();
+        Self {
+            to_model,
+            annotated,
+        }
     }
 
     /// Relabel dataset ids as model ids.
@@ -49,7 +55,12 @@ pub struct PreparedSet {
 
 impl PreparedSet {
     /// Load, letterbox and relabel `samples`.
-    pub fn load(samples: &[&Sample], map: &ClassMap, size: usize, progress: &ProgressBar) -> Result<Self> {
+    pub fn load(
+        samples: &[&Sample],
+        map: &ClassMap,
+        size: usize,
+        progress: &ProgressBar,
+    ) -> Result<Self> {
         let mut set = PreparedSet {
             size,
             ids: Vec::new(),

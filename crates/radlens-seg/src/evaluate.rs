@@ -54,8 +54,14 @@ pub struct Evaluation {
     pub samples: usize,
 }
 
-/// Evaluate `predictor` on `cases` of `dataset` with `samples` SSN samples per image.
-pub fn evaluate(predictor: &Predictor, dataset: &Dataset, cases: &[&Sample], samples: usize) -> Result<Evaluation> {
+/// Evaluate `predictor` on `cases` of `dataset` with `samples` SSN samples per image at `temperature`.
+pub fn evaluate(
+    predictor: &Predictor,
+    dataset: &Dataset,
+    cases: &[&Sample],
+    samples: usize,
+    temperature: f64,
+) -> Result<Evaluation> {
     let model_classes = &predictor.model.config.classes;
     let map = ClassMap::new(&dataset.classes, model_classes);
     if map.annotated.is_empty() {
@@ -66,9 +72,18 @@ pub fn evaluate(predictor: &Predictor, dataset: &Dataset, cases: &[&Sample], sam
         )));
     }
     let all_annotated = map.annotated.len() + 1 == model_classes.len();
-    let samples = if predictor.model.config.is_stochastic() { samples } else { 0 };
+    let samples = if predictor.model.config.is_stochastic() {
+        samples
+    } else {
+        0
+    };
     let pb = ProgressBar::new(cases.len() as u64);
-    pb.set_style(ProgressStyle::with_template("evaluating {bar:30} {pos}/{len} {wide_msg} [{elapsed}<{eta}]").expect("template"));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "evaluating {bar:30} {pos}/{len} {wide_msg} [{elapsed}<{eta}]",
+        )
+        .expect("template"),
+    );
     let mut out = Evaluation {
         classes: Vec::new(),
         images: Vec::new(),
@@ -79,7 +94,7 @@ pub fn evaluate(predictor: &Predictor, dataset: &Dataset, cases: &[&Sample], sam
         let img = s.load_image()?;
         let mut reference = s.load_labels((img.width, img.height))?;
         map.apply(&mut reference.labels);
-        let pred = predictor.predict(&img, samples, k as u64)?;
+        let pred = predictor.predict(&img, samples, temperature, k as u64)?;
         let full = pred.mean_mask_to_image();
         let (row_mm, col_mm, unit) = match img.spacing {
             Some(sp) => (sp.row_mm, sp.col_mm, "mm"),
@@ -111,8 +126,16 @@ pub fn evaluate(predictor: &Predictor, dataset: &Dataset, cases: &[&Sample], sam
         };
         let (ece, nll) = if all_annotated {
             (
-                Some(radlens_eval::expected_calibration_error(&pred.probs, pred.classes, &small_ref, 10)),
-                Some(radlens_eval::negative_log_likelihood(&pred.probs, &small_ref)),
+                Some(radlens_eval::expected_calibration_error(
+                    &pred.probs,
+                    pred.classes,
+                    &small_ref,
+                    10,
+                )),
+                Some(radlens_eval::negative_log_likelihood(
+                    &pred.probs,
+                    &small_ref,
+                )),
             )
         } else {
             (None, None)
@@ -141,12 +164,23 @@ fn age_band(age: Option<f32>) -> Option<&'static str> {
 
 impl Evaluation {
     /// Summary of one metric per class over images.
-    fn per_class(&self, rows: &[&ClassRow], metric: impl Fn(&ClassRow) -> Option<f64>, seed: u64) -> BTreeMap<String, Option<Summary>> {
+    fn per_class(
+        &self,
+        rows: &[&ClassRow],
+        metric: impl Fn(&ClassRow) -> Option<f64>,
+        seed: u64,
+    ) -> BTreeMap<String, Option<Summary>> {
         let mut by_class: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for r in rows {
-            by_class.entry(r.class.clone()).or_default().push(metric(r).unwrap_or(f64::NAN));
+            by_class
+                .entry(r.class.clone())
+                .or_default()
+                .push(metric(r).unwrap_or(f64::NAN));
         }
-        by_class.into_iter().map(|(c, v)| (c, Summary::of(&v, seed))).collect()
+        by_class
+            .into_iter()
+            .map(|(c, v)| (c, Summary::of(&v, seed)))
+            .collect()
     }
 
     /// The `summary.json` document.
@@ -163,7 +197,13 @@ impl Evaluation {
         let mut groups: BTreeMap<String, Vec<&ClassRow>> = BTreeMap::new();
         for r in &self.classes {
             if let Some(sex) = r.sex {
-                groups.entry(format!("sex={}", if sex == Sex::Male { "male" } else { "female" })).or_default().push(r);
+                groups
+                    .entry(format!(
+                        "sex={}",
+                        if sex == Sex::Male { "male" } else { "female" }
+                    ))
+                    .or_default()
+                    .push(r);
             }
             if let Some(b) = age_band(r.age_years) {
                 groups.entry(b.to_string()).or_default().push(r);
@@ -177,10 +217,15 @@ impl Evaluation {
             })
             .collect();
         let image_metric = |f: fn(&ImageRow) -> Option<f64>, seed| {
-            let v: Vec<f64> = self.images.iter().map(|r| f(r).unwrap_or(f64::NAN)).collect();
+            let v: Vec<f64> = self
+                .images
+                .iter()
+                .map(|r| f(r).unwrap_or(f64::NAN))
+                .collect();
             Summary::of(&v, seed)
         };
-        let units: std::collections::BTreeSet<&str> = self.classes.iter().map(|r| r.distance_unit).collect();
+        let units: std::collections::BTreeSet<&str> =
+            self.classes.iter().map(|r| r.distance_unit).collect();
         serde_json::json!({
             "header": header,
             "images": self.images.len(),
@@ -204,8 +249,15 @@ impl Evaluation {
         let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
         let mut s = String::from("id,sex,age_years,view,class,dice,iou,hd95,assd,distance_unit,ged_squared,sample_diversity,ece,nll\n");
         for r in &self.classes {
-            let img = self.images.iter().find(|i| i.id == r.id).expect("image row");
-            let sex = r.sex.map(|x| if x == Sex::Male { "male" } else { "female" }).unwrap_or("");
+            let img = self
+                .images
+                .iter()
+                .find(|i| i.id == r.id)
+                .expect("image row");
+            let sex = r
+                .sex
+                .map(|x| if x == Sex::Male { "male" } else { "female" })
+                .unwrap_or("");
             s.push_str(&format!(
                 "{},{},{},{},{},{:.6},{:.6},{},{},{},{},{},{},{}\n",
                 csv_field(&r.id),

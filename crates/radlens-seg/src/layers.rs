@@ -97,9 +97,14 @@ impl Norm {
     /// Normalise `x` with candle's stock GroupNorm.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Norm::Group { weight, bias, groups } => {
+            Norm::Group {
+                weight,
+                bias,
+                groups,
+            } => {
                 let c = weight.dim(0)?;
-                let gn = candle_nn::GroupNorm::new(weight.clone(), bias.clone(), c, *groups, NORM_EPS)?;
+                let gn =
+                    candle_nn::GroupNorm::new(weight.clone(), bias.clone(), c, *groups, NORM_EPS)?;
                 candle_nn::Module::forward(&gn, x)?
             }
             Norm::Identity => x.clone(),
@@ -114,7 +119,13 @@ pub struct ConvBlock {
 
 impl ConvBlock {
     /// A block from `cin` to `cout` channels.
-    pub fn new(p: &mut ParamStore, name: &str, cin: usize, cout: usize, norm: NormKind) -> Result<Self> {
+    pub fn new(
+        p: &mut ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        norm: NormKind,
+    ) -> Result<Self> {
         let c1 = Conv2d::new(p, &format!("{name}.conv1"), cin, cout, 3)?;
         let n1 = Norm::new(p, &format!("{name}.norm1"), norm, cout)?;
         let c2 = Conv2d::new(p, &format!("{name}.conv2"), cout, cout, 3)?;
@@ -131,10 +142,19 @@ impl ConvBlock {
         for (conv, norm) in &self.convs {
             let (w, b, pad) = (&conv.weight, &conv.bias, conv.padding);
             x = match (backend, norm) {
-                (ConvBackend::Radlens, Norm::Group { weight, bias, groups }) => {
-                    radlens_kernels::conv2d_group_norm_relu(&x, w, b, weight, bias, pad, *groups, NORM_EPS)?
+                (
+                    ConvBackend::Radlens,
+                    Norm::Group {
+                        weight,
+                        bias,
+                        groups,
+                    },
+                ) => radlens_kernels::conv2d_group_norm_relu(
+                    &x, w, b, weight, bias, pad, *groups, NORM_EPS,
+                )?,
+                (ConvBackend::Radlens, Norm::Identity) => {
+                    radlens_kernels::conv2d_bias(&x, w, b, pad)?.relu()?
                 }
-                (ConvBackend::Radlens, Norm::Identity) => radlens_kernels::conv2d_bias(&x, w, b, pad)?.relu()?,
                 (ConvBackend::Candle, _) => norm.forward(&conv.forward(&x, backend)?)?.relu()?,
             };
         }

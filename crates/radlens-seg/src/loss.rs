@@ -8,7 +8,13 @@ use candle_core::{Device, Tensor, D};
 use rand::Rng;
 
 /// One-hot (B, C, H, W) from class ids (B*H*W, row-major per image).
-pub fn one_hot(labels: &[u8], batch: usize, classes: usize, size: usize, device: &Device) -> Result<Tensor> {
+pub fn one_hot(
+    labels: &[u8],
+    batch: usize,
+    classes: usize,
+    size: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let plane = size * size;
     let mut oh = vec![0f32; batch * classes * plane];
     for (i, &l) in labels.iter().enumerate() {
@@ -89,11 +95,17 @@ mod tests {
         // one image, 2 classes, 1x2 pixels; logits favour the right class at px0 only
         let logits = Tensor::from_vec(vec![2.0f32, 0.0, 0.0, 0.0], (1, 2, 1, 2), &dev).unwrap();
         let oh = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], (1, 2, 1, 2), &dev).unwrap();
-        let ce = cross_entropy(&logits, &oh).unwrap().to_scalar::<f32>().unwrap();
+        let ce = cross_entropy(&logits, &oh)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let l0 = -(2f64.exp() / (2f64.exp() + 1.0)).ln();
         let l1 = -(0.5f64).ln();
         assert!((ce as f64 - (l0 + l1) / 2.0).abs() < 1e-6);
-        let d = soft_dice_loss(&logits, &oh).unwrap().to_scalar::<f32>().unwrap();
+        let d = soft_dice_loss(&logits, &oh)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let p1 = [1.0 / (2f64.exp() + 1.0), 0.5];
         let dice = (2.0 * p1[1] + 1.0) / (p1[0] + p1[1] + 1.0 + 1.0);
         assert!((d as f64 - (1.0 - dice)).abs() < 1e-6);

@@ -22,8 +22,14 @@ impl AdamW {
     pub fn new(vars: &[(String, Var)], weight_decay: f64) -> Result<Self> {
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         Ok(Self {
-            m: vars.iter().map(|(_, v)| zeros(v)).collect::<candle_core::Result<_>>()?,
-            v: vars.iter().map(|(_, v)| zeros(v)).collect::<candle_core::Result<_>>()?,
+            m: vars
+                .iter()
+                .map(|(_, v)| zeros(v))
+                .collect::<candle_core::Result<_>>()?,
+            v: vars
+                .iter()
+                .map(|(_, v)| zeros(v))
+                .collect::<candle_core::Result<_>>()?,
             vars: vars.to_vec(),
             step: 0,
             beta1: 0.9,
@@ -87,7 +93,13 @@ impl AdamW {
 }
 
 /// Linear warm-up for `warmup` steps, then cosine decay to `base * final_fraction` at `total`.
-pub fn learning_rate(step: usize, total: usize, warmup: usize, base: f64, final_fraction: f64) -> f64 {
+pub fn learning_rate(
+    step: usize,
+    total: usize,
+    warmup: usize,
+    base: f64,
+    final_fraction: f64,
+) -> f64 {
     if step < warmup {
         return base * (step + 1) as f64 / warmup as f64;
     }

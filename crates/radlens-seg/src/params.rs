@@ -38,7 +38,9 @@ impl ParamStore {
         let std = (2.0 / fan_in.max(1) as f64).sqrt();
         let normal = Normal::new(0.0, std).expect("finite std");
         let n = shape.iter().product();
-        let data = (0..n).map(|_| normal.sample(&mut self.rng) as f32).collect();
+        let data = (0..n)
+            .map(|_| normal.sample(&mut self.rng) as f32)
+            .collect();
         self.push(name, data, shape)
     }
 

@@ -34,8 +34,15 @@ impl Predictor {
         Self { model, device }
     }
 
-    /// Predict one image with `samples` SSN samples (seeded; temperature 1).
-    pub fn predict(&self, img: &XrayImage, samples: usize, seed: u64) -> Result<Prediction> {
+    /// Predict one image with `samples` SSN samples (seeded). `temperature`
+    /// scales the samples' deviation from the mean (1 = the trained distribution).
+    pub fn predict(
+        &self,
+        img: &XrayImage,
+        samples: usize,
+        temperature: f64,
+        seed: u64,
+    ) -> Result<Prediction> {
         let cfg = &self.model.config;
         let size = cfg.image_size;
         let (x, letterbox) = model_input(img, size, cfg.intensity);
@@ -44,22 +51,33 @@ impl Predictor {
         let mean = out.mean_logits().clone();
         let classes = cfg.classes.len();
         let argmax = |t: &Tensor| -> Result<Vec<u8>> {
-            let labels = t.argmax(0)?.to_dtype(candle_core::DType::U8)?.flatten_all()?.to_vec1::<u8>()?;
+            let labels = t
+                .argmax(0)?
+                .to_dtype(candle_core::DType::U8)?
+                .flatten_all()?
+                .to_vec1::<u8>()?;
             if !cfg.largest_component {
                 return Ok(labels);
             }
-            let mut map = LabelMap { width: size, height: size, labels };
+            let mut map = LabelMap {
+                width: size,
+                height: size,
+                labels,
+            };
             map.keep_largest_components();
+            map.fill_holes();
             Ok(map.labels)
         };
         let mean_mask = argmax(&mean.squeeze(0)?)?;
         let (probs, sample_masks) = match (&out, samples) {
             (HeadOutput::Ssn(p), n) if n > 0 => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-                let draws = p.sample(n, 1.0, &mut rng)?.squeeze(1)?; // (n, C, S, S)
+                let draws = p.sample(n, temperature, &mut rng)?.squeeze(1)?; // (n, C, S, S)
                 let soft = candle_nn::ops::softmax(&draws, 1)?;
                 let probs = soft.mean(0)?;
-                let masks = (0..n).map(|i| argmax(&draws.get(i)?)).collect::<Result<Vec<_>>>()?;
+                let masks = (0..n)
+                    .map(|i| argmax(&draws.get(i)?))
+                    .collect::<Result<Vec<_>>>()?;
                 (probs, masks)
             }
             _ => (candle_nn::ops::softmax(&mean, 1)?.squeeze(0)?, Vec::new()),
@@ -103,7 +121,10 @@ impl Prediction {
         }
         (0..n)
             .map(|i| {
-                self.samples.iter().filter(|s| s[i] != self.mean_mask[i]).count() as f32
+                self.samples
+                    .iter()
+                    .filter(|s| s[i] != self.mean_mask[i])
+                    .count() as f32
                     / self.samples.len() as f32
             })
             .collect()
@@ -142,6 +163,10 @@ impl Prediction {
                     .unwrap_or(0) as u8
             })
             .collect();
-        LabelMap { width: w, height: h, labels }
+        LabelMap {
+            width: w,
+            height: h,
+            labels,
+        }
     }
 }

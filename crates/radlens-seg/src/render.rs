@@ -29,7 +29,8 @@ pub fn overlay(img: &XrayImage, labels: &LabelMap) -> Vec<u8> {
                 continue;
             }
             let on_edge = (x.saturating_sub(thick)..=(x + thick).min(w - 1)).any(|xx| {
-                (y.saturating_sub(thick)..=(y + thick).min(h - 1)).any(|yy| labels.labels[yy * w + xx] != l)
+                (y.saturating_sub(thick)..=(y + thick).min(h - 1))
+                    .any(|yy| labels.labels[yy * w + xx] != l)
             });
             let c = class_colour(l);
             let a = if on_edge { 1.0 } else { 0.35 };
@@ -49,8 +50,15 @@ pub fn heat_map(values: &[f32]) -> Vec<u8> {
     ];
     let mut out = Vec::with_capacity(values.len() * 3);
     for &v in values {
-        let v = if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 };
-        let k = STOPS.windows(2).position(|s| v <= s[1].0).unwrap_or(STOPS.len() - 2);
+        let v = if v.is_finite() {
+            v.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let k = STOPS
+            .windows(2)
+            .position(|s| v <= s[1].0)
+            .unwrap_or(STOPS.len() - 2);
         let ((a, ca), (b, cb)) = (STOPS[k], STOPS[k + 1]);
         let t = (v - a) / (b - a);
         out.extend((0..3).map(|i| (ca[i] + (cb[i] - ca[i]) * t).round() as u8));
@@ -64,7 +72,10 @@ mod tests {
 
     #[test]
     fn heat_map_ends_and_overlay_outline() {
-        assert_eq!(heat_map(&[0.0, 1.0, f32::NAN]), vec![0, 0, 4, 252, 255, 164, 0, 0, 4]);
+        assert_eq!(
+            heat_map(&[0.0, 1.0, f32::NAN]),
+            vec![0, 0, 4, 252, 255, 164, 0, 0, 4]
+        );
         let img = XrayImage::new(3, 3, vec![0.0; 9]).unwrap();
         let mut lab = LabelMap::empty(3, 3);
         lab.labels[4] = 1;

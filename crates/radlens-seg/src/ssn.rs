@@ -53,7 +53,8 @@ impl SsnHead {
         let x = features.relu()?;
         let mean = self.mean.forward(&x, backend)?;
         let (b, c, h, w) = mean.dims4()?;
-        let diag = (self.log_diag.forward(&x, backend)?.exp()? + DIAG_EPS)?.reshape((b, c * h * w))?;
+        let diag =
+            (self.log_diag.forward(&x, backend)?.exp()? + DIAG_EPS)?.reshape((b, c * h * w))?;
         let factor = self
             .factor
             .forward(&x, backend)?
@@ -186,14 +187,28 @@ mod tests {
         let factor = Tensor::new(&[[[1.0f32], [0.8]]], &dev).unwrap();
         let p = SsnParams { mean, diag, factor };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let s = p.sample(20000, 1.0, &mut rng).unwrap().reshape((20000, 2)).unwrap();
+        let s = p
+            .sample(20000, 1.0, &mut rng)
+            .unwrap()
+            .reshape((20000, 2))
+            .unwrap();
         let v = s.to_vec2::<f32>().unwrap();
-        let cov = |i: usize, j: usize| v.iter().map(|r| (r[i] * r[j]) as f64).sum::<f64>() / v.len() as f64;
+        let cov = |i: usize, j: usize| {
+            v.iter().map(|r| (r[i] * r[j]) as f64).sum::<f64>() / v.len() as f64
+        };
         let j = SAMPLE_DIAG_JITTER;
         assert!((cov(0, 0) - (1.0 + 0.5 + j)).abs() < 0.05, "{}", cov(0, 0));
         assert!((cov(1, 1) - (0.64 + 0.2 + j)).abs() < 0.05, "{}", cov(1, 1));
         assert!((cov(0, 1) - 0.8).abs() < 0.05, "{}", cov(0, 1));
         let zero = p.sample(3, 0.0, &mut rng).unwrap();
-        assert_eq!(zero.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(
+            zero.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
     }
 }

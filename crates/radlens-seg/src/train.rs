@@ -119,13 +119,19 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
     let val_set = PreparedSet::load(&val_samples, &map, size, &loading)?;
     loading.finish_and_clear();
 
-    let mut model = SegModel::new(&model_cfg, &req.device, train_cfg.seed, train_cfg.conv_backend)?;
+    let mut model = SegModel::new(
+        &model_cfg,
+        &req.device,
+        train_cfg.seed,
+        train_cfg.conv_backend,
+    )?;
     let mut opt = AdamW::new(model.params.vars(), train_cfg.weight_decay)?;
     let (start_epoch, mut best_val, mut best_epoch) = match &state {
         Some(st) => {
             let saved = load_tensors(&run.last(), &req.device)?;
-            let (params, moments): (HashMap<_, _>, HashMap<_, _>) =
-                saved.into_iter().partition(|(k, _)| !k.starts_with("adam."));
+            let (params, moments): (HashMap<_, _>, HashMap<_, _>) = saved
+                .into_iter()
+                .partition(|(k, _)| !k.starts_with("adam."));
             model.params.assign_from(&params, &run.last())?;
             opt.restore(&moments, st.step)?;
             let mut info = run.read_info()?;
@@ -159,7 +165,9 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
     for epoch in start_epoch..train_cfg.epochs {
         let started = std::time::Instant::now();
         // Each epoch's randomness derives from (seed, epoch) so a resumed run matches.
-        let mut rng = rand::rngs::StdRng::seed_from_u64(train_cfg.seed.wrapping_mul(1_000_003) ^ epoch as u64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            train_cfg.seed.wrapping_mul(1_000_003) ^ epoch as u64,
+        );
         let mut order: Vec<usize> = (0..train_set.len()).collect();
         order.shuffle(&mut rng);
         let pb = bar(
@@ -271,13 +279,20 @@ fn validate(
     let classes = model.config.classes.len();
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(8) {
-        let (x, _, labels) = set.batch::<rand::rngs::StdRng>(chunk, classes, intensity, None, device)?;
+        let (x, _, labels) =
+            set.batch::<rand::rngs::StdRng>(chunk, classes, intensity, None, device)?;
         let out = model.forward(&x)?;
-        let pred = out.mean_logits().argmax(1)?.to_dtype(candle_core::DType::U8)?;
+        let pred = out
+            .mean_logits()
+            .argmax(1)?
+            .to_dtype(candle_core::DType::U8)?;
         let pred = pred.flatten_all()?.to_vec1::<u8>()?;
         let plane = set.size * set.size;
         for b in 0..chunk.len() {
-            let (p, y) = (&pred[b * plane..(b + 1) * plane], &labels[b * plane..(b + 1) * plane]);
+            let (p, y) = (
+                &pred[b * plane..(b + 1) * plane],
+                &labels[b * plane..(b + 1) * plane],
+            );
             for (k, &c) in map.annotated.iter().enumerate() {
                 let pm: Vec<bool> = p.iter().map(|&v| v == c).collect();
                 let ym: Vec<bool> = y.iter().map(|&v| v == c).collect();
@@ -285,7 +300,10 @@ fn validate(
             }
         }
     }
-    Ok(sums.into_iter().map(|s| s / set.len().max(1) as f64).collect())
+    Ok(sums
+        .into_iter()
+        .map(|s| s / set.len().max(1) as f64)
+        .collect())
 }
 
 fn append_history(run: &RunDir, r: &EpochRecord, map: &ClassMap, cfg: &ModelConfig) -> Result<()> {
@@ -298,15 +316,26 @@ fn append_history(run: &RunDir, r: &EpochRecord, map: &ClassMap, cfg: &ModelConf
         }
         h + "\n"
     } else {
-        std::fs::read_to_string(&path).map_err(|e| radlens_io::IoError::Fs { path: path.clone(), source: e })?
+        std::fs::read_to_string(&path).map_err(|e| radlens_io::IoError::Fs {
+            path: path.clone(),
+            source: e,
+        })?
     };
     // drop rows from epochs at or after this one (a resumed run rewrites them)
     text = text
         .lines()
-        .filter(|l| l.split(',').next().and_then(|e| e.parse::<usize>().ok()).is_none_or(|e| e < r.epoch))
+        .filter(|l| {
+            l.split(',')
+                .next()
+                .and_then(|e| e.parse::<usize>().ok())
+                .is_none_or(|e| e < r.epoch)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
-    text.push_str(&format!("{},{:.6},{:.3e},{:.1}", r.epoch, r.train_loss, r.learning_rate, r.seconds));
+    text.push_str(&format!(
+        "{},{:.6},{:.3e},{:.1}",
+        r.epoch, r.train_loss, r.learning_rate, r.seconds
+    ));
     for d in &r.val_dice {
         text.push_str(&format!(",{d:.5}"));
     }

@@ -44,24 +44,48 @@ pub struct SegModel {
 
 impl SegModel {
     /// Build and initialise (He-normal, from `seed`) a model for `config`.
-    pub fn new(config: &ModelConfig, device: &Device, seed: u64, backend: ConvBackend) -> Result<Self> {
+    pub fn new(
+        config: &ModelConfig,
+        device: &Device,
+        seed: u64,
+        backend: ConvBackend,
+    ) -> Result<Self> {
         config.validate().map_err(crate::error::SegError::Invalid)?;
         let mut p = ParamStore::new(device, seed);
         let widths: Vec<usize> = (0..config.depth).map(|i| config.base_width << i).collect();
         let mut down = Vec::new();
         for (i, &w) in widths.iter().enumerate() {
             let cin = if i == 0 { 1 } else { widths[i - 1] };
-            down.push(ConvBlock::new(&mut p, &format!("down{i}"), cin, w, config.norm)?);
+            down.push(ConvBlock::new(
+                &mut p,
+                &format!("down{i}"),
+                cin,
+                w,
+                config.norm,
+            )?);
         }
         let (mut up, mut dec) = (Vec::new(), Vec::new());
         for i in (1..config.depth).rev() {
-            up.push(Upsample2x::new(&mut p, &format!("up{i}"), widths[i], widths[i - 1])?);
-            dec.push(ConvBlock::new(&mut p, &format!("dec{i}"), 2 * widths[i - 1], widths[i - 1], config.norm)?);
+            up.push(Upsample2x::new(
+                &mut p,
+                &format!("up{i}"),
+                widths[i],
+                widths[i - 1],
+            )?);
+            dec.push(ConvBlock::new(
+                &mut p,
+                &format!("dec{i}"),
+                2 * widths[i - 1],
+                widths[i - 1],
+                config.norm,
+            )?);
         }
         let classes = config.classes.len();
         let head = match config.head {
             HeadConfig::Plain => Head::Plain(Conv2d::new(&mut p, "head", widths[0], classes, 1)?),
-            HeadConfig::Ssn { rank, .. } => Head::Ssn(SsnHead::new(&mut p, widths[0], classes, rank)?),
+            HeadConfig::Ssn { rank, .. } => {
+                Head::Ssn(SsnHead::new(&mut p, widths[0], classes, rank)?)
+            }
         };
         Ok(Self {
             config: config.clone(),

@@ -151,9 +151,15 @@ fn conv2d_bias_matches_naive_reference() {
         let (bias, dy) = (to_vec(&b), loss_weights(out0.len()));
         let plane = out0.len() / case.0[0] / bias.len();
         let channel = |i: usize| (i / plane) % bias.len();
-        let want_out: Vec<f32> = out0.iter().enumerate().map(|(i, o)| o + bias[channel(i)]).collect();
+        let want_out: Vec<f32> = out0
+            .iter()
+            .enumerate()
+            .map(|(i, o)| o + bias[channel(i)])
+            .collect();
         let mut want_db = vec![0f64; bias.len()];
-        dy.iter().enumerate().for_each(|(i, &d)| want_db[channel(i)] += d as f64);
+        dy.iter()
+            .enumerate()
+            .for_each(|(i, &d)| want_db[channel(i)] += d as f64);
         let want_db: Vec<f32> = want_db.into_iter().map(|v| v as f32).collect();
         assert_close(&format!("{case:?} out"), &out, &want_out, 1e-4);
         assert_close(&format!("{case:?} dx"), &grads[0], &want_dx, 1e-4);
@@ -194,7 +200,11 @@ fn conv2d_bias_falls_back_for_f64_and_checks_the_bias() {
     let b = f64s(rand_tensor(603, &[4]));
     let got = conv2d_bias(&x, &w, &b, 1).unwrap();
     assert_eq!(got.dtype(), DType::F64);
-    let want = x.conv2d(&w, 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap()).unwrap();
+    let want = x
+        .conv2d(&w, 1, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+        .unwrap();
     let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
     assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
     assert!(conv2d_bias(&x, &w, &b.narrow(0, 0, 3).unwrap(), 1).is_err());

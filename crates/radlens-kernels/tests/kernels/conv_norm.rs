@@ -1,4 +1,6 @@
-use crate::common::{assert_close, check_finite_differences, eval_grads, loss_weights, rand_tensor, to_vec};
+use crate::common::{
+    assert_close, check_finite_differences, eval_grads, loss_weights, rand_tensor, to_vec,
+};
 use crate::group_norm::naive_forward as naive_group_norm;
 use candle_core::{DType, Result, Tensor, Var};
 use radlens_kernels::{conv2d_bias, conv2d_group_norm_relu, group_norm};
@@ -36,7 +38,12 @@ fn naive_forward(inp: &[Vec<f64>], case: &Case) -> Vec<f64> {
     let (ho, wo) = (h + 2 * p - kh + 1, w + 2 * p - kw + 1);
     let mut t = vec![0f64; n * cout * ho * wo];
     for (o, t) in t.iter_mut().enumerate() {
-        let (b, co, oy, ox) = (o / (cout * ho * wo), (o / (ho * wo)) % cout, (o / wo) % ho, o % wo);
+        let (b, co, oy, ox) = (
+            o / (cout * ho * wo),
+            (o / (ho * wo)) % cout,
+            (o / wo) % ho,
+            o % wo,
+        );
         *t = inp[2][co];
         for ci in 0..cin {
             for ky in 0..kh {
@@ -58,13 +65,22 @@ fn conv_norm_matches_naive_reference() {
     for (seed, case) in CASES.iter().enumerate() {
         let args = inputs(case, 10 * seed as u64);
         let (out, grads) = eval_grads(fused(case), &args);
-        let mut inp: Vec<Vec<f64>> = args.iter().map(|t| to_vec(t).iter().map(|&v| v as f64).collect()).collect();
+        let mut inp: Vec<Vec<f64>> = args
+            .iter()
+            .map(|t| to_vec(t).iter().map(|&v| v as f64).collect())
+            .collect();
         let want = naive_forward(&inp, case);
         let want_out: Vec<f32> = want.iter().map(|&v| v as f32).collect();
         assert_close(&format!("{case:?} out"), &out, &want_out, 1e-5);
         // gradients of sum(out * R) by f64 central differences of the naive forward
         let r = loss_weights(want.len());
-        let loss = |inp: &[Vec<f64>]| -> f64 { naive_forward(inp, case).iter().zip(&r).map(|(o, &r)| o * r as f64).sum() };
+        let loss = |inp: &[Vec<f64>]| -> f64 {
+            naive_forward(inp, case)
+                .iter()
+                .zip(&r)
+                .map(|(o, &r)| o * r as f64)
+                .sum()
+        };
         for (k, grad) in grads.iter().enumerate() {
             let numeric: Vec<f32> = (0..inp[k].len())
                 .map(|j| {
@@ -87,12 +103,16 @@ fn conv_norm_matches_candle() {
         let args = inputs(case, 100 + 10 * seed as u64);
         let (out, grads) = eval_grads(fused(case), &args);
         let stock = |a: &[&Tensor]| {
-            let y = a[0].conv2d(a[1], case.2, 1, 1, 1)?.broadcast_add(&a[2].reshape((1, (), 1, 1))?)?;
+            let y = a[0]
+                .conv2d(a[1], case.2, 1, 1, 1)?
+                .broadcast_add(&a[2].reshape((1, (), 1, 1))?)?;
             let (n, c, h, w) = y.dims4()?;
             let ys = y.reshape((n, case.3, ()))?;
             let centred = ys.broadcast_sub(&ys.mean_keepdim(2)?)?;
             let var = centred.sqr()?.mean_keepdim(2)?;
-            let normed = centred.broadcast_div(&(var + EPS)?.sqrt()?)?.reshape((n, c, h, w))?;
+            let normed = centred
+                .broadcast_div(&(var + EPS)?.sqrt()?)?
+                .reshape((n, c, h, w))?;
             normed
                 .broadcast_mul(&a[3].reshape((1, c, 1, 1))?)?
                 .broadcast_add(&a[4].reshape((1, c, 1, 1))?)?
@@ -104,11 +124,25 @@ fn conv_norm_matches_candle() {
             assert_close(&format!("{case:?} grad {k}"), &grads[k], &want[k], 1e-4);
         }
         // and the separate radlens ops
-        let separate = |a: &[&Tensor]| group_norm(&conv2d_bias(a[0], a[1], a[2], case.2)?, a[3], a[4], case.3, EPS, true);
+        let separate = |a: &[&Tensor]| {
+            group_norm(
+                &conv2d_bias(a[0], a[1], a[2], case.2)?,
+                a[3],
+                a[4],
+                case.3,
+                EPS,
+                true,
+            )
+        };
         let (sep_out, sep) = eval_grads(separate, &args);
         assert_close(&format!("{case:?} separate out"), &out, &sep_out, 1e-5);
         for k in 0..5 {
-            assert_close(&format!("{case:?} separate grad {k}"), &grads[k], &sep[k], 1e-5);
+            assert_close(
+                &format!("{case:?} separate grad {k}"),
+                &grads[k],
+                &sep[k],
+                1e-5,
+            );
         }
     }
 }
@@ -130,7 +164,10 @@ fn conv_norm_backward_twice_and_untracked_input() {
     let second = loss.backward().unwrap();
     assert!(first.get(&x).is_none());
     for v in &vars {
-        assert_eq!(to_vec(first.get(v).unwrap()), to_vec(second.get(v).unwrap()));
+        assert_eq!(
+            to_vec(first.get(v).unwrap()),
+            to_vec(second.get(v).unwrap())
+        );
     }
 }
 
@@ -143,9 +180,18 @@ fn conv_norm_falls_back_for_f64_and_checks_shapes() {
     assert_eq!(got.dtype(), DType::F64);
     let f32s = inputs(&case, 9);
     let want = fused(&case)(&f32s.iter().collect::<Vec<_>>()).unwrap();
-    assert_close("f64", &to_vec(&got.to_dtype(DType::F32).unwrap()), &to_vec(&want), 1e-5);
+    assert_close(
+        "f64",
+        &to_vec(&got.to_dtype(DType::F32).unwrap()),
+        &to_vec(&want),
+        1e-5,
+    );
     let [x, w, b, g, be] = inputs(&case, 10);
-    assert!(conv2d_group_norm_relu(&x, &w, &b.narrow(0, 0, 5).unwrap(), &g, &be, 1, 3, EPS).is_err());
+    assert!(
+        conv2d_group_norm_relu(&x, &w, &b.narrow(0, 0, 5).unwrap(), &g, &be, 1, 3, EPS).is_err()
+    );
     assert!(conv2d_group_norm_relu(&x, &w, &b, &g, &be, 1, 4, EPS).is_err());
-    assert!(conv2d_group_norm_relu(&x, &w, &b, &g.narrow(0, 0, 5).unwrap(), &be, 1, 3, EPS).is_err());
+    assert!(
+        conv2d_group_norm_relu(&x, &w, &b, &g.narrow(0, 0, 5).unwrap(), &be, 1, 3, EPS).is_err()
+    );
 }

@@ -16,7 +16,14 @@ const CASES: &[(&[usize], usize)] = &[
 ];
 
 /// Naive `relu?(GroupNorm(x) * gamma + beta)` in f64.
-pub fn naive_forward(x: &[f64], shape: &[usize], gamma: &[f64], beta: &[f64], groups: usize, relu: bool) -> Vec<f64> {
+pub fn naive_forward(
+    x: &[f64],
+    shape: &[usize],
+    gamma: &[f64],
+    beta: &[f64],
+    groups: usize,
+    relu: bool,
+) -> Vec<f64> {
     let (n, c) = (shape[0], shape[1]);
     let hw: usize = shape[2..].iter().product();
     let m = c / groups * hw;
@@ -25,7 +32,11 @@ pub fn naive_forward(x: &[f64], shape: &[usize], gamma: &[f64], beta: &[f64], gr
         for g in 0..groups {
             let range = (b * c + g * c / groups) * hw..(b * c + (g + 1) * c / groups) * hw;
             let mean = x[range.clone()].iter().sum::<f64>() / m as f64;
-            let var = x[range.clone()].iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m as f64;
+            let var = x[range.clone()]
+                .iter()
+                .map(|v| (v - mean).powi(2))
+                .sum::<f64>()
+                / m as f64;
             for i in range {
                 let ch = (i / hw) % c;
                 let z = (x[i] - mean) / (var + EPS).sqrt() * gamma[ch] + beta[ch];
@@ -37,7 +48,14 @@ pub fn naive_forward(x: &[f64], shape: &[usize], gamma: &[f64], beta: &[f64], gr
 }
 
 /// Naive output and gradients of `sum(out * R)`: f64 central differences of the f64 forward.
-fn naive(x: &[f32], shape: &[usize], gamma: &[f32], beta: &[f32], groups: usize, relu: bool) -> [Vec<f32>; 4] {
+fn naive(
+    x: &[f32],
+    shape: &[usize],
+    gamma: &[f32],
+    beta: &[f32],
+    groups: usize,
+    relu: bool,
+) -> [Vec<f32>; 4] {
     let up = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
     let mut inputs = [up(x), up(gamma), up(beta)];
     let r = loss_weights(x.len());
@@ -73,7 +91,8 @@ fn group_norm_matches_naive_reference() {
     for relu in [false, true] {
         for (seed, &(shape, groups)) in CASES.iter().enumerate() {
             let args = inputs(shape, seed as u64);
-            let (out, grads) = eval_grads(|a| group_norm(a[0], a[1], a[2], groups, EPS, relu), &args);
+            let (out, grads) =
+                eval_grads(|a| group_norm(a[0], a[1], a[2], groups, EPS, relu), &args);
             let [x, g, b] = args.each_ref().map(to_vec);
             let want = naive(&x, shape, &g, &b, groups, relu);
             let what = format!("{shape:?}/{groups} relu {relu}");
@@ -96,7 +115,9 @@ fn group_norm_relu_matches_candle() {
             let xs = a[0].reshape((n, groups, ()))?;
             let centred = xs.broadcast_sub(&xs.mean_keepdim(2)?)?;
             let var = centred.sqr()?.mean_keepdim(2)?;
-            let normed = centred.broadcast_div(&(var + EPS)?.sqrt()?)?.reshape(shape)?;
+            let normed = centred
+                .broadcast_div(&(var + EPS)?.sqrt()?)?
+                .reshape(shape)?;
             let mut dims = vec![1; shape.len()];
             dims[1] = c;
             normed
@@ -145,12 +166,19 @@ fn group_norm_falls_back_for_f64() {
     assert_eq!(got.dtype(), DType::F64);
     let f32s = [x, g, b].map(|t| t.to_dtype(DType::F32).unwrap());
     let want = group_norm(&f32s[0], &f32s[1], &f32s[2], 3, EPS, true).unwrap();
-    assert_close("f64", &to_vec(&got.to_dtype(DType::F32).unwrap()), &to_vec(&want), 1e-5);
+    assert_close(
+        "f64",
+        &to_vec(&got.to_dtype(DType::F32).unwrap()),
+        &to_vec(&want),
+        1e-5,
+    );
 }
 
 #[test]
 fn group_norm_rejects_bad_shapes() {
-    let t = |shape: &[usize]| Tensor::from_vec(rand_vec(11, shape.iter().product()), shape, &Device::Cpu).unwrap();
+    let t = |shape: &[usize]| {
+        Tensor::from_vec(rand_vec(11, shape.iter().product()), shape, &Device::Cpu).unwrap()
+    };
     assert!(group_norm(&t(&[2, 6]), &t(&[6]), &t(&[6]), 3, EPS, true).is_err());
     assert!(group_norm(&t(&[2, 6, 3]), &t(&[6]), &t(&[6]), 4, EPS, true).is_err());
     assert!(group_norm(&t(&[2, 6, 3]), &t(&[6]), &t(&[6]), 0, EPS, true).is_err());

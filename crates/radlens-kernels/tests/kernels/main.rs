@@ -7,3 +7,4 @@ mod conv_norm;
 mod conv_transpose;
 mod group_norm;
 mod pool;
+mod ssn;
