@@ -131,7 +131,14 @@ impl Trainer {
     fn step(&mut self, x: &Tensor, onehot: &Tensor) -> Result<f64> {
         let out = self.model.forward(x)?;
         let head = self.model.config.head;
-        let loss = training_loss(&out, onehot, head, WEIGHTS, &mut self.rng)?;
+        let loss = training_loss(
+            &out,
+            onehot,
+            head,
+            WEIGHTS,
+            self.model.backend,
+            &mut self.rng,
+        )?;
         let value = loss.to_scalar::<f32>()? as f64;
         self.opt.step(&loss.backward()?, LEARNING_RATE)?;
         Ok(value)

@@ -307,8 +307,50 @@ pub fn above_threshold(pre: &Tensor, threshold: f32) -> Result<SparseIndex> {
     })
 }
 
+/// Dot product with independent lanes, so that it vectorises.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    const LANES: usize = 16;
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut acc = [0f32; LANES];
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `relu(z + bias)` of a (rows, cols) matrix `z` and a (cols) bias, in one parallel pass and
+/// without gradient tracking (pre-activations for selection).
+pub fn bias_relu(z: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    check_f32_cpu("bias_relu", &[z, bias])?;
+    let (rows, cols) = z.dims2()?;
+    if bias.dims() != [cols] {
+        bail!("bias_relu: bias {:?} for {cols} columns", bias.dims())
+    }
+    let (z, bias) = (z.contiguous()?, bias.contiguous()?);
+    let out = with_f32(&z, "bias_relu", |z| {
+        with_f32(&bias, "bias_relu", |b| {
+            let mut out = vec![0f32; z.len()];
+            if cols > 0 {
+                out.par_chunks_mut(cols)
+                    .zip(z.par_chunks(cols))
+                    .for_each(|(o, z)| {
+                        for ((o, z), b) in o.iter_mut().zip(z).zip(b) {
+                            *o = (z + b).max(0.0);
+                        }
+                    });
+            }
+            Ok(out)
+        })
+    })?;
+    Tensor::from_vec(out, (rows, cols), z.device())
 }
 
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {

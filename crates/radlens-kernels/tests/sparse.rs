@@ -2,8 +2,8 @@
 
 use candle_core::{Device, Result, Tensor, Var};
 use radlens_kernels::sparse::{
-    above_threshold, batch_topk, scatter_dense, sparse_decode, sparse_encode, sparse_prefix_mse,
-    topk_per_row, SparseIndex,
+    above_threshold, batch_topk, bias_relu, scatter_dense, sparse_decode, sparse_encode,
+    sparse_prefix_mse, topk_per_row, SparseIndex,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -278,4 +278,12 @@ fn sparse_prefix_mse_matches_composition_and_finite_differences() {
     }
     assert!(sparse_prefix_mse(&inputs[0], &inputs[1], &inputs[2], &idx, &[5, 2]).is_err());
     assert!(sparse_prefix_mse(&inputs[0], &inputs[1], &inputs[2], &idx, &[13]).is_err());
+}
+
+#[test]
+fn bias_relu_matches_candle() {
+    let (z, b) = (tensor(50, &[7, 33]), tensor(51, &[33]));
+    let want = to_vec(&z.broadcast_add(&b).unwrap().relu().unwrap());
+    assert_eq!(to_vec(&bias_relu(&z, &b).unwrap()), want);
+    assert!(bias_relu(&z, &tensor(52, &[32])).is_err());
 }

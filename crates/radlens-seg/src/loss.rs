@@ -1,7 +1,7 @@
 //! Losses: cross-entropy + soft Dice for the plain head, the SSN's Monte
 //! Carlo log-likelihood for the stochastic head.
 
-use crate::config::HeadConfig;
+use crate::config::{ConvBackend, HeadConfig};
 use crate::error::Result;
 use crate::unet::HeadOutput;
 use candle_core::{Device, Tensor, D};
@@ -62,17 +62,19 @@ pub struct LossWeights {
     pub ssn_mean: f64,
 }
 
-/// The training loss for a head's output.
+/// The training loss for a head's output; `backend` picks the SSN
+/// log-likelihood implementation (fused kernel or stock ops).
 pub fn training_loss<R: Rng>(
     out: &HeadOutput,
     onehot: &Tensor,
     head: HeadConfig,
     weights: LossWeights,
+    backend: ConvBackend,
     rng: &mut R,
 ) -> Result<Tensor> {
     match (out, head) {
         (HeadOutput::Ssn(p), HeadConfig::Ssn { mc_samples, .. }) => {
-            let mc = p.loss(onehot, mc_samples, rng)?;
+            let mc = p.loss(onehot, mc_samples, backend, rng)?;
             if weights.ssn_mean == 0.0 {
                 return Ok(mc);
             }

@@ -89,19 +89,35 @@ impl SsnParams {
 
     /// The Monte Carlo loss: -mean_b[logsumexp_m(log p(y | eta_m)) - log M] / (H W),
     /// with M/2 samples and their mirror images about the mean (antithetic).
-    /// `onehot` is the (B, C, H, W) one-hot reference.
-    pub fn loss<R: Rng>(&self, onehot: &Tensor, mc_samples: usize, rng: &mut R) -> Result<Tensor> {
+    /// `onehot` is the (B, C, H, W) one-hot reference. The radlens backend
+    /// computes the samples' log-likelihoods in one fused kernel, the candle
+    /// backend with stock ops.
+    pub fn loss<R: Rng>(
+        &self,
+        onehot: &Tensor,
+        mc_samples: usize,
+        backend: ConvBackend,
+        rng: &mut R,
+    ) -> Result<Tensor> {
         let (b, c, h, w) = self.mean.dims4()?;
         let half = mc_samples / 2;
         let dev = self.deviations(half, 0.0, rng)?;
-        let mu = self.mean.reshape((1, b, c * h * w))?;
-        let samples = Tensor::cat(&[mu.broadcast_add(&dev)?, mu.broadcast_sub(&dev)?], 0)?
-            .reshape((2 * half, b, c, h, w))?;
-        let logp = candle_nn::ops::log_softmax(&samples, 2)?;
-        let ll = logp
-            .broadcast_mul(&onehot.unsqueeze(0)?)?
-            .reshape((2 * half, b, c * h * w))?
-            .sum(D::Minus1)?; // (M, B)
+        let ll = match backend {
+            ConvBackend::Radlens => radlens_kernels::antithetic_log_likelihood(
+                &self.mean.reshape((b, c, h * w))?,
+                &dev.reshape((half, b, c, h * w))?,
+                &onehot.reshape((b, c, h * w))?,
+            )?,
+            ConvBackend::Candle => {
+                let mu = self.mean.reshape((1, b, c * h * w))?;
+                let samples = Tensor::cat(&[mu.broadcast_add(&dev)?, mu.broadcast_sub(&dev)?], 0)?
+                    .reshape((2 * half, b, c, h, w))?;
+                candle_nn::ops::log_softmax(&samples, 2)?
+                    .broadcast_mul(&onehot.unsqueeze(0)?)?
+                    .reshape((2 * half, b, c * h * w))?
+                    .sum(D::Minus1)?
+            }
+        }; // (M, B)
         let lse = (ll.log_sum_exp(0)? - ((2 * half) as f64).ln())?;
         Ok((lse.mean_all()?.neg()? / (h * w) as f64)?)
     }
@@ -141,11 +157,20 @@ mod tests {
             }
         }
         let onehot = Tensor::from_vec(oh, (b, c, h, w), &dev).unwrap();
-        let loss = p
-            .loss(&onehot, m, &mut rand::rngs::StdRng::seed_from_u64(9))
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let losses: Vec<f32> = [ConvBackend::Radlens, ConvBackend::Candle]
+            .into_iter()
+            .map(|backend| {
+                p.loss(
+                    &onehot,
+                    m,
+                    backend,
+                    &mut rand::rngs::StdRng::seed_from_u64(9),
+                )
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+            })
+            .collect();
 
         // reference with the same random draws
         let dv = p
@@ -175,7 +200,9 @@ mod tests {
             total += lse - (m as f64).ln();
         }
         let expect = -total / b as f64 / (h * w) as f64;
-        assert!((loss as f64 - expect).abs() < 1e-4, "{loss} vs {expect}");
+        for loss in losses {
+            assert!((loss as f64 - expect).abs() < 1e-4, "{loss} vs {expect}");
+        }
     }
 
     /// Sample covariance of many draws approaches P P^T + D.

@@ -198,7 +198,14 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
                 dice: train_cfg.dice_weight,
                 ssn_mean: train_cfg.ssn_mean_loss_weight,
             };
-            let loss = training_loss(&out, &onehot, model_cfg.head, weights, &mut rng)?;
+            let loss = training_loss(
+                &out,
+                &onehot,
+                model_cfg.head,
+                weights,
+                model.backend,
+                &mut rng,
+            )?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 return Err(SegError::Diverged {
