@@ -99,15 +99,7 @@ pub fn read_image(path: &Path) -> Result<XrayImage> {
     if is_dicom(path) {
         return crate::dicom::read_dicom(path);
     }
-    let img = image::ImageReader::open(path)
-        .map_err(|e| IoError::fs(path, e))?
-        .with_guessed_format()
-        .map_err(|e| IoError::fs(path, e))?
-        .decode()
-        .map_err(|e| IoError::Decode {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let img = decode(path)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     if width == 0 || height == 0 {
         return Err(IoError::invalid(path, "image has no pixels"));
@@ -119,6 +111,19 @@ pub fn read_image(path: &Path) -> Result<XrayImage> {
         pixels,
         spacing: None,
     })
+}
+
+/// Decode a PNG/JPEG file (format from its content), naming the file in errors.
+pub(crate) fn decode(path: &Path) -> Result<image::DynamicImage> {
+    image::ImageReader::open(path)
+        .map_err(|e| IoError::fs(path, e))?
+        .with_guessed_format()
+        .map_err(|e| IoError::fs(path, e))?
+        .decode()
+        .map_err(|e| IoError::Decode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
 /// Write an 8-bit greyscale PNG atomically.

@@ -159,15 +159,7 @@ impl LabelMap {
 
 /// Read a binary mask PNG (any non-zero value in the first channel is foreground).
 pub fn read_binary_mask(path: &Path) -> Result<(usize, usize, Vec<bool>)> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| IoError::fs(path, e))?
-        .with_guessed_format()
-        .map_err(|e| IoError::fs(path, e))?
-        .decode()
-        .map_err(|e| IoError::Decode {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let img = crate::image::decode(path)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mask = match img {
         image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(|v| v > 0).collect(),
@@ -182,15 +174,7 @@ pub fn read_binary_mask(path: &Path) -> Result<(usize, usize, Vec<bool>)> {
 
 /// Read an integer label PNG (8 or 16 bit grey) as class ids.
 pub fn read_label_png(path: &Path) -> Result<LabelMap> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| IoError::fs(path, e))?
-        .with_guessed_format()
-        .map_err(|e| IoError::fs(path, e))?
-        .decode()
-        .map_err(|e| IoError::Decode {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let img = crate::image::decode(path)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let raw: Vec<u16> = match img {
         image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u16::from).collect(),
