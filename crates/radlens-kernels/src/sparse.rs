@@ -359,15 +359,26 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// Transposes a row-major (rows, cols) matrix.
+/// Transposes a row-major (rows, cols) matrix, in cache-friendly tiles.
 fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
     let mut t = vec![0f32; m.len()];
     if !t.is_empty() {
-        t.par_chunks_mut(rows).enumerate().for_each(|(c, out)| {
-            for (r, o) in out.iter_mut().enumerate() {
-                *o = m[r * cols + c];
-            }
-        });
+        // Each task fills TILE rows of the output (TILE columns of the input).
+        t.par_chunks_mut(TILE * rows)
+            .enumerate()
+            .for_each(|(tc, out)| {
+                let c0 = tc * TILE;
+                let nc = out.len() / rows;
+                for r0 in (0..rows).step_by(TILE) {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        let src = &m[r * cols + c0..r * cols + c0 + nc];
+                        for (j, &v) in src.iter().enumerate() {
+                            out[j * rows + r] = v;
+                        }
+                    }
+                }
+            });
     }
     t
 }

@@ -1,0 +1,32 @@
+//! Sparse autoencoders (SAEs) for interpretability: Matryoshka BatchTopK (Bussmann et al.
+//! 2025, following dictionary_learning's trainer) with plain BatchTopK, TopK and ReLU + L1
+//! baselines, on candle f32 CPU tensors.
+//!
+//! - [`SaeConfig`]/[`Activation`]: widths, sparsity rule, Matryoshka groups.
+//! - [`Sae`]: parameters and inference ([`Sae::encode`], [`Sae::decode`]).
+//! - [`Trainer`]: data-driven init, training steps on batches from any source, atomic
+//!   checkpoints and exact resume; sparse custom ops ([`ComputePath::Sparse`]) or dense
+//!   matmuls ([`ComputePath::Dense`]).
+//! - [`metrics`]: FVU (overall, per prefix), L0, dead and dense latent fractions.
+//! - [`formats`]: SAELens layout (read/write), dictionary_learning `ae.pt` (read).
+//! - [`ActivationStore`]: activation shards written by the language-model side.
+
+mod config;
+mod error;
+pub mod formats;
+mod loss;
+pub mod metrics;
+mod optim;
+mod sae;
+mod store;
+mod train;
+
+pub use config::{group_sizes, Activation, SaeConfig, DEFAULT_GROUP_FRACTIONS};
+pub use error::{Result, SaeError};
+pub use loss::ComputePath;
+pub use optim::{project_decoder_grad, AdamConfig};
+pub use sae::{Codes, Sae};
+pub use store::{ActivationStore, Batches, StoreMeta};
+pub use train::{
+    activation_scale, geometric_median, CheckpointPolicy, StepStats, TrainConfig, Trainer,
+};
