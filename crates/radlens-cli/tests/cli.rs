@@ -1,27 +1,12 @@
 //! End-to-end checks of the `radlens` binary on the real public data in `../shared`.
 
+mod common;
+
+use common::{radlens, shared, stderr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn radlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_radlens"))
-        .args(args)
-        .output()
-        .expect("radlens runs")
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("RADLENS_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
 
 fn jsrt() -> String {
     format!("jsrt:{}", shared().join("data/jsrt").display())
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A tiny, fast model config for end-to-end runs.

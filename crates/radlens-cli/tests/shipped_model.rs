@@ -1,20 +1,13 @@
 //! The model committed in `models/jsrt-ssn` loads by default and segments real radiographs.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn shared() -> PathBuf {
-    std::env::var_os("RADLENS_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
+use common::shared;
 
+/// Run radlens and require success.
 fn radlens(args: &[&str]) -> std::process::Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_radlens"))
-        .args(args)
-        .output()
-        .expect("radlens runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = common::radlens(args);
+    assert!(o.status.success(), "{}", common::stderr(&o));
     o
 }
 

@@ -10,6 +10,7 @@ use crate::optim::{learning_rate, AdamW};
 use crate::unet::SegModel;
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
+use radlens_eval::overlap::class_mask;
 use radlens_io::split::{Split, SplitPart};
 use radlens_io::DatasetSpec;
 use rand::seq::SliceRandom;
@@ -301,9 +302,7 @@ fn validate(
                 &labels[b * plane..(b + 1) * plane],
             );
             for (k, &c) in map.annotated.iter().enumerate() {
-                let pm: Vec<bool> = p.iter().map(|&v| v == c).collect();
-                let ym: Vec<bool> = y.iter().map(|&v| v == c).collect();
-                sums[k] += radlens_eval::dice(&pm, &ym);
+                sums[k] += radlens_eval::dice(&class_mask(p, c), &class_mask(y, c));
             }
         }
     }

@@ -92,15 +92,21 @@ fn parse_age(s: &str) -> Option<u8> {
     s.trim().parse().ok()
 }
 
+/// The records of a table whose records each begin with `marker` (the tables'
+/// line breaks are not reliable, the case names are).
+fn records<'a>(text: &'a str, marker: &str) -> impl Iterator<Item = &'a str> {
+    let starts: Vec<usize> = text.match_indices(marker).map(|(i, _)| i).collect();
+    let ends: Vec<usize> = starts.iter().skip(1).copied().chain([text.len()]).collect();
+    starts.into_iter().zip(ends).map(move |(s, e)| &text[s..e])
+}
+
 /// Parse `CLNDAT_EN.txt`: records start at `JPCLN###.IMG`, fields are tab
 /// separated, and the location and diagnosis columns are each wrapped into two
 /// tab-separated halves (7 and 12 characters wide).
 pub fn parse_nodule_table(text: &str, path: &Path) -> Result<Vec<ClinicalRecord>> {
-    let starts: Vec<usize> = text.match_indices("JPCLN").map(|(i, _)| i).collect();
-    let mut out = Vec::with_capacity(starts.len());
-    for (i, &s) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(text.len());
-        let rec = text[s..end].trim_end_matches(['\r', '\n']);
+    let mut out = Vec::new();
+    for rec in records(text, "JPCLN") {
+        let rec = rec.trim_end_matches(['\r', '\n']);
         let f: Vec<&str> = rec.split('\t').collect();
         let bad = |why: &str| IoError::invalid(path, format!("record '{}': {why}", f[0]));
         if f.len() < 10 {
@@ -147,11 +153,9 @@ pub fn parse_nodule_table(text: &str, path: &Path) -> Result<Vec<ClinicalRecord>
 
 /// Parse `CNNDAT_EN.TXT`: whitespace-separated `JPCNN###.IMG age sex non-nodule`.
 pub fn parse_non_nodule_table(text: &str, path: &Path) -> Result<Vec<ClinicalRecord>> {
-    let starts: Vec<usize> = text.match_indices("JPCNN").map(|(i, _)| i).collect();
-    let mut out = Vec::with_capacity(starts.len());
-    for (i, &s) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(text.len());
-        let f: Vec<&str> = text[s..end].split_whitespace().collect();
+    let mut out = Vec::new();
+    for rec in records(text, "JPCNN") {
+        let f: Vec<&str> = rec.split_whitespace().collect();
         if f.len() < 3 {
             return Err(IoError::invalid(
                 path,
