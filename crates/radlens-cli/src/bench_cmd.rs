@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -28,6 +28,23 @@ const WEIGHTS: LossWeights = LossWeights {
 pub enum BenchCommand {
     /// Time one U-Net (or U-Net+SSN) training step: radlens kernels, stock candle, PyTorch.
     Seg(SegBenchArgs),
+    /// Time one Matryoshka BatchTopK SAE training step: sparse kernels, dense candle, PyTorch.
+    Sae(crate::bench_sae::SaeBenchArgs),
+}
+
+/// Sizes candle's and rayon's thread pools; must run before any tensor work.
+pub(crate) fn use_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        bail!("--threads must be positive");
+    }
+    // candle sizes its thread pools from these on first use; nothing has run yet.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+    let got = candle_core::utils::get_num_threads();
+    if got != threads {
+        bail!("candle uses {got} threads, not the requested {threads}");
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -65,20 +82,9 @@ pub struct SegBenchArgs {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Sae(a) => crate::bench_sae::run(&a),
         BenchCommand::Seg(a) => {
-            if a.threads == 0 {
-                bail!("--threads must be positive");
-            }
-            // candle sizes its thread pools from these on first use; nothing has run yet.
-            std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
-            std::env::set_var("CANDLE_NUM_THREADS", a.threads.to_string());
-            let threads = candle_core::utils::get_num_threads();
-            if threads != a.threads {
-                bail!(
-                    "candle uses {threads} threads, not the requested {}",
-                    a.threads
-                );
-            }
+            use_threads(a.threads)?;
             Device::Cpu.with_context(|| match a.loss_curve {
                 Some(steps) => loss_curve_cmd(&a, steps),
                 None => time_cmd(&a),
@@ -145,7 +151,7 @@ impl Trainer {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
@@ -174,7 +180,7 @@ fn time_backend(a: &SegBenchArgs, cfg: &ModelConfig, backend: ConvBackend) -> Re
 }
 
 /// The Python interpreter for the PyTorch reference, if it can import torch.
-fn torch_python() -> Option<String> {
+pub(crate) fn torch_python() -> Option<String> {
     let python = std::env::var("RADLENS_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
         .args(["-c", "import torch"])
@@ -186,11 +192,7 @@ fn torch_python() -> Option<String> {
 /// The PyTorch reference's JSON result for the same configuration, `None` without torch
 /// (or when the reference fails, with a warning).
 fn time_torch(a: &SegBenchArgs, cfg: &ModelConfig) -> Result<Option<Value>> {
-    let Some(python) = torch_python() else {
-        return Ok(None);
-    };
-    let mut cmd = Command::new(&python);
-    cmd.arg(&a.torch_script).arg("unet");
+    let mut args = vec!["unet".to_string()];
     for (flag, v) in [
         ("--size", a.size),
         ("--batch", a.batch),
@@ -201,10 +203,10 @@ fn time_torch(a: &SegBenchArgs, cfg: &ModelConfig) -> Result<Option<Value>> {
         ("--levels", cfg.depth),
         ("--classes", cfg.classes.len()),
     ] {
-        cmd.args([flag.to_string(), v.to_string()]);
+        args.extend([flag.to_string(), v.to_string()]);
     }
     if let HeadConfig::Ssn { rank, mc_samples } = cfg.head {
-        cmd.args([
+        args.extend([
             "--ssn".into(),
             "--rank".into(),
             rank.to_string(),
@@ -212,7 +214,20 @@ fn time_torch(a: &SegBenchArgs, cfg: &ModelConfig) -> Result<Option<Value>> {
             mc_samples.to_string(),
         ]);
     }
-    let out = cmd.output().with_context(|| format!("running {python}"))?;
+    run_torch_reference(&a.torch_script, &args)
+}
+
+/// Runs the PyTorch reference `script` with `args` and parses its last output line;
+/// `None` without torch, or when the reference fails (with a warning).
+pub(crate) fn run_torch_reference(script: &Path, args: &[String]) -> Result<Option<Value>> {
+    let Some(python) = torch_python() else {
+        return Ok(None);
+    };
+    let out = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {python}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         eprintln!("warning: the PyTorch reference failed, reporting no PyTorch time: {err}");

@@ -1,8 +1,10 @@
 //! The `radlens` command-line tool.
 
 mod bench_cmd;
+mod bench_sae;
 mod lm_cmd;
 mod predict_out;
+mod sae_cmd;
 mod seg_cmd;
 
 /// The model radlens ships, relative to the repository root.
@@ -24,12 +26,15 @@ enum Command {
     /// Segment chest X-rays: train, predict (with samples and uncertainty), evaluate.
     #[command(subcommand)]
     Seg(seg_cmd::SegCommand),
-    /// Benchmark training steps against stock candle and PyTorch.
+    /// Benchmark training steps (U-Net/SSN, SAE) against stock candle and PyTorch.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
     /// Run the hookable GGUF language model (interpretability core).
     #[command(subcommand)]
     Lm(lm_cmd::LmCommand),
+    /// Sparse autoencoders on the LM's residual stream: harvest, train, eval, features.
+    #[command(subcommand)]
+    Sae(sae_cmd::SaeCommand),
 }
 
 fn main() {
@@ -45,6 +50,7 @@ fn main() {
         Command::Seg(cmd) => seg_cmd::run(cmd),
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Lm(cmd) => lm_cmd::run(cmd),
+        Command::Sae(cmd) => sae_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,6 +1,6 @@
 //! Chest X-ray input/output for radlens: images (PNG, JPEG, DICOM), label maps,
-//! datasets (JSRT, covid-cxr, nnU-Net v2 raw layout), splits, preprocessing and
-//! training augmentation.
+//! datasets (JSRT, covid-cxr, nnU-Net v2 raw layout), report corpora (IU X-ray), splits,
+//! preprocessing and training augmentation.
 
 pub mod atomic;
 pub mod augment;
@@ -11,7 +11,9 @@ pub mod error;
 pub mod image;
 pub mod mask;
 pub mod preprocess;
+pub mod reports;
 pub mod split;
+mod table;
 
 pub use classes::{ClassId, ClassSchema};
 pub use dataset::{Dataset, DatasetSpec, PatientMeta, Sample, Sex};

@@ -116,3 +116,19 @@ fn covid_cxr_counts_and_pasted_masks() {
         assert!(lab.labels.contains(&c), "class {c} empty in {}", s.id);
     }
 }
+
+#[test]
+fn iu_xray_reports_match_the_csv() {
+    let dir = shared().join("data").join("iu-xray");
+    let reports = radlens_io::reports::read_iu_xray(&dir).unwrap();
+    // 3,451 rows, 21 of which have neither findings nor impression.
+    assert_eq!(reports.len(), 3430);
+    assert_eq!(reports[0].uid, "1");
+    assert!(reports[0]
+        .text()
+        .starts_with("The cardiac silhouette and mediastinum size"));
+    assert!(reports[0].text().ends_with("Normal chest x-XXXX."));
+    // Report 3 has no findings: its text is the impression alone.
+    let r3 = reports.iter().find(|r| r.uid == "3").unwrap();
+    assert!(r3.text().starts_with("No displaced rib fractures"));
+}

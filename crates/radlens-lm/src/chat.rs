@@ -98,6 +98,14 @@ impl ChatTemplate {
         self.default_system.as_deref()
     }
 
+    /// The text a single user turn's content follows (system turn and user header), so
+    /// that callers can tell template tokens from content tokens.
+    pub fn user_prefix(&self) -> String {
+        let full = self.render(&[Message::user("")], false);
+        let end = format!("{IM_END}\n");
+        full.strip_suffix(&end).unwrap_or(&full).to_string()
+    }
+
     /// Renders `messages`, ending with `<|im_start|>assistant\n` if `add_generation_prompt`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> String {
         let mut out = String::new();
@@ -139,6 +147,18 @@ mod tests {
             s,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         );
+    }
+
+    #[test]
+    fn user_prefix_precedes_the_content() {
+        let t = ChatTemplate::chatml(Some("Sys.".into()));
+        let prefix = t.user_prefix();
+        assert_eq!(
+            prefix,
+            "<|im_start|>system\nSys.<|im_end|>\n<|im_start|>user\n"
+        );
+        let full = t.render(&[Message::user("Hi")], false);
+        assert_eq!(full, format!("{prefix}Hi<|im_end|>\n"));
     }
 
     #[test]

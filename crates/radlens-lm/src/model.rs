@@ -35,6 +35,7 @@ impl WeightFormat {
     }
 }
 
+#[derive(Clone)]
 struct RmsNorm {
     weight: Tensor,
     eps: f32,
@@ -53,6 +54,7 @@ impl RmsNorm {
     }
 }
 
+#[derive(Clone)]
 struct Block {
     attn_norm: RmsNorm,
     wq: QMatMul,
@@ -67,6 +69,7 @@ struct Block {
 }
 
 /// Rotary-embedding tables and attention geometry shared by all blocks.
+#[derive(Clone)]
 struct Attention {
     n_heads: usize,
     n_kv_heads: usize,
@@ -172,6 +175,7 @@ fn causal_mask(t: usize, start: usize, device: &Device) -> Result<Tensor> {
 ///
 /// The model keeps a KV cache: each call to [`HookedLlama::forward`] continues the
 /// sequence fed so far; [`HookedLlama::reset`] starts a new one.
+#[derive(Clone)]
 pub struct HookedLlama {
     config: LlamaConfig,
     device: Device,
@@ -265,6 +269,13 @@ impl HookedLlama {
         self.position
     }
 
+    /// A copy sharing the weights, with an empty KV cache (for parallel workers).
+    pub fn fork(&self) -> Self {
+        let mut copy = self.clone();
+        copy.reset();
+        copy
+    }
+
     /// Clears the KV cache so the next forward starts a new sequence.
     pub fn reset(&mut self) {
         for b in &mut self.blocks {
@@ -290,24 +301,9 @@ impl HookedLlama {
     /// Runs embeddings and all blocks, returns the final-normed residual `(tokens, hidden)`.
     fn residual_final(&mut self, tokens: &[u32], hooks: &mut Hooks) -> Result<Tensor> {
         hooks.validate(self.config.n_layers)?;
-        if tokens.is_empty() {
-            return Err(LmError::InvalidArgument("no tokens to process".to_string()));
-        }
-        let vocab = self.embeddings.dim(0)?;
-        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(LmError::InvalidArgument(format!(
-                "token id {bad} is outside the vocabulary of {vocab}"
-            )));
-        }
         let start = self.position;
-        if start + tokens.len() > self.config.context_length {
-            return Err(LmError::InvalidArgument(format!(
-                "sequence of {} tokens exceeds the context length {}",
-                start + tokens.len(),
-                self.config.context_length
-            )));
-        }
-        match self.run_blocks(tokens, start, hooks) {
+        self.check_tokens(start, tokens)?;
+        match self.run_blocks(tokens, start, hooks, None) {
             Ok(x) => {
                 self.position = start + tokens.len();
                 self.final_norm.forward(&x)
@@ -330,7 +326,15 @@ impl HookedLlama {
         Ok(())
     }
 
-    fn run_blocks(&mut self, tokens: &[u32], start: usize, hooks: &mut Hooks) -> Result<Tensor> {
+    /// Runs the blocks on `tokens` (after `start` cached positions) and returns the residual
+    /// stream after the last block, or at `stop` (skipping the blocks after it).
+    fn run_blocks(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        hooks: &mut Hooks,
+        stop: Option<HookPoint>,
+    ) -> Result<Tensor> {
         let ctx = HookContext {
             start,
             len: tokens.len(),
@@ -339,13 +343,69 @@ impl HookedLlama {
         let mut x = self.embeddings.index_select(&ids, 0)?;
         for (l, block) in self.blocks.iter_mut().enumerate() {
             x = hooks.apply(HookPoint::ResidPre(l), &ctx, x)?;
+            if stop == Some(HookPoint::ResidPre(l)) {
+                break;
+            }
             let h = block.attn_norm.forward(&x)?;
             let x_mid = (self.attention.forward(block, &h, start)? + &x)?;
             let h = block.ffn_norm.forward(&x_mid)?;
             let gate = candle_nn::ops::silu(&block.w_gate.forward(&h)?)?;
             let mlp = block.w_down.forward(&(gate * block.w_up.forward(&h)?)?)?;
             x = hooks.apply(HookPoint::ResidPost(l), &ctx, (mlp + x_mid)?)?;
+            if stop == Some(HookPoint::ResidPost(l)) {
+                break;
+            }
         }
         Ok(x)
+    }
+
+    /// The residual stream at `point` for `tokens` as a new sequence, shape
+    /// `(tokens, hidden)`, computing only the blocks up to `point` (activation harvesting).
+    /// `hooks` run on the way; the KV cache is cleared before and after.
+    pub fn residual_at(
+        &mut self,
+        tokens: &[u32],
+        point: HookPoint,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        self.check_point(point)?;
+        hooks.validate(self.config.n_layers)?;
+        self.check_tokens(0, tokens)?;
+        self.reset();
+        let x = self.run_blocks(tokens, 0, hooks, Some(point));
+        self.reset();
+        x
+    }
+
+    /// Errors unless `point` is one of the model's hook points.
+    pub fn check_point(&self, point: HookPoint) -> Result<()> {
+        if point.layer() >= self.config.n_layers {
+            return Err(LmError::HookOutOfRange {
+                point: point.to_string(),
+                n_layers: self.config.n_layers,
+            });
+        }
+        Ok(())
+    }
+
+    /// Errors on an empty input, ids outside the vocabulary or an overlong sequence.
+    fn check_tokens(&self, start: usize, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(LmError::InvalidArgument("no tokens to process".to_string()));
+        }
+        let vocab = self.embeddings.dim(0)?;
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(LmError::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        if start + tokens.len() > self.config.context_length {
+            return Err(LmError::InvalidArgument(format!(
+                "sequence of {} tokens exceeds the context length {}",
+                start + tokens.len(),
+                self.config.context_length
+            )));
+        }
+        Ok(())
     }
 }

@@ -140,13 +140,19 @@ impl Tokenizer {
     /// Encodes `text`; special-token strings such as `<|im_start|>` become single ids.
     /// A BOS token is prepended only if the GGUF asks for it (`add_bos_token`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(tok_err)?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let text_ids = self.encode_text(text)?;
+        let mut ids = Vec::with_capacity(text_ids.len() + 1);
         if let (true, Some(bos)) = (self.add_bos, self.bos_id) {
             ids.push(bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        ids.extend(text_ids);
         Ok(ids)
+    }
+
+    /// Encodes `text` alone, never prepending BOS (for pieces of a longer input).
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Decodes `ids` to text; `skip_special` drops control tokens.

@@ -219,6 +219,30 @@ fn capture_and_identity_hooks() {
 }
 
 #[test]
+fn residual_at_equals_the_captured_full_forward() {
+    let mut lm = lm();
+    let tokens = lm.tokenizer.encode(SENTENCE).unwrap();
+    for point in [HookPoint::ResidPost(15), HookPoint::ResidPre(0)] {
+        let mut hooks = Hooks::new();
+        hooks.capture(point);
+        lm.model.reset();
+        lm.model.forward(&tokens, &mut hooks).unwrap();
+        let full = hooks.store().get(point).unwrap().unwrap();
+        let early = lm
+            .model
+            .residual_at(&tokens, point, &mut Hooks::new())
+            .unwrap();
+        assert_eq!(max_abs_diff(&full, &early), 0.0, "{point}");
+        assert_eq!(lm.model.position(), 0, "residual_at leaves the cache empty");
+    }
+    let err = lm
+        .model
+        .residual_at(&tokens, HookPoint::ResidPost(LAYERS), &mut Hooks::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("resid_post.30"), "{err}");
+}
+
+#[test]
 fn hook_layer_out_of_range_is_an_error() {
     let mut lm = lm();
     let tokens = lm.tokenizer.encode("No acute disease.").unwrap();

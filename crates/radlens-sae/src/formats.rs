@@ -22,6 +22,13 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>)
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    // Some writers create private temporary files; saved files are ordinary ones.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| SaeError::io(&tmp, e))?;
+    }
     std::fs::rename(&tmp, path).map_err(|e| SaeError::io(path, e))
 }
 

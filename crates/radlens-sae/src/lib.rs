@@ -24,9 +24,11 @@ mod train;
 pub use config::{group_sizes, Activation, SaeConfig, DEFAULT_GROUP_FRACTIONS};
 pub use error::{Result, SaeError};
 pub use loss::ComputePath;
-pub use optim::{project_decoder_grad, AdamConfig};
+pub use optim::{project_decoder_grad, AdamConfig, LinearDecay};
 pub use sae::{Codes, Sae};
-pub use store::{ActivationStore, Batches, StoreMeta};
+pub use store::{
+    shard_name, ActivationStore, Batches, ShardInfo, ShuffledBatches, StoreMeta, TokenRecord,
+};
 pub use train::{
     activation_scale, geometric_median, CheckpointPolicy, StepStats, TrainConfig, Trainer,
 };

@@ -19,6 +19,35 @@ pub struct AdamConfig {
     pub warmup_steps: u64,
     /// Global gradient-norm clip.
     pub max_grad_norm: f64,
+    /// Linear decay to zero at the end of training (dictionary_learning's `decay_start`).
+    #[serde(default)]
+    pub decay: Option<LinearDecay>,
+}
+
+/// The learning rate falls linearly from the peak at step `start` to zero at step `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinearDecay {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl LinearDecay {
+    /// Decay over the last `fraction` of `steps` (dictionary_learning's demo uses 0.2).
+    pub fn last_fraction(steps: u64, fraction: f64) -> Self {
+        let len = (steps as f64 * fraction.clamp(0.0, 1.0)).round() as u64;
+        Self {
+            start: steps - len,
+            end: steps,
+        }
+    }
+
+    fn factor(&self, step: u64) -> f64 {
+        if step < self.start || self.end <= self.start {
+            1.0
+        } else {
+            (self.end.saturating_sub(step)) as f64 / (self.end - self.start) as f64
+        }
+    }
 }
 
 impl Default for AdamConfig {
@@ -30,6 +59,7 @@ impl Default for AdamConfig {
             eps: 1e-8,
             warmup_steps: 1000,
             max_grad_norm: 1.0,
+            decay: None,
         }
     }
 }
@@ -48,7 +78,8 @@ impl AdamConfig {
         } else {
             ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
         };
-        self.peak_lr(d_sae) * warm
+        let decay = self.decay.map_or(1.0, |d| d.factor(step));
+        self.peak_lr(d_sae) * warm * decay
     }
 }
 
@@ -163,6 +194,18 @@ pub(crate) fn normalise_rows(w: &Var) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn learning_rate_warms_up_then_decays_linearly() {
+        let cfg = super::AdamConfig {
+            lr: Some(1.0),
+            warmup_steps: 4,
+            decay: Some(super::LinearDecay::last_fraction(10, 0.2)),
+            ..Default::default()
+        };
+        let lrs: Vec<f64> = (0..10).map(|s| cfg.lr_at(s, 1)).collect();
+        assert_eq!(lrs, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5]);
+    }
+
     use super::*;
     use candle_core::Device;
 

@@ -206,6 +206,11 @@ impl Trainer {
         &self.cfg
     }
 
+    /// Sets the learning-rate decay, e.g. when a resumed run trains for more steps.
+    pub fn set_decay(&mut self, decay: Option<crate::optim::LinearDecay>) {
+        self.cfg.adam.decay = decay;
+    }
+
     /// Number of steps taken.
     pub fn steps_done(&self) -> u64 {
         self.step

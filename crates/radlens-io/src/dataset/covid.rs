@@ -9,6 +9,7 @@ use super::{Dataset, LabelSource, PatientMeta, Sample, Sex};
 use crate::classes::{ClassId, ClassSchema};
 use crate::error::{IoError, Result};
 use crate::mask::{read_binary_mask, LabelMap};
+use crate::table::{column, read_csv};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -65,29 +66,6 @@ type ImageCrops = ((usize, usize), Vec<(usize, Crop)>);
 fn parse_resolution(s: &str) -> Option<(usize, usize)> {
     let (w, h) = s.trim().split_once('x')?;
     Some((w.parse().ok()?, h.parse().ok()?))
-}
-
-fn read_csv(path: &Path) -> Result<(csv::StringRecord, Vec<csv::StringRecord>)> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| IoError::invalid(path, e.to_string()))?;
-    let headers = rdr
-        .headers()
-        .map_err(|e| IoError::invalid(path, e.to_string()))?
-        .clone();
-    let rows = rdr
-        .records()
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| IoError::invalid(path, e.to_string()))?;
-    Ok((headers, rows))
-}
-
-fn column(headers: &csv::StringRecord, name: &str, path: &Path) -> Result<usize> {
-    headers
-        .iter()
-        .position(|h| h.trim() == name)
-        .ok_or_else(|| IoError::invalid(path, format!("no '{name}' column")))
 }
 
 /// Index a covid-cxr folder: images with lungs and cardiomediastinum labels.

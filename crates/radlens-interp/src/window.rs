@@ -1,0 +1,134 @@
+//! Report text to model inputs. Each report is tokenized alone and cut into windows of at
+//! most `context_tokens` content tokens; every window starts with the template's prefix
+//! (BOS for raw text, the system turn and user header for chat), whose tokens are never
+//! harvested, scored or spliced.
+
+use crate::{InterpError, Result};
+use radlens_lm::LanguageModel;
+use serde::{Deserialize, Serialize};
+
+/// How report text is presented to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Template {
+    /// BOS (when the model has one), then the text.
+    Raw,
+    /// The text as the user turn of the model's chat template.
+    Chat,
+}
+
+impl std::str::FromStr for Template {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "raw" => Ok(Self::Raw),
+            "chat" => Ok(Self::Chat),
+            _ => Err(format!("unknown template '{s}' (raw or chat)")),
+        }
+    }
+}
+
+/// Template and window length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub template: Template,
+    /// Content tokens per window at most.
+    pub context_tokens: usize,
+}
+
+/// One model input: prefix tokens then a run of a report's tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub ids: Vec<u32>,
+    /// Index in `ids` of the first content token.
+    pub content_start: usize,
+    /// Index within the report's tokens of the first content token.
+    pub first_position: usize,
+}
+
+impl Window {
+    /// The report's tokens in this window.
+    pub fn content(&self) -> &[u32] {
+        &self.ids[self.content_start..]
+    }
+}
+
+/// Cuts report texts into [`Window`]s for one model.
+pub struct Windower {
+    prefix: Vec<u32>,
+    context_tokens: usize,
+}
+
+impl Windower {
+    pub fn new(lm: &LanguageModel, spec: &WindowSpec) -> Result<Self> {
+        if spec.context_tokens == 0 {
+            return Err(InterpError::invalid(
+                "the context window must hold at least one token",
+            ));
+        }
+        let prefix = match spec.template {
+            Template::Raw => lm.tokenizer.bos_id().into_iter().collect(),
+            Template::Chat => lm.tokenizer.encode_text(&lm.chat.user_prefix())?,
+        };
+        let limit = lm.model.config().context_length;
+        if prefix.len() + spec.context_tokens > limit {
+            return Err(InterpError::invalid(format!(
+                "{} prefix tokens + a {}-token window exceed the model's context length {limit}",
+                prefix.len(),
+                spec.context_tokens
+            )));
+        }
+        Ok(Self {
+            prefix,
+            context_tokens: spec.context_tokens,
+        })
+    }
+
+    /// The template tokens every window starts with.
+    pub fn prefix(&self) -> &[u32] {
+        &self.prefix
+    }
+
+    /// The windows of `text` (none for text without tokens).
+    pub fn windows(&self, lm: &LanguageModel, text: &str) -> Result<Vec<Window>> {
+        let tokens = lm.tokenizer.encode_text(text)?;
+        Ok(self.cut(&tokens))
+    }
+
+    fn cut(&self, tokens: &[u32]) -> Vec<Window> {
+        tokens
+            .chunks(self.context_tokens)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut ids = self.prefix.clone();
+                ids.extend_from_slice(chunk);
+                Window {
+                    ids,
+                    content_start: self.prefix.len(),
+                    first_position: i * self.context_tokens,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_tokens_once_after_the_prefix() {
+        let w = Windower {
+            prefix: vec![1, 2],
+            context_tokens: 3,
+        };
+        let got = w.cut(&[10, 11, 12, 13, 14, 15, 16]);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].ids, [1, 2, 10, 11, 12]);
+        assert_eq!(got[2].ids, [1, 2, 16]);
+        assert_eq!(got[2].first_position, 6);
+        let content: Vec<u32> = got.iter().flat_map(|w| w.content().to_vec()).collect();
+        assert_eq!(content, [10, 11, 12, 13, 14, 15, 16]);
+        assert!(w.cut(&[]).is_empty());
+    }
+}

@@ -1,0 +1,385 @@
+//! Harvesting, splicing and feature databases against the real SmolLM2 GGUF and IU X-ray
+//! reports in `../shared`.
+
+use candle_core::{Device, Tensor};
+use radlens_interp::features::{build_feature_db, FeatureConfig};
+use radlens_interp::harvest::{harvest, HarvestConfig};
+use radlens_interp::splice::{splice_metrics, SpliceConfig};
+use radlens_interp::window::{Template, WindowSpec};
+use radlens_io::reports::{read_iu_xray, Report, ReportPart, ReportSplit};
+use radlens_lm::{HookPoint, Hooks, LanguageModel, WeightFormat};
+use radlens_sae::{ActivationStore, SaeConfig, StoreMeta, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+const LAYER: usize = 15;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+fn lm() -> MutexGuard<'static, LanguageModel> {
+    static LM: OnceLock<Mutex<LanguageModel>> = OnceLock::new();
+    LM.get_or_init(|| {
+        let path = shared().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        Mutex::new(LanguageModel::load(path, &Device::Cpu, WeightFormat::F32).unwrap())
+    })
+    .lock()
+    .unwrap_or_else(|p| p.into_inner())
+}
+
+fn reports(n: usize) -> Vec<Report> {
+    let mut r = read_iu_xray(&shared().join("data/iu-xray")).unwrap();
+    r.truncate(n);
+    r
+}
+
+fn config(template: Template, context: usize, shard_tokens: usize) -> HarvestConfig {
+    HarvestConfig {
+        corpus: "iu-xray:test".into(),
+        part: ReportPart::All,
+        split: ReportSplit {
+            heldout_fraction: 0.0,
+            seed: 0,
+        },
+        layer: LAYER,
+        window: WindowSpec {
+            template,
+            context_tokens: context,
+        },
+        shard_tokens,
+        max_reports: None,
+    }
+}
+
+fn splice(cfg: &HarvestConfig, workers: usize) -> SpliceConfig {
+    SpliceConfig {
+        layer: cfg.layer,
+        window: cfg.window,
+        max_tokens: None,
+        workers,
+    }
+}
+
+fn all_rows(store: &ActivationStore) -> Vec<Vec<f32>> {
+    (0..store.shards().len())
+        .flat_map(|i| store.read_shard(i).unwrap().to_vec2::<f32>().unwrap())
+        .collect()
+}
+
+fn all_tokens(store: &ActivationStore) -> Vec<radlens_sae::TokenRecord> {
+    (0..store.shards().len())
+        .flat_map(|i| store.read_tokens(i).unwrap())
+        .collect()
+}
+
+#[test]
+fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
+    let mut lm = lm();
+    let reports = reports(6);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Template::Raw, 40, 100);
+    let run = |lm: &mut LanguageModel, out: &Path, workers| {
+        harvest(lm, "smollm2", &reports, &cfg, out, workers, |_| {}).unwrap()
+    };
+    let a = dir.path().join("a");
+    let summary = run(&mut lm, &a, 2);
+    let store = ActivationStore::open(&a).unwrap();
+    assert!(store.shards().len() > 1, "100-token shards");
+    assert_eq!(summary.tokens, store.rows());
+    assert_eq!(store.meta.hook.as_deref(), Some("resid_post.15"));
+
+    // One row per report token: no BOS or template token, positions count from 0.
+    let tokens = all_tokens(&store);
+    let mut expected = Vec::new();
+    for r in &reports {
+        let ids = lm.tokenizer.encode_text(&r.text()).unwrap();
+        expected.extend(
+            ids.iter()
+                .enumerate()
+                .map(|(i, &id)| (r.uid.clone(), i as u32, id)),
+        );
+    }
+    let got: Vec<_> = tokens
+        .iter()
+        .map(|t| (t.doc.clone(), t.position, t.token_id))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(tokens[0].text, "The");
+    assert_eq!(tokens[1].text, " cardiac");
+
+    // Rows equal the model's residual with the report after BOS, in its 40-token window.
+    let first = &reports[0];
+    let ids = lm.tokenizer.encode_text(&first.text()).unwrap();
+    let mut input = vec![lm.tokenizer.bos_id().unwrap()];
+    input.extend(&ids[40..ids.len().min(80)]);
+    let x = lm
+        .model
+        .residual_at(&input, HookPoint::ResidPost(LAYER), &mut Hooks::new())
+        .unwrap();
+    let rows = all_rows(&store);
+    assert_eq!(rows[40], x.get(1).unwrap().to_vec1::<f32>().unwrap());
+
+    // One worker gives the same store.
+    let b = dir.path().join("b");
+    run(&mut lm, &b, 1);
+    let store_b = ActivationStore::open(&b).unwrap();
+    assert_eq!(all_rows(&store_b), rows);
+    assert_eq!(all_tokens(&store_b), tokens);
+
+    // Interrupted after the first shard: the rerun resumes and ends identical.
+    let c = dir.path().join("c");
+    std::fs::create_dir(&c).unwrap();
+    let mut meta: StoreMeta =
+        serde_json::from_str(&std::fs::read_to_string(a.join("meta.json")).unwrap()).unwrap();
+    meta.complete = false;
+    std::fs::write(c.join("meta.json"), serde_json::to_string(&meta).unwrap()).unwrap();
+    std::fs::copy(
+        a.join("acts_00000.safetensors"),
+        c.join("acts_00000.safetensors"),
+    )
+    .unwrap();
+    assert!(
+        ActivationStore::open(&c).is_err(),
+        "unfinished stores are not read"
+    );
+    let resumed = run(&mut lm, &c, 2);
+    assert!(resumed.resumed_after_reports > 0);
+    let store_c = ActivationStore::open(&c).unwrap();
+    assert_eq!(all_rows(&store_c), rows);
+    assert_eq!(all_tokens(&store_c), tokens);
+
+    // Other settings into the same store, or a layer the model lacks: clear errors.
+    let other = config(Template::Chat, 40, 100);
+    let err = harvest(&mut lm, "smollm2", &reports, &other, &a, 1, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("another harvest"), "{err}");
+    let deep = HarvestConfig {
+        layer: 30,
+        ..cfg.clone()
+    };
+    let err = harvest(
+        &mut lm,
+        "smollm2",
+        &reports,
+        &deep,
+        &dir.path().join("d"),
+        1,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("resid_post.30"), "{err}");
+}
+
+#[test]
+fn chat_template_tokens_are_run_but_not_stored() {
+    let mut lm = lm();
+    let reports = reports(2);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Template::Chat, 256, 10_000);
+    harvest(&mut lm, "smollm2", &reports, &cfg, dir.path(), 1, |_| {}).unwrap();
+    let store = ActivationStore::open(dir.path()).unwrap();
+    let tokens = all_tokens(&store);
+    let special = lm.tokenizer.special_ids().to_vec();
+    assert!(tokens.iter().all(|t| !special.contains(&t.token_id)));
+    let n: usize = reports
+        .iter()
+        .map(|r| lm.tokenizer.encode_text(&r.text()).unwrap().len())
+        .sum();
+    assert_eq!(tokens.len(), n);
+    // The rows differ from the raw template's: the chat prefix was in context.
+    let raw = dir.path().join("raw");
+    harvest(
+        &mut lm,
+        "smollm2",
+        &reports,
+        &config(Template::Raw, 256, 10_000),
+        &raw,
+        1,
+        |_| {},
+    )
+    .unwrap();
+    let raw = ActivationStore::open(&raw).unwrap();
+    assert_ne!(all_rows(&raw)[0], all_rows(&store)[0]);
+}
+
+#[test]
+fn splice_metrics_bracket_identity_and_zero_saes() {
+    let mut lm = lm();
+    let reports = reports(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Template::Raw, 256, 10_000);
+    harvest(&mut lm, "smollm2", &reports, &cfg, dir.path(), 2, |_| {}).unwrap();
+    let store = ActivationStore::open(dir.path()).unwrap();
+    let x = store.read_shard(0).unwrap();
+    let d = x.dim(1).unwrap();
+
+    // A quickly trained SAE recovers part of the loss: between zero-ablation and clean.
+    let sae_cfg = SaeConfig::matryoshka(d, 2 * d, 16).unwrap();
+    let mut t = Trainer::new(sae_cfg, TrainConfig::default(), &x).unwrap();
+    for _ in 0..30 {
+        t.step(&x).unwrap();
+    }
+    let sae = Arc::new(t.into_sae());
+    let m = splice_metrics(&mut lm, sae.clone(), &splice(&cfg, 2), &reports, |_, _| {}).unwrap();
+    let n: usize = reports
+        .iter()
+        .map(|r| lm.tokenizer.encode_text(&r.text()).unwrap().len() - 1)
+        .sum();
+    assert_eq!(
+        m.tokens, n,
+        "one prediction per report token after the first"
+    );
+    assert!(m.ce_clean < m.ce_zero_ablation, "{m:?}");
+    assert!(
+        m.kl_zero_ablation > m.kl_spliced && m.kl_spliced > 0.0,
+        "{m:?}"
+    );
+    assert!(
+        (m.ce_loss_recovered
+            - (m.ce_zero_ablation - m.ce_spliced) / (m.ce_zero_ablation - m.ce_clean))
+            .abs()
+            < 1e-12
+    );
+    // The clean loss of the first report equals the model's own next-token loss.
+    let ids = {
+        let mut v = vec![lm.tokenizer.bos_id().unwrap()];
+        v.extend(lm.tokenizer.encode_text(&reports[0].text()).unwrap());
+        v
+    };
+    lm.model.reset();
+    let logits = lm.model.forward(&ids, &mut Hooks::new()).unwrap();
+    lm.model.reset();
+    let lsm = candle_nn_free_log_softmax(&logits);
+    let ce: f64 = (1..ids.len() - 1)
+        .map(|p| -lsm[p][ids[p + 1] as usize])
+        .sum::<f64>()
+        / (ids.len() - 2) as f64;
+    let one = splice_metrics(&mut lm, sae, &splice(&cfg, 1), &reports[..1], |_, _| {}).unwrap();
+    assert!((one.ce_clean - ce).abs() < 1e-9, "{} vs {ce}", one.ce_clean);
+
+    // An SAE of another width is refused.
+    let narrow = Trainer::new(
+        SaeConfig::matryoshka(8, 64, 2).unwrap(),
+        TrainConfig::default(),
+        &Tensor::ones((4, 8), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    )
+    .unwrap()
+    .into_sae();
+    let err = splice_metrics(
+        &mut lm,
+        Arc::new(narrow),
+        &splice(&cfg, 2),
+        &reports,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("8-wide"), "{err}");
+}
+
+/// Log-softmax of each row, computed independently of the crate (f64).
+fn candle_nn_free_log_softmax(logits: &Tensor) -> Vec<Vec<f64>> {
+    logits
+        .to_vec2::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+            row.iter().map(|&v| v as f64 - m - z.ln()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn feature_database_holds_every_latent_and_its_examples() {
+    let mut lm = lm();
+    let reports = reports(4);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(Template::Raw, 256, 10_000);
+    harvest(
+        &mut lm,
+        "smollm2",
+        &reports,
+        &cfg,
+        &dir.path().join("acts"),
+        2,
+        |_| {},
+    )
+    .unwrap();
+    drop(lm);
+    let store = ActivationStore::open(&dir.path().join("acts")).unwrap();
+    let x = store.read_shard(0).unwrap();
+    let d = x.dim(1).unwrap();
+    let mut t = Trainer::new(
+        SaeConfig::matryoshka(d, 64, 4).unwrap(),
+        TrainConfig::default(),
+        &x,
+    )
+    .unwrap();
+    t.step(&x).unwrap();
+    let sae = t.into_sae();
+    let db = dir.path().join("features.sqlite");
+    let fcfg = FeatureConfig {
+        top_examples: 3,
+        quantiles: 2,
+        per_quantile: 1,
+        context: 2,
+        ..FeatureConfig::default()
+    };
+    let summary = build_feature_db(
+        &sae,
+        &store,
+        &fcfg,
+        &[("model", "smollm2".into())],
+        &db,
+        |_, _| {},
+    )
+    .unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let count = |q: &str| -> i64 { conn.query_row(q, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM latents"), 64);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM latents WHERE fires > 0") as usize,
+        summary.alive
+    );
+    // Codes per token average k = 4 (batch top-k on the single training batch).
+    let fires = count("SELECT SUM(fires) FROM latents") as f64 / store.rows() as f64;
+    assert!((fires - 4.0).abs() < 1e-9, "{fires}");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM examples") as usize,
+        summary.examples
+    );
+    // The first group holds 64/32 = 2 latents.
+    assert_eq!(
+        count("SELECT COUNT(*) FROM latents WHERE matryoshka_group = 0"),
+        2
+    );
+    // A top example's activation equals its latent's max, and its token is at `focus`.
+    let (latent, act, token, context, focus): (i64, f64, String, String, i64) = conn
+        .query_row(
+            "SELECT latent, activation, token, context, focus FROM examples \
+             WHERE kind = 'top' AND rank = 0 ORDER BY latent LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
+    let max: f64 = conn
+        .query_row(
+            "SELECT max_activation FROM latents WHERE id = ?1",
+            [latent],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(act, max);
+    let context: Vec<String> = serde_json::from_str(&context).unwrap();
+    assert_eq!(context[focus as usize], token);
+    assert!(context.len() <= 5);
+    assert_eq!(
+        conn.query_row("SELECT value FROM meta WHERE key = 'model'", [], |r| r
+            .get::<_, String>(
+            0
+        ))
+        .unwrap(),
+        "smollm2"
+    );
+}
