@@ -1,14 +1,15 @@
-//! Stride-1 2D convolution: im2col + GEMM forward, GEMM + col2im input gradient and
-//! GEMM weight gradient. 1x1 convolutions without padding skip im2col.
+//! Stride-1 2D convolution as GEMMs over row tiles: each tile's im2col column matrix is built
+//! in a cache-sized scratch buffer and consumed at once (1x1 convolutions without padding use
+//! the input itself). The input gradient is the forward convolution of the output gradient
+//! with the flipped kernel (col2im for the rare shapes where that does not apply), the weight
+//! gradient one more GEMM per tile.
 
 use crate::batch::{for_each_item, sum_over_items};
-use crate::gemm_util::{matmul, MatRef};
-use crate::reduce::sum1;
+use crate::bias;
+use crate::gemm_util::{matmul, MatMut, MatRef};
 use crate::storage::{f32_slice_of_len, is_fast_path};
-use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor,
-};
-use rayon::prelude::*;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use std::ops::Range;
 
 /// Stride-1 2D convolution, NCHW input (N,Cin,H,W), weight (Cout,Cin,KH,KW), zero padding
 /// `padding` on each side, no bias (caller adds bias). Output (N,Cout,H+2p-KH+1, W+2p-KW+1).
@@ -133,12 +134,25 @@ impl ConvGeom {
         self.kh == 1 && self.kw == 1 && self.pad == 0
     }
 
+    /// Output rows per tile: the column matrix of a tile, `K x rows * Wo`, is kept to about
+    /// [`TILE_ELEMS`] elements so that it stays in the core's L2 cache between im2col and GEMM.
+    fn tile_rows(&self) -> usize {
+        (TILE_ELEMS / (self.k() * self.wo)).clamp(1, self.ho)
+    }
+
+    /// Scratch elements per thread: one tile's column matrix (none for pointwise convs).
     fn scratch_len(&self) -> usize {
         if self.is_pointwise() {
             0
         } else {
-            self.k() * self.l()
+            self.k() * self.tile_rows() * self.wo
         }
+    }
+
+    /// The output row ranges of the tiles.
+    fn row_tiles(&self) -> impl Iterator<Item = Range<usize>> {
+        let (ho, step) = (self.ho, self.tile_rows());
+        (0..ho).step_by(step).map(move |y0| y0..(y0 + step).min(ho))
     }
 
     /// Input row read by output row `oy` at kernel row `ky`, if inside the image.
@@ -153,27 +167,39 @@ impl ConvGeom {
         let x1 = (self.w + self.pad).saturating_sub(kx).min(self.wo);
         (x0 < x1).then(|| (x0, x1, x0 + kx - self.pad))
     }
-}
 
-/// Writes the `kh*kw` column-matrix rows of one input channel plane.
-fn im2col_channel(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
-    for (r, row) in cols.chunks_exact_mut(g.l()).enumerate() {
-        let (ky, kx) = (r / g.kw, r % g.kw);
-        let valid = g.valid_cols(kx);
-        for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
-            match (g.input_row(oy, ky), valid) {
-                (Some(iy), Some((x0, x1, ix0))) => {
-                    out[..x0].fill(0.0);
-                    out[x1..].fill(0.0);
-                    out[x0..x1].copy_from_slice(&x[iy * g.w + ix0..][..x1 - x0]);
+    /// The column matrix (K, rows * Wo) of the output rows `rows` of one item `x` (Cin,H,W):
+    /// a view into `x` for pointwise convs, else written into `scratch` by im2col.
+    fn cols<'a>(&self, x: &'a [f32], rows: &Range<usize>, scratch: &'a mut [f32]) -> MatRef<'a> {
+        let (l0, tl) = (rows.start * self.wo, rows.len() * self.wo);
+        if self.is_pointwise() {
+            return MatRef::rows(&x[l0..], self.l());
+        }
+        let cols = &mut scratch[..self.k() * tl];
+        let taps = self.kh * self.kw;
+        for (r, row) in cols.chunks_exact_mut(tl).enumerate() {
+            let (plane, ky, kx) = (r / taps, r % taps / self.kw, r % self.kw);
+            let x = &x[plane * self.h * self.w..][..self.h * self.w];
+            let valid = self.valid_cols(kx);
+            for (oy, out) in rows.clone().zip(row.chunks_exact_mut(self.wo)) {
+                match (self.input_row(oy, ky), valid) {
+                    (Some(iy), Some((x0, x1, ix0))) => {
+                        out[..x0].fill(0.0);
+                        out[x1..].fill(0.0);
+                        out[x0..x1].copy_from_slice(&x[iy * self.w + ix0..][..x1 - x0]);
+                    }
+                    _ => out.fill(0.0),
                 }
-                _ => out.fill(0.0),
             }
         }
+        MatRef::rows(cols, tl)
     }
 }
 
-/// Sums the `kh*kw` column-matrix rows of one channel back into its input plane.
+/// Elements of a tile's column matrix: 64K f32 (256 KiB), a quarter of a core's L2 cache.
+const TILE_ELEMS: usize = 1 << 16;
+
+/// Sums the `kh*kw` column-matrix rows (KH*KW, Ho*Wo) of one channel back into its input plane.
 fn col2im_channel(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     dx.fill(0.0);
     for (r, row) in cols.chunks_exact(g.l()).enumerate() {
@@ -190,77 +216,45 @@ fn col2im_channel(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// im2col of one batch item `x` (Cin,H,W) into `cols` (Cin*KH*KW, Ho*Wo).
-fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32], parallel: bool) {
-    let (plane, rows) = (g.h * g.w, g.kh * g.kw * g.l());
-    if parallel {
-        cols.par_chunks_mut(rows)
-            .zip(x.par_chunks(plane))
-            .for_each(|(c, x)| im2col_channel(g, x, c));
-    } else {
-        cols.chunks_mut(rows)
-            .zip(x.chunks(plane))
-            .for_each(|(c, x)| im2col_channel(g, x, c));
-    }
-}
-
-/// col2im of one batch item: `cols` (Cin*KH*KW, Ho*Wo) into `dx` (Cin,H,W).
-fn col2im(g: &ConvGeom, cols: &[f32], dx: &mut [f32], parallel: bool) {
-    let (plane, rows) = (g.h * g.w, g.kh * g.kw * g.l());
-    if parallel {
-        dx.par_chunks_mut(plane)
-            .zip(cols.par_chunks(rows))
-            .for_each(|(d, c)| col2im_channel(g, c, d));
-    } else {
-        dx.chunks_mut(plane)
-            .zip(cols.chunks(rows))
-            .for_each(|(d, c)| col2im_channel(g, c, d));
-    }
-}
-
-/// Output (N,Cout,L): per item `W (Cout,K) @ cols (K,L)`, plus `bias` (Cout) if given.
+/// Output (N,Cout,L), plus `bias` (Cout) if given: per item and row tile,
+/// `W (Cout,K) @ cols (K,tile)` written straight into the tile's output columns.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (k, l) = (g.k(), g.l());
     let mut out = vec![0f32; g.n * g.out_len()];
-    for_each_item(&mut out, g.out_len(), g.scratch_len(), |i, y, cols, par| {
-        if let Some(bias) = bias {
-            y.chunks_exact_mut(l)
-                .zip(bias)
-                .for_each(|(row, &b)| row.fill(b));
-        }
-        let xi = &x[i * g.in_len()..][..g.in_len()];
-        let rhs = if g.is_pointwise() {
-            xi
-        } else {
-            im2col(g, xi, cols, par);
-            cols
-        };
-        let (lhs, rhs) = (MatRef::rows(w, k), MatRef::rows(rhs, l));
-        matmul(y, (g.cout, l, k), lhs, rhs, bias.is_some(), par);
-    });
+    for_each_item(
+        &mut out,
+        g.out_len(),
+        g.scratch_len(),
+        |i, y, scratch, par| {
+            let xi = &x[i * g.in_len()..][..g.in_len()];
+            for rows in g.row_tiles() {
+                let (l0, tl) = (rows.start * g.wo, rows.len() * g.wo);
+                if let Some(bias) = bias {
+                    for (row, &b) in y[l0..].chunks_mut(l).zip(bias) {
+                        row[..tl].fill(b);
+                    }
+                }
+                let cols = g.cols(xi, &rows, scratch);
+                let dst = MatMut::rows(&mut y[l0..], l);
+                matmul(
+                    dst,
+                    (g.cout, tl, k),
+                    MatRef::rows(w, k),
+                    cols,
+                    bias.is_some(),
+                    par,
+                );
+            }
+        },
+    );
     out
-}
-
-/// Bias gradient (Cout): `dy` (N,Cout,L) summed over items and pixels.
-fn grad_bias(g: &ConvGeom, dy: &[f32]) -> Vec<f32> {
-    let l = g.l();
-    (0..g.cout)
-        .into_par_iter()
-        .map(|co| {
-            let rows = (0..g.n).map(|i| &dy[(i * g.cout + co) * l..][..l]);
-            rows.map(|row| sum1(row, |v| v)).sum::<f64>() as f32
-        })
-        .collect()
 }
 
 impl ConvGeom {
     /// The convolution whose forward pass is this one's input gradient, when there is one:
-    /// square kernels with `pad < kh`, where `dx = conv(dy, flip(w)^T, kh - 1 - pad)`. Only
-    /// used with more input than output channels, where its column matrix is the smaller.
+    /// square kernels with `pad < kh`, where `dx = conv(dy, flip(w)^T, kh - 1 - pad)`.
     fn transposed(&self) -> Option<Self> {
-        let smaller = self.cin > self.cout;
-        let fits = self.kh == self.kw && self.pad < self.kh && !self.is_pointwise();
-        (smaller && fits).then(|| Self {
+        (self.kh == self.kw && self.pad < self.kh).then(|| Self {
             cin: self.cout,
             h: self.ho,
             w: self.wo,
@@ -289,53 +283,52 @@ fn flip_weight(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
 }
 
 /// Input gradient (N,Cin,H,W): a forward convolution of `dy` with the flipped kernel where
-/// [`ConvGeom::transposed`] allows, else per item col2im of `W^T (K,Cout) @ dy (Cout,L)`.
+/// [`ConvGeom::transposed`] allows, else (non-square kernels, `pad >= kh`) per item and
+/// channel col2im of `W^T (K,Cout) @ dy (Cout,L)`.
 fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     if let Some(gt) = g.transposed() {
         return forward(&gt, dy, &flip_weight(g, w), None);
     }
-    let (k, l) = (g.k(), g.l());
+    let (k, l, taps) = (g.k(), g.l(), g.kh * g.kw);
     let mut dx = vec![0f32; g.n * g.in_len()];
     // W^T (K,Cout) materialised once: a row-major lhs is faster for gemm than a strided view.
     let w_t: Vec<f32> = (0..k * g.cout)
         .map(|i| w[(i % g.cout) * k + i / g.cout])
         .collect();
-    for_each_item(
-        &mut dx,
-        g.in_len(),
-        g.scratch_len(),
-        |i, dxi, dcols, par| {
-            let dyi = MatRef::rows(&dy[i * g.out_len()..][..g.out_len()], l);
-            let wt = MatRef::rows(&w_t, g.cout);
-            if g.is_pointwise() {
-                matmul(dxi, (g.cin, l, g.cout), wt, dyi, false, par);
-            } else {
-                matmul(dcols, (k, l, g.cout), wt, dyi, false, par);
-                col2im(g, dcols, dxi, par);
-            }
-        },
-    );
+    for_each_item(&mut dx, g.in_len(), taps * l, |i, dxi, dcols, par| {
+        let dyi = MatRef::rows(&dy[i * g.out_len()..][..g.out_len()], l);
+        for (ci, dx_c) in dxi.chunks_exact_mut(g.h * g.w).enumerate() {
+            let wt = MatRef::rows(&w_t[ci * taps * g.cout..], g.cout);
+            matmul(
+                MatMut::rows(dcols, l),
+                (taps, l, g.cout),
+                wt,
+                dyi,
+                false,
+                par,
+            );
+            col2im_channel(g, dcols, dx_c);
+        }
+    });
     dx
 }
 
-/// Weight gradient (Cout,Cin,KH,KW): the transpose of `sum_n cols_n (K,L) @ dy_n^T (L,Cout)`.
-/// Computing `dW^T` lets gemm pack the small `dy` rather than the large column matrix.
+/// Weight gradient (Cout,Cin,KH,KW) = `sum_n dy_n (Cout,L) @ cols_n^T (L,K)`, accumulated row
+/// tile by row tile as its transpose `cols (K,tile) @ dy^T (tile,Cout)`, so that gemm's
+/// long axis is K rather than the often small Cout.
 fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, l) = (g.k(), g.l());
-    let dw_t = sum_over_items(g.n, k * g.cout, g.scratch_len(), |i, acc, cols, par| {
+    sum_over_items(g.n, g.cout * k, g.scratch_len(), |i, acc, scratch, par| {
         let xi = &x[i * g.in_len()..][..g.in_len()];
-        let cols = if g.is_pointwise() {
-            xi
-        } else {
-            im2col(g, xi, cols, par);
-            cols
-        };
-        let dyi = MatRef::transposed(&dy[i * g.out_len()..][..g.out_len()], l);
-        matmul(acc, (k, g.cout, l), MatRef::rows(cols, l), dyi, true, par);
-    });
-    (0..g.cout * k)
-        .map(|i| dw_t[(i % k) * g.cout + i / k])
-        .collect()
+        let dyi = &dy[i * g.out_len()..][..g.out_len()];
+        for rows in g.row_tiles() {
+            let (l0, tl) = (rows.start * g.wo, rows.len() * g.wo);
+            let cols = g.cols(xi, &rows, scratch);
+            let dyt = MatRef::transposed(&dyi[l0..], l);
+            let dst = MatMut::transposed(acc, k);
+            matmul(dst, (k, g.cout, tl), cols, dyt, true, par);
+        }
+    })
 }
 
 /// Forward convolution op; its backward uses [`Conv2dGradInput`] and [`Conv2dGradWeight`].
@@ -392,7 +385,7 @@ fn input_and_weight_grads(
     Ok((dx, dw))
 }
 
-/// Forward convolution-with-bias op; the bias gradient uses [`Conv2dGradBias`].
+/// Forward convolution-with-bias op.
 struct Conv2dBias {
     padding: usize,
 }
@@ -443,25 +436,8 @@ pub(crate) fn bias_conv_grads(
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let dy = dy.contiguous()?;
     let (dx, dw) = input_and_weight_grads(g, x, w, &dy)?;
-    let db = bias_grad
-        .then(|| dy.apply_op1_no_bwd(&Conv2dGradBias(*g)))
-        .transpose()?;
+    let db = bias_grad.then(|| bias::bias_grad(&dy)).transpose()?;
     Ok((dx, dw, db))
-}
-
-/// Bias gradient op: `grad_out -> grad_bias`.
-struct Conv2dGradBias(ConvGeom);
-
-impl CustomOp1 for Conv2dGradBias {
-    fn name(&self) -> &'static str {
-        "radlens-conv2d-grad-bias"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let dy = f32_slice_of_len(storage, layout, g.n * g.out_len(), self.name())?;
-        Ok((CpuStorage::F32(grad_bias(g, dy)), Shape::from(g.cout)))
-    }
 }
 
 /// Input gradient op: `(grad_out, w) -> grad_x`.

@@ -24,11 +24,12 @@ pub(crate) struct MatRef<'a> {
 }
 
 impl<'a> MatRef<'a> {
-    /// A row-major matrix whose rows have `cols` elements.
-    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
+    /// A matrix with contiguous rows that start `row_stride` elements apart: a row-major
+    /// matrix whose rows have `row_stride` elements, or a block of columns of a wider one.
+    pub(crate) fn rows(data: &'a [f32], row_stride: usize) -> Self {
         Self {
             data,
-            row_stride: cols,
+            row_stride,
             col_stride: 1,
         }
     }
@@ -49,13 +50,54 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// `dst = lhs @ rhs` (or `dst += lhs @ rhs` when `accumulate`), with `dst` row-major `m x n`,
+/// A writable strided matrix whose elements do not overlap: rows with contiguous elements
+/// (see [`MatRef::rows`]), or the transpose of such a matrix.
+pub(crate) struct MatMut<'a> {
+    data: &'a mut [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// Rows of `data` starting `row_stride` elements apart (see [`MatRef::rows`]).
+    pub(crate) fn rows(data: &'a mut [f32], row_stride: usize) -> Self {
+        Self {
+            data,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix whose rows have `cols` elements.
+    pub(crate) fn transposed(data: &'a mut [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        if rows == 0 || cols == 0 {
+            return true;
+        }
+        // the outer stride must step over a whole inner run so that no two elements alias
+        let disjoint = match (self.row_stride, self.col_stride) {
+            (rs, 1) => rows == 1 || rs >= cols,
+            (1, cs) => cols == 1 || cs >= rows,
+            _ => false,
+        };
+        disjoint && (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst = lhs @ rhs` (or `dst += lhs @ rhs` when `accumulate`), with `dst` `m x n`,
 /// `lhs` `m x k` and `rhs` `k x n`.
 ///
 /// # Panics
 /// If a buffer is too small for the given sizes (an internal bug, never a user error).
 pub(crate) fn matmul(
-    dst: &mut [f32],
+    dst: MatMut,
     (m, n, k): (usize, usize, usize),
     lhs: MatRef,
     rhs: MatRef,
@@ -63,7 +105,7 @@ pub(crate) fn matmul(
     parallel: bool,
 ) {
     assert!(
-        dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n),
+        dst.fits(m, n) && lhs.fits(m, k) && rhs.fits(k, n),
         "matmul: buffers too small for {m}x{n}x{k}"
     );
     if m == 0 || n == 0 {
@@ -76,9 +118,9 @@ pub(crate) fn matmul(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst.data.as_mut_ptr(),
+            dst.col_stride as isize,
+            dst.row_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,

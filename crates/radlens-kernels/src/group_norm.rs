@@ -1,11 +1,13 @@
 //! GroupNorm with a per-channel affine transform and optional ReLU as one op. Forward and
 //! backward each work group by group, so a group's data stays in cache across the passes
-//! (statistics, output; statistics, channel sums, input gradient).
+//! (statistics, output; channel sums, input gradient). The backward pass reuses the
+//! forward pass's statistics.
 
-use crate::reduce::{sum1, sum2};
+use crate::reduce::{sum1, sums2};
 use crate::storage::{f32_slice_of_len, is_fast_path};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// `GroupNorm(x) * gamma + beta` over `groups` channel groups of an (N, C, ...) tensor, with
 /// the biased variance and `eps` inside the square root (as PyTorch and candle-nn), followed
@@ -99,7 +101,10 @@ impl NormGeom {
 }
 
 /// Mean and `1 / sqrt(var + eps)` of one group.
-fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+type Moments = (f32, f32);
+
+/// The [`Moments`] of one group.
+fn moments(x: &[f32], eps: f32) -> Moments {
     let m = x.len() as f64;
     let mean = (sum1(x, |v| v) / m) as f32;
     let var = sum1(x, |v| (v - mean) * (v - mean)) / m;
@@ -111,6 +116,8 @@ pub(crate) struct GroupNorm {
     geom: NormGeom,
     eps: f32,
     relu: bool,
+    /// The moments of each (item, group), saved by [`GroupNorm::run`] for the backward pass.
+    moments: Mutex<Vec<Moments>>,
 }
 
 impl GroupNorm {
@@ -119,6 +126,7 @@ impl GroupNorm {
             geom,
             eps: eps as f32,
             relu,
+            moments: Mutex::new(Vec::new()),
         }
     }
 
@@ -126,24 +134,31 @@ impl GroupNorm {
     pub(crate) fn run(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
         let g = &self.geom;
         let mut y = vec![0f32; g.len()];
-        y.par_chunks_mut(g.group_len())
+        let moments = y
+            .par_chunks_mut(g.group_len())
             .zip(x.par_chunks(g.group_len()))
             .enumerate()
-            .for_each(|(i, (y, x))| {
+            .map(|(i, (y, x))| {
                 let c0 = (i % g.groups) * g.channels_per_group();
                 self.group(c0, x, y, gamma, beta)
-            });
+            })
+            .collect();
+        *self.moments.lock().expect("unpoisoned") = moments;
         y
     }
 
     /// Gradients `(dx, dgamma, dbeta)` for input `x`, output gradient `dy` and the
-    /// parameters `gb` = `[gamma; beta]`.
+    /// parameters `gb` = `[gamma; beta]`, after [`GroupNorm::run`] on `x`.
     pub(crate) fn grads(&self, x: &Tensor, dy: &Tensor, gb: &Tensor) -> Result<[Tensor; 3]> {
         let g = &self.geom;
+        let moments = self.moments.lock().expect("unpoisoned").clone();
+        if moments.len() != g.n * g.groups {
+            bail!("radlens-group-norm: backward before forward")
+        }
         let grad = GroupNormGrad {
             geom: *g,
-            eps: self.eps,
             relu: self.relu,
+            moments,
         };
         let packed = x.apply_op3_no_bwd(&dy.contiguous()?, gb, &grad)?;
         let dx = packed.narrow(0, 0, g.len())?.reshape(x.shape())?;
@@ -157,8 +172,8 @@ impl GroupNorm {
         Ok([dx, dgamma, dbeta])
     }
 
-    /// Normalises one group `x` of channels `c0..` into `y`.
-    fn group(&self, c0: usize, x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32]) {
+    /// Normalises one group `x` of channels `c0..` into `y`; returns the group's moments.
+    fn group(&self, c0: usize, x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32]) -> Moments {
         let (mean, rstd) = moments(x, self.eps);
         let hw = self.geom.hw;
         for (k, (x, y)) in x.chunks_exact(hw).zip(y.chunks_exact_mut(hw)).enumerate() {
@@ -169,6 +184,7 @@ impl GroupNorm {
                 .zip(x)
                 .for_each(|(y, &x)| *y = (x * scale + shift).max(floor));
         }
+        (mean, rstd)
     }
 }
 
@@ -218,15 +234,19 @@ impl CustomOp3 for GroupNorm {
 /// flat, where `dz` is the gradient at the affine output (after the ReLU mask).
 struct GroupNormGrad {
     geom: NormGeom,
-    eps: f32,
     relu: bool,
+    /// The forward pass's moments of each (item, group).
+    moments: Vec<Moments>,
 }
 
 impl GroupNormGrad {
-    /// One group: channel sums into `sums` (2 per channel) and the input gradient into `dx`.
+    /// One group with moments `(mean, rstd)`: channel sums into `sums` (2 per channel) and
+    /// the input gradient into `dx`.
+    #[allow(clippy::too_many_arguments)]
     fn group(
         &self,
         c0: usize,
+        (mean, rstd): Moments,
         x: &[f32],
         dy: &[f32],
         dx: &mut [f32],
@@ -235,15 +255,15 @@ impl GroupNormGrad {
     ) {
         let g = &self.geom;
         let (gamma, beta) = gb.split_at(g.c);
-        let (mean, rstd) = moments(x, self.eps);
         let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         let mut coef = (0f64, 0f64); // sum_c gamma_c * (sum dz, sum dz * xhat)
         for (k, (x, dy)) in x.chunks_exact(g.hw).zip(dy.chunks_exact(g.hw)).enumerate() {
             let scale = rstd * gamma[c0 + k];
             let shift = beta[c0 + k] - mean * scale;
-            let dz = |x: f32, dy: f32| if x * scale + shift > floor { dy } else { 0.0 };
-            let s1 = sum2(x, dy, dz);
-            let s2 = sum2(x, dy, |x, dy| dz(x, dy) * (x - mean) * rstd);
+            let [s1, s2] = sums2(x, dy, |x, dy| {
+                let dz = if x * scale + shift > floor { dy } else { 0.0 };
+                [dz, dz * (x - mean) * rstd]
+            });
             sums[2 * k] = s1 as f32;
             sums[2 * k + 1] = s2 as f32;
             coef.0 += gamma[c0 + k] as f64 * s1;
@@ -293,7 +313,8 @@ impl CustomOp3 for GroupNormGrad {
             .zip(dy.par_chunks(g.group_len()))
             .enumerate()
             .for_each(|(i, (((dx, sums), x), dy))| {
-                self.group((i % g.groups) * cpg, x, dy, dx, sums, gb)
+                let c0 = (i % g.groups) * cpg;
+                self.group(c0, self.moments[i], x, dy, dx, sums, gb)
             });
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))

@@ -6,6 +6,7 @@
 //! can use these functions unconditionally.
 
 mod batch;
+mod bias;
 mod conv2d;
 mod conv_norm;
 mod conv_transpose;
@@ -19,7 +20,7 @@ mod storage;
 
 pub use conv2d::{conv2d, conv2d_bias};
 pub use conv_norm::conv2d_group_norm_relu;
-pub use conv_transpose::conv_transpose2d_2x2;
+pub use conv_transpose::{conv_transpose2d_2x2, conv_transpose2d_2x2_bias};
 pub use group_norm::group_norm;
 pub use pool::max_pool2d_2x2;
 pub use ssn::antithetic_log_likelihood;

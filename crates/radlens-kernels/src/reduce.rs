@@ -3,32 +3,38 @@
 const LANES: usize = 16;
 const BLOCK: usize = 1024;
 
-/// `sum_i f(a[i], b[i])` over two equally long slices.
-pub(crate) fn sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+/// `K` sums `sum_i f(a[i], b[i])[k]` over two equally long slices, in one pass.
+pub(crate) fn sums2<const K: usize>(
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32) -> [f32; K],
+) -> [f64; K] {
     debug_assert_eq!(a.len(), b.len());
-    let mut total = 0f64;
+    let mut total = [0f64; K];
     for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-        let mut acc = [0f32; LANES];
+        let mut acc = [[0f32; LANES]; K];
         let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let tail: f32 = ca
-            .remainder()
-            .iter()
-            .zip(cb.remainder())
-            .map(|(&x, &y)| f(x, y))
-            .sum();
+        let mut tail = [0f32; K];
+        for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+            let v = f(x, y);
+            (0..K).for_each(|k| tail[k] += v[k]);
+        }
         for (x, y) in ca.zip(cb) {
             for l in 0..LANES {
-                acc[l] += f(x[l], y[l]);
+                let v = f(x[l], y[l]);
+                (0..K).for_each(|k| acc[k][l] += v[k]);
             }
         }
-        total += acc.iter().map(|&v| v as f64).sum::<f64>() + tail as f64;
+        for k in 0..K {
+            total[k] += acc[k].iter().map(|&v| v as f64).sum::<f64>() + tail[k] as f64;
+        }
     }
     total
 }
 
 /// `sum_i f(a[i])`.
 pub(crate) fn sum1(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    sum2(a, a, |x, _| f(x))
+    sums2(a, a, |x, _| [f(x)])[0]
 }
 
 #[cfg(test)]
@@ -50,10 +56,9 @@ mod tests {
                 (sum1(&a, |x| x * x) - want1).abs() <= 1e-4 * want1.abs().max(1.0),
                 "{len}"
             );
-            assert!(
-                (sum2(&a, &b, |x, y| x * y) - want2).abs() <= 1e-4 * want2.abs().max(1.0),
-                "{len}"
-            );
+            let [s1, s2] = sums2(&a, &b, |x, y| [x * x, x * y]);
+            assert!((s1 - want1).abs() <= 1e-4 * want1.abs().max(1.0), "{len}");
+            assert!((s2 - want2).abs() <= 1e-4 * want2.abs().max(1.0), "{len}");
         }
     }
 }

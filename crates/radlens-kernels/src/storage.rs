@@ -1,6 +1,6 @@
 //! Access to the raw f32 data of candle CPU storages.
 
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 
 /// Borrows the data of a contiguous f32 CPU storage.
 pub(crate) fn f32_slice<'a>(
@@ -36,6 +36,20 @@ pub(crate) fn f32_slice_of_len<'a>(
         )
     }
     Ok(data)
+}
+
+/// Borrows the data of a contiguous f32 CPU storage of `len` elements, for tensors that a
+/// custom op holds rather than receives as arguments (see `Tensor::storage_and_layout`).
+pub(crate) fn held_f32_slice<'a>(
+    storage: &'a Storage,
+    layout: &Layout,
+    len: usize,
+    op: &str,
+) -> Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else {
+        bail!("{op}: expected a CPU tensor")
+    };
+    f32_slice_of_len(cpu, layout, len, op)
 }
 
 /// Whether the fast kernels apply: every tensor is f32 and on the CPU.

@@ -24,11 +24,13 @@ impl Conv2d {
 
     /// Apply the convolution.
     pub fn forward(&self, x: &Tensor, backend: ConvBackend) -> Result<Tensor> {
-        let y = match backend {
-            ConvBackend::Radlens => radlens_kernels::conv2d(x, &self.weight, self.padding)?,
-            ConvBackend::Candle => x.conv2d(&self.weight, self.padding, 1, 1, 1)?,
-        };
-        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
+        let (w, b) = (&self.weight, &self.bias);
+        Ok(match backend {
+            ConvBackend::Radlens => radlens_kernels::conv2d_bias(x, w, b, self.padding)?,
+            ConvBackend::Candle => x
+                .conv2d(w, self.padding, 1, 1, 1)?
+                .broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+        })
     }
 }
 
@@ -49,20 +51,38 @@ impl Upsample2x {
 
     /// Apply the upsampling.
     pub fn forward(&self, x: &Tensor, backend: ConvBackend) -> Result<Tensor> {
-        let y = match backend {
-            ConvBackend::Radlens => radlens_kernels::conv_transpose2d_2x2(x, &self.weight)?,
-            ConvBackend::Candle => x.conv_transpose2d(&self.weight, 0, 0, 2, 1)?,
-        };
-        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
+        let (w, b) = (&self.weight, &self.bias);
+        Ok(match backend {
+            ConvBackend::Radlens => radlens_kernels::conv_transpose2d_2x2_bias(x, w, b)?,
+            ConvBackend::Candle => x
+                .conv_transpose2d(w, 0, 0, 2, 1)?
+                .broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+        })
     }
 }
 
-/// 2x2 max pooling.
+/// 2x2 stride-2 max pooling of a (N, C, H, W) tensor; an odd last row or column is dropped.
 pub fn max_pool(x: &Tensor, backend: ConvBackend) -> Result<Tensor> {
-    Ok(match backend {
-        ConvBackend::Radlens => radlens_kernels::max_pool2d_2x2(x)?,
-        ConvBackend::Candle => x.max_pool2d(2)?,
-    })
+    match backend {
+        ConvBackend::Radlens => Ok(radlens_kernels::max_pool2d_2x2(x)?),
+        ConvBackend::Candle => stock_max_pool(x),
+    }
+}
+
+/// 2x2 max pooling as a reshape to (N, C, H/2, 2, W/2, 2) and maxima over the two window
+/// axes. Unlike candle 0.11's `max_pool2d`, whose backward pass scales gradients by 1/4, its
+/// gradient is exact: each window's output gradient goes to its maximum (to every maximum
+/// on ties, which after a ReLU only happen at zeros, where the ReLU masks the gradient).
+fn stock_max_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if h < 2 || w < 2 {
+        return Err(crate::error::SegError::Invalid(format!(
+            "max pooling needs at least 2x2 pixels, got {h}x{w}"
+        )));
+    }
+    let (h2, w2) = (h / 2, w / 2);
+    let even = x.narrow(2, 0, 2 * h2)?.narrow(3, 0, 2 * w2)?;
+    Ok(even.reshape((n, c, h2, 2, w2, 2))?.max(5)?.max(3)?)
 }
 
 /// Epsilon of the normalisation's variance, as PyTorch's default.
@@ -159,5 +179,67 @@ impl ConvBlock {
             };
         }
         Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    /// Pooled output and the gradient of `sum(pool(x) * r)` for one backend.
+    fn pool_and_grad(
+        x: &[f32],
+        dims: (usize, usize, usize, usize),
+        backend: ConvBackend,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let x = Var::from_vec(x.to_vec(), dims, &Device::Cpu).unwrap();
+        let y = max_pool(x.as_tensor(), backend).unwrap();
+        let r: Vec<f32> = (0..y.elem_count())
+            .map(|i| 1.0 + (i % 7) as f32 * 0.25)
+            .collect();
+        let r = Tensor::from_vec(r, y.shape(), &Device::Cpu).unwrap();
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (flat(&y), flat(grads.get(x.as_tensor()).unwrap()))
+    }
+
+    /// The stock-op pooling has the exact gradient: each window's weight lands on its maximum,
+    /// as with the radlens kernel, for even and odd sizes.
+    #[test]
+    fn stock_max_pool_matches_kernel_and_argmax_routing() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        for dims in [(2, 3, 6, 4), (1, 2, 7, 5), (3, 1, 2, 3)] {
+            let (n, c, h, w) = dims;
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|_| rng.gen_range(-1.0..1.0))
+                .collect();
+            let (y_stock, dx_stock) = pool_and_grad(&x, dims, ConvBackend::Candle);
+            let (y_fast, dx_fast) = pool_and_grad(&x, dims, ConvBackend::Radlens);
+            assert_eq!(y_stock, y_fast, "{dims:?}");
+            assert_eq!(dx_stock, dx_fast, "{dims:?}");
+            // by hand: the weight of window o goes to its argmax
+            let (h2, w2) = (h / 2, w / 2);
+            let mut want = vec![0f32; x.len()];
+            for plane in 0..n * c {
+                for o in 0..h2 * w2 {
+                    let (i, j) = (o / w2, o % w2);
+                    let idx = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                        .map(|(a, b)| plane * h * w + (2 * i + a) * w + 2 * j + b);
+                    let best = idx
+                        .into_iter()
+                        .fold(idx[0], |m, k| if x[k] > x[m] { k } else { m });
+                    want[best] = 1.0 + ((plane * h2 * w2 + o) % 7) as f32 * 0.25;
+                }
+            }
+            assert_eq!(dx_stock, want, "{dims:?}");
+        }
+    }
+
+    #[test]
+    fn stock_max_pool_rejects_tiny_inputs() {
+        let x = Tensor::zeros((1, 1, 1, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(max_pool(&x, ConvBackend::Candle).is_err());
     }
 }

@@ -3,6 +3,8 @@
 //! The logit map eta (C*H*W values per image) is modelled as
 //! N(mu, P P^T + D) with P of rank r: three 1x1 convs on the ReLU'd backbone
 //! features give mu, log D (D = exp + 1e-5) and P.
+//!
+//! Samples are `mu + P z + sqrt(D) e` with standard normal `z` (rank r) and `e` (C*H*W).
 
 use crate::config::ConvBackend;
 use crate::error::Result;
@@ -32,7 +34,8 @@ pub struct SsnParams {
     pub mean: Tensor,
     /// Diagonal covariance, (B, C*H*W).
     pub diag: Tensor,
-    /// Covariance factor P, (B, C*H*W, rank), event index = (c, y, x) row-major.
+    /// Covariance factor P in the head's layout, (B, C, rank, H*W): column k of P at the
+    /// event (c, y, x) is `factor[b, c, k, y * W + x]`.
     pub factor: Tensor,
 }
 
@@ -48,19 +51,18 @@ impl SsnHead {
         })
     }
 
-    /// Distribution parameters from the backbone's last feature map.
+    /// Distribution parameters from the backbone's last feature map, which ends with a ReLU
+    /// (so the reference model's ReLU before the head is the identity and is left out).
     pub fn forward(&self, features: &Tensor, backend: ConvBackend) -> Result<SsnParams> {
-        let x = features.relu()?;
-        let mean = self.mean.forward(&x, backend)?;
+        let x = features;
+        let mean = self.mean.forward(x, backend)?;
         let (b, c, h, w) = mean.dims4()?;
         let diag =
-            (self.log_diag.forward(&x, backend)?.exp()? + DIAG_EPS)?.reshape((b, c * h * w))?;
-        let factor = self
-            .factor
-            .forward(&x, backend)?
-            .reshape((b, self.classes, self.rank, h, w))?
-            .permute((0, 1, 3, 4, 2))?
-            .reshape((b, c * h * w, self.rank))?;
+            (self.log_diag.forward(x, backend)?.exp()? + DIAG_EPS)?.reshape((b, c * h * w))?;
+        let factor =
+            self.factor
+                .forward(x, backend)?
+                .reshape((b, self.classes, self.rank, h * w))?;
         Ok(SsnParams { mean, diag, factor })
     }
 }
@@ -72,17 +74,23 @@ fn normals<R: Rng>(rng: &mut R, shape: &[usize], device: &Device) -> Result<Tens
 }
 
 impl SsnParams {
-    fn rank(&self) -> Result<usize> {
-        Ok(self.factor.dims3()?.2)
+    /// Standard normal noise for `count` samples: `z` (count, B, rank) for the factor and
+    /// `e` (count, B, C*H*W) for the diagonal, drawn in that order.
+    fn noise<R: Rng>(&self, count: usize, rng: &mut R) -> Result<(Tensor, Tensor)> {
+        let (b, _, rank, _) = self.factor.dims4()?;
+        let n = self.diag.dim(1)?;
+        let dev = self.diag.device();
+        let z = normals(rng, &[count, b, rank], dev)?;
+        let e = normals(rng, &[count, b, n], dev)?;
+        Ok((z, e))
     }
 
-    /// `count` deviations P z + sqrt(diag + jitter) e, shape (count, B, C*H*W).
-    fn deviations<R: Rng>(&self, count: usize, jitter: f64, rng: &mut R) -> Result<Tensor> {
+    /// The deviations P z + sqrt(diag + jitter) e of the noise `(z, e)`, (count, B, C*H*W).
+    fn deviations(&self, (z, e): (&Tensor, &Tensor), jitter: f64) -> Result<Tensor> {
         let (b, n) = self.diag.dims2()?;
-        let dev = self.diag.device();
-        let z = normals(rng, &[b, self.rank()?, count], dev)?;
-        let low_rank = self.factor.matmul(&z)?.permute((2, 0, 1))?; // (count, B, N)
-        let e = normals(rng, &[count, b, n], dev)?;
+        let (_, _, rank, _) = self.factor.dims4()?;
+        let p = self.factor.permute((0, 1, 3, 2))?.reshape((b, n, rank))?;
+        let low_rank = p.matmul(&z.permute((1, 2, 0))?)?.permute((2, 0, 1))?; // (count, B, N)
         let sd = (&self.diag + jitter)?.sqrt()?.unsqueeze(0)?;
         Ok((low_rank + e.broadcast_mul(&sd)?)?)
     }
@@ -90,8 +98,8 @@ impl SsnParams {
     /// The Monte Carlo loss: -mean_b[logsumexp_m(log p(y | eta_m)) - log M] / (H W),
     /// with M/2 samples and their mirror images about the mean (antithetic).
     /// `onehot` is the (B, C, H, W) one-hot reference. The radlens backend
-    /// computes the samples' log-likelihoods in one fused kernel, the candle
-    /// backend with stock ops.
+    /// computes the samples' log-likelihoods in one fused kernel that also forms
+    /// the deviations, the candle backend with stock ops; both draw the same noise.
     pub fn loss<R: Rng>(
         &self,
         onehot: &Tensor,
@@ -101,14 +109,17 @@ impl SsnParams {
     ) -> Result<Tensor> {
         let (b, c, h, w) = self.mean.dims4()?;
         let half = mc_samples / 2;
-        let dev = self.deviations(half, 0.0, rng)?;
+        let (z, e) = self.noise(half, rng)?;
         let ll = match backend {
             ConvBackend::Radlens => radlens_kernels::antithetic_log_likelihood(
                 &self.mean.reshape((b, c, h * w))?,
-                &dev.reshape((half, b, c, h * w))?,
+                &self.factor,
+                &self.diag.sqrt()?.reshape((b, c, h * w))?,
+                (&z, &e.reshape((half, b, c, h * w))?),
                 &onehot.reshape((b, c, h * w))?,
             )?,
             ConvBackend::Candle => {
+                let dev = self.deviations((&z, &e), 0.0)?;
                 let mu = self.mean.reshape((1, b, c * h * w))?;
                 let samples = Tensor::cat(&[mu.broadcast_add(&dev)?, mu.broadcast_sub(&dev)?], 0)?
                     .reshape((2 * half, b, c, h, w))?;
@@ -126,7 +137,8 @@ impl SsnParams {
     /// the deviation from the mean (0 gives the mean itself).
     pub fn sample<R: Rng>(&self, count: usize, temperature: f64, rng: &mut R) -> Result<Tensor> {
         let (b, c, h, w) = self.mean.dims4()?;
-        let dev = (self.deviations(count, SAMPLE_DIAG_JITTER, rng)? * temperature)?;
+        let (z, e) = self.noise(count, rng)?;
+        let dev = (self.deviations((&z, &e), SAMPLE_DIAG_JITTER)? * temperature)?;
         let mu = self.mean.reshape((1, b, c * h * w))?;
         Ok(mu.broadcast_add(&dev)?.reshape((count, b, c, h, w))?)
     }
@@ -147,7 +159,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mean = normals(&mut rng, &[b, c, h, w], &dev).unwrap();
         let diag = (normals(&mut rng, &[b, n], &dev).unwrap().abs().unwrap() + 0.1).unwrap();
-        let factor = (normals(&mut rng, &[b, n, r], &dev).unwrap() * 0.5).unwrap();
+        let factor = (normals(&mut rng, &[b, c, r, h * w], &dev).unwrap() * 0.5).unwrap();
         let p = SsnParams { mean, diag, factor };
         let labels: Vec<usize> = (0..b * h * w).map(|i| (i * 7) % c).collect();
         let mut oh = vec![0f32; b * c * h * w];
@@ -172,12 +184,30 @@ mod tests {
             })
             .collect();
 
-        // reference with the same random draws
-        let dv = p
-            .deviations(m / 2, 0.0, &mut rand::rngs::StdRng::seed_from_u64(9))
-            .unwrap()
-            .to_vec3::<f32>()
+        // reference with the same random draws: deviations P z + sqrt(D) e by loops
+        let (z, e) = p
+            .noise(m / 2, &mut rand::rngs::StdRng::seed_from_u64(9))
             .unwrap();
+        let (z, e) = (z.to_vec3::<f32>().unwrap(), e.to_vec3::<f32>().unwrap());
+        let f = p.factor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let diag = p.diag.to_vec2::<f32>().unwrap();
+        let dv: Vec<Vec<Vec<f32>>> = (0..m / 2)
+            .map(|s| {
+                (0..b)
+                    .map(|bi| {
+                        (0..n)
+                            .map(|i| {
+                                let (ci, px) = (i / (h * w), i % (h * w));
+                                let low_rank: f32 = (0..r)
+                                    .map(|k| f[((bi * c + ci) * r + k) * h * w + px] * z[s][bi][k])
+                                    .sum();
+                                low_rank + diag[bi][i].sqrt() * e[s][bi][i]
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         let mu = p.mean.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
         let mut total = 0f64;
         for bi in 0..b {
@@ -211,7 +241,7 @@ mod tests {
         let dev = Device::Cpu;
         let mean = Tensor::zeros((1, 1, 1, 2), candle_core::DType::F32, &dev).unwrap();
         let diag = Tensor::new(&[[0.5f32, 0.2]], &dev).unwrap();
-        let factor = Tensor::new(&[[[1.0f32], [0.8]]], &dev).unwrap();
+        let factor = Tensor::new(&[[[[1.0f32, 0.8]]]], &dev).unwrap();
         let p = SsnParams { mean, diag, factor };
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let s = p

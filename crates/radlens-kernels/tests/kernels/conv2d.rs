@@ -15,10 +15,13 @@ const CASES: &[Case] = &[
     ([2, 3, 4, 4], [4, 3, 1, 1], 1),
     ([1, 2, 3, 3], [3, 2, 5, 5], 2),
     ([4, 16, 12, 10], [8, 16, 3, 3], 1),
-    // more input than output channels: the input gradient is a flipped-kernel convolution
+    // more input than output channels
     ([2, 7, 6, 5], [3, 7, 3, 3], 0),
     ([1, 6, 7, 7], [2, 6, 5, 5], 1),
     ([3, 9, 5, 4], [4, 9, 3, 3], 2),
+    // large enough for several row tiles, forward and backward
+    ([1, 8, 48, 40], [5, 8, 3, 3], 1),
+    ([1, 3, 30, 1000], [2, 3, 1, 1], 0),
 ];
 
 /// Naive conv2d forward and the gradients of `sum(out * dy)`, accumulated in f64.

@@ -2,7 +2,7 @@ use crate::common::{
     assert_close, check_finite_differences, eval_grads, loss_weights, rand_tensor, to_vec,
 };
 use candle_core::{DType, Tensor};
-use radlens_kernels::conv_transpose2d_2x2;
+use radlens_kernels::{conv_transpose2d_2x2, conv_transpose2d_2x2_bias};
 
 /// (input shape, output channels)
 const CASES: &[([usize; 4], usize)] = &[
@@ -108,4 +108,47 @@ fn conv_transpose_rejects_bad_shapes() {
     assert!(conv_transpose2d_2x2(&t(&[3, 4, 4]), &t(&[3, 2, 2, 2])).is_err());
     assert!(conv_transpose2d_2x2(&t(&[1, 3, 4, 4]), &t(&[2, 2, 2, 2])).is_err());
     assert!(conv_transpose2d_2x2(&t(&[1, 3, 4, 4]), &t(&[3, 2, 3, 3])).is_err());
+}
+
+#[test]
+fn conv_transpose_bias_matches_candle() {
+    for (seed, &(xs, cout)) in CASES.iter().enumerate() {
+        let [x, w] = inputs(xs, cout, 200 + seed as u64);
+        let args = [x, w, rand_tensor(300 + seed as u64, &[cout])];
+        let (out, grads) = eval_grads(|a| conv_transpose2d_2x2_bias(a[0], a[1], a[2]), &args);
+        let stock = |a: &[&Tensor]| {
+            let bias = a[2].reshape((1, (), 1, 1))?;
+            a[0].conv_transpose2d(a[1], 0, 0, 2, 1)?
+                .broadcast_add(&bias)
+        };
+        let (want_out, want) = eval_grads(stock, &args);
+        assert_close(&format!("{xs:?} out"), &out, &want_out, 1e-4);
+        for (k, what) in ["dx", "dw", "db"].iter().enumerate() {
+            assert_close(&format!("{xs:?} {what}"), &grads[k], &want[k], 1e-4);
+        }
+    }
+}
+
+#[test]
+fn conv_transpose_bias_gradients_match_finite_differences() {
+    let [x, w] = inputs([2, 3, 2, 3], 2, 17);
+    let args = [x, w, rand_tensor(18, &[2])];
+    check_finite_differences(|a| conv_transpose2d_2x2_bias(a[0], a[1], a[2]), &args);
+}
+
+#[test]
+fn conv_transpose_bias_falls_back_for_f64_and_checks_the_bias() {
+    let f64s = |t: Tensor| t.to_dtype(DType::F64).unwrap();
+    let [x, w] = inputs([1, 3, 4, 5], 2, 19).map(f64s);
+    let b = f64s(rand_tensor(20, &[2]));
+    let got = conv_transpose2d_2x2_bias(&x, &w, &b).unwrap();
+    assert_eq!(got.dtype(), DType::F64);
+    let want = x
+        .conv_transpose2d(&w, 0, 0, 2, 1)
+        .unwrap()
+        .broadcast_add(&b.reshape((1, 2, 1, 1)).unwrap())
+        .unwrap();
+    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
+    assert!(conv_transpose2d_2x2_bias(&x, &w, &b.narrow(0, 0, 1).unwrap()).is_err());
 }
