@@ -1,5 +1,6 @@
 //! The `radlens` command-line tool.
 
+mod alloc;
 mod bench_cmd;
 mod bench_sae;
 mod lm_cmd;
@@ -38,6 +39,7 @@ enum Command {
 }
 
 fn main() {
+    alloc::reuse_large_blocks();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
