@@ -417,7 +417,8 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
             trainer.save_checkpoint(&ckpt)?;
             write_lines(&history_path, HISTORY_HEADER, &history)?;
             // A line per checkpoint, also when the bar is hidden (logs, pipes).
-            pb.suspend(|| eprintln!("step {done}: {}", pb.message()));
+            let line = format!("step {done}: {}", pb.message());
+            pb.suspend(|| eprintln!("{line}"));
         }
         last = Some((s, rate));
     }
