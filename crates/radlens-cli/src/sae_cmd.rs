@@ -359,6 +359,11 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let ckpt = a.out.join("checkpoint.safetensors");
     let history_path = a.out.join("history.csv");
     let mut batches = store.shuffled_batches(a.batch, a.buffer_rows, a.seed)?;
+    let mut next_batch = || -> Result<candle_core::Tensor> {
+        Ok(batches.next().context("activation stream ended")??)
+    };
+    // A fresh run initialises from its first batch, then trains on it first.
+    let mut pending = None;
     let mut trainer = if a.resume {
         let mut t =
             Trainer::resume(&ckpt).with_context(|| format!("resuming from {}", ckpt.display()))?;
@@ -373,7 +378,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         t.set_decay(a.train_config().adam.decay);
         // The data stream is a function of the seed: skip what the checkpoint has seen.
         for _ in 0..t.steps_done() {
-            batches.next().context("activation stream ended")??;
+            next_batch()?;
         }
         t
     } else {
@@ -383,11 +388,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
                 a.out.display()
             );
         }
-        let first = store
-            .shuffled_batches(a.batch, a.buffer_rows, a.seed)?
-            .next();
-        let first = first.context("empty activation store")??;
-        Trainer::new(sae_cfg, a.train_config(), &first)?
+        let first = next_batch()?;
+        let t = Trainer::new(sae_cfg, a.train_config(), &first)?;
+        pending = Some(first);
+        t
     };
     let mut history = read_history(&history_path, trainer.steps_done());
     let resumed_at = trainer.steps_done();
@@ -399,7 +403,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let start = Instant::now();
     let mut last = None;
     while trainer.steps_done() < a.steps {
-        let batch = batches.next().context("activation stream ended")??;
+        let batch = match pending.take() {
+            Some(b) => b,
+            None => next_batch()?,
+        };
         let s = trainer.step(&batch)?;
         if s.step % a.log_every == 0 || s.step + 1 == a.steps {
             history.push(history_row(&s));

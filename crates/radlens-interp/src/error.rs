@@ -13,11 +13,6 @@ pub enum InterpError {
     Io(#[from] radlens_io::IoError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    #[error("{path}: {source}")]
-    Fs {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{path}: SQLite: {source}")]
     Sqlite {
         path: PathBuf,

@@ -19,12 +19,13 @@
 //!   the example's token in them.
 
 use crate::{InterpError, Result};
+use radlens_io::atomic::write_atomic_at;
 use radlens_sae::{ActivationStore, Sae, TokenRecord};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rusqlite::{params, Connection};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How many examples of which kinds to keep.
 #[derive(Debug, Clone, Serialize)]
@@ -94,32 +95,25 @@ pub fn build_feature_db(
     if records.len() > u32::MAX as usize {
         return Err(InterpError::invalid("more than 2^32 tokens"));
     }
-    let tmp = temp_path(out)?;
-    let _ = std::fs::remove_file(&tmp);
-    let result = write_db(sae, &entries, &records, cfg, provenance, &tmp);
-    match result {
-        Ok(summary) => {
-            std::fs::rename(&tmp, out).map_err(|source| InterpError::Fs {
-                path: out.to_path_buf(),
-                source,
-            })?;
-            Ok(summary)
+    // Built under a temporary name and renamed, so a reader never sees half a database.
+    let (mut summary, mut failure) = (None, None);
+    let written = write_atomic_at(out, |tmp| {
+        match write_db(sae, &entries, &records, cfg, provenance, tmp, out) {
+            Ok(s) => {
+                summary = Some(s);
+                Ok(())
+            }
+            Err(e) => {
+                failure = Some(e);
+                Err(std::io::Error::other("feature database not written"))
+            }
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
-}
-
-fn temp_path(out: &Path) -> Result<PathBuf> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| InterpError::invalid(format!("{}: not a file path", out.display())))?;
-    let mut tmp = std::ffi::OsString::from(".");
-    tmp.push(name);
-    tmp.push(".tmp");
-    Ok(out.with_file_name(tmp))
+    written?;
+    summary.ok_or_else(|| InterpError::invalid("feature database not written"))
 }
 
 /// All nonzero codes sorted by (latent, row), and the token record of every row.
@@ -133,7 +127,7 @@ fn encode_store(
     let mut records: Vec<TokenRecord> = Vec::new();
     let shards = store.shards().len();
     for s in 0..shards {
-        let acts = store.read_shard(s)?;
+        let (acts, tokens) = store.read_shard_with_tokens(s)?;
         let n = acts.dim(0)?;
         for start in (0..n).step_by(batch) {
             let x = acts.narrow(0, start, batch.min(n - start))?;
@@ -150,7 +144,7 @@ fn encode_store(
                 }
             }
         }
-        records.extend(store.read_tokens(s)?);
+        records.extend(tokens);
         progress(s + 1, shards);
     }
     entries.sort_unstable_by_key(|e| (e.latent, e.row));
@@ -184,6 +178,7 @@ CREATE TABLE examples (
 CREATE INDEX examples_by_latent ON examples (latent, kind, rank);
 ";
 
+/// Writes the database at `path`; errors name `reported_as`, the file the user asked for.
 fn write_db(
     sae: &Sae,
     entries: &[Entry],
@@ -191,9 +186,10 @@ fn write_db(
     cfg: &FeatureConfig,
     provenance: &[(&str, String)],
     path: &Path,
+    reported_as: &Path,
 ) -> Result<FeatureSummary> {
     let sql = |source| InterpError::Sqlite {
-        path: path.to_path_buf(),
+        path: reported_as.to_path_buf(),
         source,
     };
     let mut db = Connection::open(path).map_err(sql)?;

@@ -104,7 +104,7 @@ pub fn splice_metrics(
             .filter(|w| w.content().len() >= 2)
             .collect();
         let parts = map_items(&lm.model, &windows, workers, |model, w| {
-            let runs = [Edit::None, Edit::Splice(sae.clone()), Edit::Zero]
+            let runs = [None, Some(Edit::Splice(sae.clone())), Some(Edit::Zero)]
                 .map(|edit| run(model, &w.ids, w.content_start, point, edit));
             let [clean, spliced, zero] = runs;
             score(&clean?, &spliced?, &zero?, &w.ids, w.content_start)
@@ -134,38 +134,35 @@ pub fn splice_metrics(
     })
 }
 
-/// What happens to the report positions' residual at the hook point.
+/// What replaces the report positions' residual at the hook point.
 enum Edit {
-    None,
     Splice(Arc<Sae>),
     Zero,
 }
 
-/// Logits `(tokens, vocab)` of `ids` as a new sequence with `edit` applied from row `from`.
+/// Logits `(tokens, vocab)` of `ids` as a new sequence, with `edit` (if any) applied from
+/// row `from`.
 fn run(
     model: &mut HookedLlama,
     ids: &[u32],
     from: usize,
     point: HookPoint,
-    edit: Edit,
+    edit: Option<Edit>,
 ) -> Result<Tensor> {
     let mut hooks = Hooks::new();
-    let replace = move |x: &Tensor| -> candle_core::Result<Option<Tensor>> {
-        let n = x.dim(0)? - from;
-        let rows = x.narrow(0, from, n)?;
-        let new = match &edit {
-            Edit::None => return Ok(None),
-            Edit::Zero => rows.zeros_like()?,
-            Edit::Splice(sae) => sae
-                .encode(&rows)
-                .and_then(|c| sae.decode(&c))
-                .map_err(|e| candle_core::Error::Msg(format!("SAE splice: {e}")))?,
-        };
-        Ok(Some(Tensor::cat(&[x.narrow(0, 0, from)?, new], 0)?))
-    };
-    hooks.replace(point, move |_, x| {
-        Ok(replace(x)?.unwrap_or_else(|| x.clone()))
-    });
+    if let Some(edit) = edit {
+        hooks.replace(point, move |_, x| {
+            let rows = x.narrow(0, from, x.dim(0)? - from)?;
+            let new = match &edit {
+                Edit::Zero => rows.zeros_like()?,
+                Edit::Splice(sae) => sae
+                    .encode(&rows)
+                    .and_then(|c| sae.decode(&c))
+                    .map_err(|e| candle_core::Error::Msg(format!("SAE splice: {e}")))?,
+            };
+            Tensor::cat(&[x.narrow(0, 0, from)?, new], 0)
+        });
+    }
     model.reset();
     let logits = model.forward(ids, &mut hooks);
     model.reset();

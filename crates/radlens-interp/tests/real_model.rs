@@ -69,7 +69,7 @@ fn all_rows(store: &ActivationStore) -> Vec<Vec<f32>> {
 
 fn all_tokens(store: &ActivationStore) -> Vec<radlens_sae::TokenRecord> {
     (0..store.shards().len())
-        .flat_map(|i| store.read_tokens(i).unwrap())
+        .flat_map(|i| store.read_shard_with_tokens(i).unwrap().1)
         .collect()
 }
 

@@ -15,22 +15,36 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
+    replace_with(path, |tmp| {
+        fill(tmp.as_file_mut())?;
+        tmp.as_file_mut().sync_all()
+    })
+}
+
+/// Atomically replace `path` with the file `fill` writes at the temporary path it is given
+/// (an existing empty file), for writers that open files themselves, such as SQLite.
+pub fn write_atomic_at(path: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+    replace_with(path, |tmp| fill(tmp.path()))
+}
+
+/// Creates a temporary file beside `path`, lets `fill` write it, then renames it to `path`
+/// (as an ordinary 0644 file); on failure the temporary file is removed.
+fn replace_with(
+    path: &Path,
+    fill: impl FnOnce(&mut tempfile::NamedTempFile) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| IoError::fs(dir, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| IoError::fs(dir, e))?;
-    fill(tmp.as_file_mut()).map_err(|e| IoError::fs(path, e))?;
-    tmp.as_file_mut()
-        .sync_all()
-        .map_err(|e| IoError::fs(path, e))?;
+    fill(&mut tmp).map_err(|e| IoError::fs(path, e))?;
     // Temporary files are created owner-only; results are ordinary files.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
             .map_err(|e| IoError::fs(path, e))?;
     }
     tmp.persist(path).map_err(|e| IoError::fs(path, e.error))?;

@@ -266,67 +266,25 @@ impl ActivationStore {
 
     /// Reads one shard's activations (n, d) as f32.
     pub fn read_shard(&self, index: usize) -> Result<Tensor> {
-        let path = &self.shard(index)?.path;
-        let mut t = candle_core::safetensors::load(path, &Device::Cpu)?;
-        let acts = t
-            .remove(ACTS)
-            .ok_or_else(|| SaeError::format(path, "no tensor \"activations\""))?;
-        Ok(acts.to_dtype(DType::F32)?)
+        let (info, mut tensors) = self.load(index)?;
+        activations(info, &mut tensors)
     }
 
-    /// Reads one shard's token records (errors if it was written without them).
-    pub fn read_tokens(&self, index: usize) -> Result<Vec<TokenRecord>> {
+    /// Reads one shard's activations and token records from one read of the file (errors
+    /// if it was written without token records).
+    pub fn read_shard_with_tokens(&self, index: usize) -> Result<(Tensor, Vec<TokenRecord>)> {
+        let (info, mut tensors) = self.load(index)?;
+        let acts = activations(info, &mut tensors)?;
+        Ok((acts, token_records(info, &mut tensors)?))
+    }
+
+    /// One shard's header info and all its tensors.
+    fn load(&self, index: usize) -> Result<(&ShardInfo, HashMap<String, Tensor>)> {
         let info = self.shard(index)?;
-        let path = &info.path;
-        let bad = |r: String| SaeError::format(path, r);
-        let meta_list = |key: &str| -> Result<Vec<String>> {
-            let text = info
-                .metadata
-                .get(key)
-                .ok_or_else(|| bad(format!("no {key} metadata (no token records)")))?;
-            serde_json::from_str(text).map_err(|e| bad(format!("bad {key} metadata: {e}")))
-        };
-        let (docs, texts) = (meta_list("docs")?, meta_list("token_text")?);
-        let mut t = candle_core::safetensors::load(path, &Device::Cpu)?;
-        let mut column = |name: &str| -> Result<Vec<u32>> {
-            let v = t
-                .remove(name)
-                .ok_or_else(|| bad(format!("no tensor \"{name}\"")))?
-                .to_vec1::<u32>()?;
-            if v.len() != info.rows {
-                return Err(bad(format!(
-                    "\"{name}\" has {} rows, not {}",
-                    v.len(),
-                    info.rows
-                )));
-            }
-            Ok(v)
-        };
-        let (ids, positions, doc_index) = (
-            column("token_ids")?,
-            column("positions")?,
-            column("doc_index")?,
-        );
-        if texts.len() != info.rows {
-            return Err(bad(format!(
-                "{} token texts for {} rows",
-                texts.len(),
-                info.rows
-            )));
-        }
-        (0..info.rows)
-            .map(|i| {
-                let doc = docs
-                    .get(doc_index[i] as usize)
-                    .ok_or_else(|| bad(format!("row {i} points past the document list")))?;
-                Ok(TokenRecord {
-                    doc: doc.clone(),
-                    position: positions[i],
-                    token_id: ids[i],
-                    text: texts[i].clone(),
-                })
-            })
-            .collect()
+        Ok((
+            info,
+            candle_core::safetensors::load(&info.path, &Device::Cpu)?,
+        ))
     }
 
     fn shard(&self, index: usize) -> Result<&ShardInfo> {
@@ -378,6 +336,70 @@ impl ActivationStore {
             chunk: 0,
         })
     }
+}
+
+/// The activations (n, d) of a shard's `tensors`, as f32.
+fn activations(info: &ShardInfo, tensors: &mut HashMap<String, Tensor>) -> Result<Tensor> {
+    let acts = tensors
+        .remove(ACTS)
+        .ok_or_else(|| SaeError::format(&info.path, "no tensor \"activations\""))?;
+    Ok(acts.to_dtype(DType::F32)?)
+}
+
+/// The token records of a shard's `tensors` (errors if it was written without them).
+fn token_records(
+    info: &ShardInfo,
+    tensors: &mut HashMap<String, Tensor>,
+) -> Result<Vec<TokenRecord>> {
+    let path = &info.path;
+    let bad = |r: String| SaeError::format(path, r);
+    let meta_list = |key: &str| -> Result<Vec<String>> {
+        let text = info
+            .metadata
+            .get(key)
+            .ok_or_else(|| bad(format!("no {key} metadata (no token records)")))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("bad {key} metadata: {e}")))
+    };
+    let (docs, texts) = (meta_list("docs")?, meta_list("token_text")?);
+    let mut column = |name: &str| -> Result<Vec<u32>> {
+        let v = tensors
+            .remove(name)
+            .ok_or_else(|| bad(format!("no tensor \"{name}\"")))?
+            .to_vec1::<u32>()?;
+        if v.len() != info.rows {
+            return Err(bad(format!(
+                "\"{name}\" has {} rows, not {}",
+                v.len(),
+                info.rows
+            )));
+        }
+        Ok(v)
+    };
+    let (ids, positions, doc_index) = (
+        column("token_ids")?,
+        column("positions")?,
+        column("doc_index")?,
+    );
+    if texts.len() != info.rows {
+        return Err(bad(format!(
+            "{} token texts for {} rows",
+            texts.len(),
+            info.rows
+        )));
+    }
+    (0..info.rows)
+        .map(|i| {
+            let doc = docs
+                .get(doc_index[i] as usize)
+                .ok_or_else(|| bad(format!("row {i} points past the document list")))?;
+            Ok(TokenRecord {
+                doc: doc.clone(),
+                position: positions[i],
+                token_id: ids[i],
+                text: texts[i].clone(),
+            })
+        })
+        .collect()
 }
 
 /// Reads a shard's header: row count (checking the width) and metadata.

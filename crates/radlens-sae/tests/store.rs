@@ -125,7 +125,7 @@ fn written_shards_round_trip_with_token_records() {
     let store = ActivationStore::open(&path).unwrap();
     assert_eq!(store.rows(), 5);
     assert_eq!(rows(&store.read_shard(0).unwrap()), rows(&acts));
-    assert_eq!(store.read_tokens(0).unwrap(), tokens);
+    assert_eq!(store.read_shard_with_tokens(0).unwrap().1, tokens);
     // Wrong widths and row counts are refused.
     let mut store = ActivationStore::open_partial(&path).unwrap();
     let wide = Tensor::zeros((5, 6), candle_core::DType::F32, &Device::Cpu).unwrap();
