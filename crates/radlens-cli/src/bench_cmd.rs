@@ -4,9 +4,9 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
+use radlens_nn::{Adam, AdamHyper};
 use radlens_seg::config::{ConvBackend, HeadConfig, ModelConfig};
 use radlens_seg::loss::{one_hot, training_loss, LossWeights};
-use radlens_seg::optim::AdamW;
 use radlens_seg::SegModel;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -121,14 +121,14 @@ fn random_batch(seed: u64, batch: usize, size: usize, classes: usize) -> Result<
 /// A model with its Adam optimiser and the SSN's noise generator.
 struct Trainer {
     model: SegModel,
-    opt: AdamW,
+    opt: Adam,
     rng: StdRng,
 }
 
 impl Trainer {
     fn new(cfg: &ModelConfig, seed: u64, backend: ConvBackend) -> Result<Self> {
         let model = SegModel::new(cfg, &Device::Cpu, seed, backend)?;
-        let opt = AdamW::new(model.params.vars(), 0.0)?;
+        let opt = Adam::new(&model.params.var_refs(), AdamHyper::default());
         let rng = StdRng::seed_from_u64(seed ^ 0x55aa);
         Ok(Self { model, opt, rng })
     }
@@ -146,7 +146,9 @@ impl Trainer {
             &mut self.rng,
         )?;
         let value = loss.to_scalar::<f32>()? as f64;
-        self.opt.step(&loss.backward()?, LEARNING_RATE)?;
+        let grads = self.model.params.grads_of(&loss.backward()?);
+        self.opt
+            .step(&self.model.params.var_refs(), &grads, 1.0, LEARNING_RATE)?;
         Ok(value)
     }
 }

@@ -1,7 +1,7 @@
 //! Files written by `radlens seg predict` for one image.
 
 use anyhow::Result;
-use radlens_io::atomic::write_atomic;
+use radlens_core::atomic::write_atomic;
 use radlens_io::image::{write_gray_png, write_rgb_png};
 use radlens_io::XrayImage;
 use radlens_seg::render::{heat_map, overlay};

@@ -252,8 +252,8 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         "protocol": radlens_seg::evaluate::PROTOCOL,
     });
     let summary = ev.summary(header);
-    radlens_io::atomic::write_atomic(&a.out.join("per_image.csv"), ev.csv().as_bytes())?;
-    radlens_io::atomic::write_atomic(
+    radlens_core::atomic::write_atomic(&a.out.join("per_image.csv"), ev.csv().as_bytes())?;
+    radlens_core::atomic::write_atomic(
         &a.out.join("summary.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;

@@ -12,6 +12,8 @@ pub enum InterpError {
     #[error(transparent)]
     Io(#[from] radlens_io::IoError),
     #[error(transparent)]
+    File(#[from] radlens_core::FileError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error("{path}: SQLite: {source}")]
     Sqlite {

@@ -19,7 +19,7 @@
 //!   the example's token in them.
 
 use crate::{InterpError, Result};
-use radlens_io::atomic::write_atomic_at;
+use radlens_core::atomic::write_atomic_at;
 use radlens_sae::{ActivationStore, Sae, TokenRecord};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -96,23 +96,13 @@ pub fn build_feature_db(
         return Err(InterpError::invalid("more than 2^32 tokens"));
     }
     // Built under a temporary name and renamed, so a reader never sees half a database.
-    let (mut summary, mut failure) = (None, None);
-    let written = write_atomic_at(out, |tmp| {
-        match write_db(sae, &entries, &records, cfg, provenance, tmp, out) {
-            Ok(s) => {
-                summary = Some(s);
-                Ok(())
-            }
-            Err(e) => {
-                failure = Some(e);
-                Err(std::io::Error::other("feature database not written"))
-            }
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    written?;
+    let mut summary = None;
+    write_atomic_at(out, |tmp| {
+        summary = Some(write_db(
+            sae, &entries, &records, cfg, provenance, tmp, out,
+        )?);
+        Ok::<_, InterpError>(())
+    })?;
     summary.ok_or_else(|| InterpError::invalid("feature database not written"))
 }
 

@@ -24,6 +24,15 @@ pub enum IoError {
     InvalidArgument(String),
 }
 
+impl From<radlens_core::FileError> for IoError {
+    fn from(e: radlens_core::FileError) -> Self {
+        IoError::Fs {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Result alias for radlens-io.
 pub type Result<T> = std::result::Result<T, IoError>;
 

@@ -144,7 +144,7 @@ fn write_png(path: &Path, img: image::DynamicImage) -> Result<()> {
     let mut buf = std::io::Cursor::new(Vec::new());
     img.write_to(&mut buf, image::ImageFormat::Png)
         .map_err(|e| IoError::invalid(path, format!("cannot encode PNG: {e}")))?;
-    crate::atomic::write_atomic(path, buf.get_ref())
+    Ok(radlens_core::atomic::write_atomic(path, buf.get_ref())?)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! datasets (JSRT, covid-cxr, nnU-Net v2 raw layout), report corpora (IU X-ray), splits,
 //! preprocessing and training augmentation.
 
-pub mod atomic;
 pub mod augment;
 pub mod classes;
 pub mod dataset;

@@ -1,7 +1,6 @@
 //! Deterministic, stratified train/validation/test splits stored as JSON, so
 //! that every command of a run uses the same cases.
 
-use crate::atomic::write_atomic;
 use crate::dataset::Sample;
 use crate::error::{IoError, Result};
 use rand::seq::SliceRandom;
@@ -105,8 +104,7 @@ impl Split {
 
     /// Write the split file atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_string_pretty(self).expect("split serialises");
-        write_atomic(path, json.as_bytes())
+        Ok(radlens_core::results::write_json(path, self)?)
     }
 }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub enum SaeError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Nn(#[from] radlens_nn::NnError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

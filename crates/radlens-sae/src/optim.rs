@@ -1,8 +1,11 @@
-//! Adam with linear warm-up, global gradient-norm clipping and the decoder-row constraints.
+//! The SAE optimiser's settings (radlens-nn's Adam with linear warm-up and decay), global
+//! gradient-norm clipping and the decoder-row constraints.
 
 use crate::Result;
 use candle_core::{Tensor, Var};
-use rayon::prelude::*;
+use radlens_nn::schedule::linear_warmup;
+pub use radlens_nn::schedule::LinearDecay;
+use radlens_nn::AdamHyper;
 use serde::{Deserialize, Serialize};
 
 /// Optimiser settings (dictionary_learning defaults).
@@ -22,32 +25,6 @@ pub struct AdamConfig {
     /// Linear decay to zero at the end of training (dictionary_learning's `decay_start`).
     #[serde(default)]
     pub decay: Option<LinearDecay>,
-}
-
-/// The learning rate falls linearly from the peak at step `start` to zero at step `end`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LinearDecay {
-    pub start: u64,
-    pub end: u64,
-}
-
-impl LinearDecay {
-    /// Decay over the last `fraction` of `steps` (dictionary_learning's demo uses 0.2).
-    pub fn last_fraction(steps: u64, fraction: f64) -> Self {
-        let len = (steps as f64 * fraction.clamp(0.0, 1.0)).round() as u64;
-        Self {
-            start: steps - len,
-            end: steps,
-        }
-    }
-
-    fn factor(&self, step: u64) -> f64 {
-        if step < self.start || self.end <= self.start {
-            1.0
-        } else {
-            (self.end.saturating_sub(step)) as f64 / (self.end - self.start) as f64
-        }
-    }
 }
 
 impl Default for AdamConfig {
@@ -73,90 +50,18 @@ impl AdamConfig {
 
     /// The learning rate of step `step` (from 0).
     pub fn lr_at(&self, step: u64, d_sae: usize) -> f64 {
-        let warm = if self.warmup_steps == 0 {
-            1.0
-        } else {
-            ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
-        };
         let decay = self.decay.map_or(1.0, |d| d.factor(step));
-        self.peak_lr(d_sae) * warm * decay
+        self.peak_lr(d_sae) * linear_warmup(step, self.warmup_steps) * decay
     }
-}
 
-/// Adam moments of a list of parameters, updated in one fused parallel pass per parameter.
-pub(crate) struct Adam {
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-}
-
-impl Adam {
-    pub fn new(params: &[&Var]) -> Self {
-        let zeros: Vec<Vec<f32>> = params.iter().map(|p| vec![0f32; p.elem_count()]).collect();
-        Self {
-            m: zeros.clone(),
-            v: zeros,
+    /// Adam's hyper-parameters (no weight decay, as dictionary_learning).
+    pub fn hyper(&self) -> AdamHyper {
+        AdamHyper {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: 0.0,
         }
-    }
-
-    /// The moments of parameter `i`, shaped like `like`.
-    pub fn moments(&self, i: usize, like: &Tensor) -> Result<(Tensor, Tensor)> {
-        let t = |x: &Vec<f32>| Tensor::from_vec(x.clone(), like.shape(), like.device());
-        Ok((t(&self.m[i])?, t(&self.v[i])?))
-    }
-
-    /// Sets the moments of parameter `i`, which must have `len` elements each.
-    pub fn set_moments(&mut self, i: usize, m: &Tensor, v: &Tensor, len: usize) -> Result<()> {
-        let flat = |t: &Tensor| -> Result<Vec<f32>> {
-            let x = t.flatten_all()?.to_vec1::<f32>()?;
-            if x.len() != len {
-                return Err(crate::SaeError::Config(format!(
-                    "Adam moment of {} elements for a parameter of {len}",
-                    x.len()
-                )));
-            }
-            Ok(x)
-        };
-        self.m[i] = flat(m)?;
-        self.v[i] = flat(v)?;
-        Ok(())
-    }
-
-    /// One Adam update (PyTorch's formulation) of `params` with gradients `grads` scaled
-    /// by `grad_scale`, at step `step` (from 0) with learning rate `lr`.
-    pub fn step(
-        &mut self,
-        cfg: &AdamConfig,
-        params: &[&Var],
-        grads: &[Tensor],
-        grad_scale: f64,
-        step: u64,
-        lr: f64,
-    ) -> Result<()> {
-        let t = (step + 1) as i32;
-        let (b1, b2) = (cfg.beta1 as f32, cfg.beta2 as f32);
-        let bc2_sqrt = (1.0 - cfg.beta2.powi(t)).sqrt() as f32;
-        let step_size = (lr / (1.0 - cfg.beta1.powi(t))) as f32;
-        let (eps, gs) = (cfg.eps as f32, grad_scale as f32);
-        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
-            let mut pv = p.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            let gv = g.flatten_all()?.to_vec1::<f32>()?;
-            const CHUNK: usize = 1 << 14;
-            pv.par_chunks_mut(CHUNK)
-                .zip(gv.par_chunks(CHUNK))
-                .zip(self.m[i].par_chunks_mut(CHUNK))
-                .zip(self.v[i].par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| {
-                    for j in 0..p.len() {
-                        let g = g[j] * gs;
-                        m[j] = b1 * m[j] + (1.0 - b1) * g;
-                        v[j] = b2 * v[j] + (1.0 - b2) * g * g;
-                        p[j] -= step_size * m[j] / (v[j].sqrt() / bc2_sqrt + eps);
-                    }
-                });
-            let shape = p.as_tensor().shape().clone();
-            p.set(&Tensor::from_vec(pv, shape, p.as_tensor().device())?)?;
-        }
-        Ok(())
     }
 }
 
@@ -208,32 +113,6 @@ mod tests {
 
     use super::*;
     use candle_core::Device;
-
-    #[test]
-    fn adam_matches_pytorch_for_two_steps() {
-        let p = Var::new(&[1.0f32, 2.0, -3.0], &Device::Cpu).unwrap();
-        let cfg = AdamConfig::default();
-        let mut adam = Adam::new(&[&p]);
-        let grads = [[0.5f32, -0.25, 0.0], [0.1, 0.3, -0.2]];
-        // Reference: torch.optim.Adam(lr=0.1) on grads scaled by 0.5, in f64.
-        let (mut want, mut m, mut v) = ([1.0f64, 2.0, -3.0], [0f64; 3], [0f64; 3]);
-        for (step, g) in grads.iter().enumerate() {
-            let t = Tensor::new(g, &Device::Cpu).unwrap();
-            adam.step(&cfg, &[&p], &[t], 0.5, step as u64, 0.1).unwrap();
-            let n = (step + 1) as i32;
-            for j in 0..3 {
-                let g = g[j] as f64 * 0.5;
-                m[j] = 0.9 * m[j] + 0.1 * g;
-                v[j] = 0.999 * v[j] + 0.001 * g * g;
-                let denom = (v[j] / (1.0 - 0.999f64.powi(n))).sqrt() + 1e-8;
-                want[j] -= 0.1 / (1.0 - 0.9f64.powi(n)) * m[j] / denom;
-            }
-        }
-        let got = p.as_tensor().to_vec1::<f32>().unwrap();
-        for (g, w) in got.iter().zip(&want) {
-            assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
-        }
-    }
 
     #[test]
     fn clip_factor_limits_the_global_norm() {

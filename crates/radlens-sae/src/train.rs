@@ -3,10 +3,11 @@
 
 use crate::config::{Activation, SaeConfig};
 use crate::loss::{training_loss, ComputePath};
-use crate::optim::{clip_factor, normalise_rows, project_decoder_grad, Adam, AdamConfig};
+use crate::optim::{clip_factor, normalise_rows, project_decoder_grad, AdamConfig, LinearDecay};
 use crate::sae::Sae;
 use crate::{Result, SaeError};
 use candle_core::{DType, Device, Tensor, Var};
+use radlens_nn::Adam;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,7 +180,7 @@ impl Trainer {
         step: u64,
         counters: Option<Vec<u64>>,
     ) -> Result<Self> {
-        let adam = Adam::new(&Self::params_of(&sae));
+        let adam = Adam::new(&Self::params_of(&sae), cfg.adam.hyper());
         let tokens_since_fired = counters.unwrap_or_else(|| vec![0; sae.cfg.d_sae]);
         Ok(Self {
             sae,
@@ -207,7 +208,7 @@ impl Trainer {
     }
 
     /// Sets the learning-rate decay, e.g. when a resumed run trains for more steps.
-    pub fn set_decay(&mut self, decay: Option<crate::optim::LinearDecay>) {
+    pub fn set_decay(&mut self, decay: Option<LinearDecay>) {
         self.cfg.adam.decay = decay;
     }
 
@@ -275,8 +276,8 @@ impl Trainer {
             });
         }
         let lr = self.cfg.adam.lr_at(step, self.sae.cfg.d_sae);
-        self.adam
-            .step(&self.cfg.adam, &params, &grads, clip, step, lr)?;
+        let grads: Vec<_> = grads.into_iter().map(Some).collect();
+        self.adam.step(&params, &grads, clip, lr)?;
         normalise_rows(&self.sae.w_dec)?;
 
         // Dead-latent counters and the inference threshold, from this batch's codes.
@@ -355,12 +356,11 @@ impl Trainer {
     /// file, then rename).
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for (i, (name, p)) in PARAMS.iter().zip(Self::params_of(&self.sae)).enumerate() {
+        let named: Vec<(&str, &Var)> = PARAMS.into_iter().zip(Self::params_of(&self.sae)).collect();
+        for (name, p) in &named {
             tensors.push((name.to_string(), p.as_tensor().clone()));
-            let (m, v) = self.adam.moments(i, p.as_tensor())?;
-            tensors.push((format!("adam.m.{name}"), m));
-            tensors.push((format!("adam.v.{name}"), v));
         }
+        tensors.extend(self.adam.state(&named)?);
         let state = CheckpointState {
             sae: self.sae.cfg.clone(),
             train: self.cfg.clone(),
@@ -409,14 +409,14 @@ impl Trainer {
         }
         let mut trainer =
             Self::from_parts(sae, state.train, state.step, Some(state.tokens_since_fired))?;
-        for (i, name) in PARAMS.iter().enumerate() {
-            let (m, v) = (
-                take(format!("adam.m.{name}"))?,
-                take(format!("adam.v.{name}"))?,
-            );
-            let len = Self::params_of(&trainer.sae)[i].elem_count();
-            trainer.adam.set_moments(i, &m, &v, len)?;
-        }
+        let named: Vec<(&str, &Var)> = PARAMS
+            .into_iter()
+            .zip(Self::params_of(&trainer.sae))
+            .collect();
+        trainer
+            .adam
+            .restore(&named, |k| t.remove(k), state.step)
+            .map_err(|e| bad(e.to_string()))?;
         Ok(trainer)
     }
 }

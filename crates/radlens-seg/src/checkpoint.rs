@@ -14,7 +14,7 @@ use crate::config::{ModelConfig, TrainConfig};
 use crate::error::{Result, SegError};
 use crate::unet::SegModel;
 use candle_core::{Device, Tensor};
-use radlens_io::atomic::write_atomic;
+use radlens_core::atomic::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -5,21 +5,9 @@ use crate::error::{Result, SegError};
 use radlens_io::augment::AugmentConfig;
 use radlens_io::preprocess::IntensityConfig;
 use radlens_io::ClassSchema;
+pub use radlens_nn::{ConvBackend, NormKind};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// Feature normalisation inside the U-Net's conv blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum NormKind {
-    /// GroupNorm with this many groups (falls back to 1 group when it does not divide).
-    Group {
-        groups: usize,
-    },
-    /// InstanceNorm (GroupNorm with one group per channel).
-    Instance,
-    None,
-}
 
 /// The output head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,15 +19,6 @@ pub enum HeadConfig {
     /// covariance factor, trained with the Monte Carlo log-likelihood over
     /// `mc_samples` (even: half are mirrored, antithetic) samples.
     Ssn { rank: usize, mc_samples: usize },
-}
-
-/// Convolution implementation: radlens' fast CPU kernels or candle's stock ops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConvBackend {
-    #[default]
-    Radlens,
-    Candle,
 }
 
 /// Everything needed to rebuild a model and its preprocessing.

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 pub enum SegError {
     #[error(transparent)]
     Io(#[from] radlens_io::IoError),
+    #[error(transparent)]
+    Nn(#[from] radlens_nn::NnError),
+    #[error(transparent)]
+    File(#[from] radlens_core::FileError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{path}: {reason}")]

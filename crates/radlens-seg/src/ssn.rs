@@ -8,9 +8,9 @@
 
 use crate::config::ConvBackend;
 use crate::error::Result;
-use crate::layers::Conv2d;
-use crate::params::ParamStore;
 use candle_core::{Device, Tensor, D};
+use radlens_nn::layers::Conv2d;
+use radlens_nn::ParamStore;
 use rand::Rng;
 use rand_distr::StandardNormal;
 

@@ -6,13 +6,14 @@ use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{ClassMap, PreparedSet};
 use crate::error::{Result, SegError};
 use crate::loss::{training_loss, LossWeights};
-use crate::optim::{learning_rate, AdamW};
 use crate::unet::SegModel;
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use radlens_eval::overlap::class_mask;
 use radlens_io::split::{Split, SplitPart};
 use radlens_io::DatasetSpec;
+use radlens_nn::schedule::warmup_cosine;
+use radlens_nn::{Adam, AdamHyper};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -126,15 +127,21 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
         train_cfg.seed,
         train_cfg.conv_backend,
     )?;
-    let mut opt = AdamW::new(model.params.vars(), train_cfg.weight_decay)?;
+    let mut opt = Adam::new(
+        &model.params.var_refs(),
+        AdamHyper {
+            weight_decay: train_cfg.weight_decay,
+            ..AdamHyper::default()
+        },
+    );
     let (start_epoch, mut best_val, mut best_epoch) = match &state {
         Some(st) => {
             let saved = load_tensors(&run.last(), &req.device)?;
-            let (params, moments): (HashMap<_, _>, HashMap<_, _>) = saved
+            let (params, mut moments): (HashMap<_, _>, HashMap<_, _>) = saved
                 .into_iter()
                 .partition(|(k, _)| !k.starts_with("adam."));
             model.params.assign_from(&params, &run.last())?;
-            opt.restore(&moments, st.step)?;
+            opt.restore(&model.params.named(), |k| moments.remove(k), st.step as u64)?;
             let mut info = run.read_info()?;
             info.train.epochs = train_cfg.epochs;
             write_json(&run.config(), &info)?;
@@ -179,8 +186,8 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
         for (i, idx) in order.chunks(train_cfg.batch_size).enumerate() {
-            let step = opt.step_count();
-            lr = learning_rate(
+            let step = opt.steps_done() as usize;
+            lr = warmup_cosine(
                 step,
                 total_steps,
                 train_cfg.warmup_steps,
@@ -218,7 +225,8 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
                     ),
                 });
             }
-            opt.step(&loss.backward()?, lr)?;
+            let grads = model.params.grads_of(&loss.backward()?);
+            opt.step(&model.params.var_refs(), &grads, 1.0, lr)?;
             loss_sum += value;
             pb.set_message(format!("loss {:.4}", loss_sum / (i + 1) as f64));
             pb.inc(1);
@@ -239,13 +247,13 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
             save_tensors(&run.model(), &model.params.tensors())?;
         }
         let mut ckpt = model.params.tensors();
-        ckpt.extend(opt.state());
+        ckpt.extend(opt.state(&model.params.named())?);
         save_tensors(&run.last(), &ckpt)?;
         write_json(
             &run.state(),
             &TrainState {
                 epochs_done: epoch + 1,
-                step: opt.step_count(),
+                step: opt.steps_done() as usize,
                 best_val_dice: best_val,
                 best_epoch,
             },
@@ -346,5 +354,5 @@ fn append_history(run: &RunDir, r: &EpochRecord, map: &ClassMap, cfg: &ModelConf
         text.push_str(&format!(",{d:.5}"));
     }
     text.push('\n');
-    Ok(radlens_io::atomic::write_atomic(&path, text.as_bytes())?)
+    Ok(radlens_core::atomic::write_atomic(&path, text.as_bytes())?)
 }

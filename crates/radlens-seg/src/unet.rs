@@ -2,10 +2,10 @@
 
 use crate::config::{ConvBackend, HeadConfig, ModelConfig};
 use crate::error::Result;
-use crate::layers::{max_pool, Conv2d, ConvBlock, Upsample2x};
-use crate::params::ParamStore;
 use crate::ssn::{SsnHead, SsnParams};
 use candle_core::{Device, Tensor};
+use radlens_nn::layers::{max_pool, Conv2d, ConvBlock, Upsample2x};
+use radlens_nn::ParamStore;
 
 enum Head {
     Plain(Conv2d),

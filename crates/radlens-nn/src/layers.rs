@@ -1,9 +1,31 @@
 //! Layers built on either radlens' fast kernels or candle's stock ops.
 
-use crate::config::{ConvBackend, NormKind};
-use crate::error::Result;
+use crate::error::{NnError, Result};
 use crate::params::ParamStore;
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Convolution implementation: radlens' fast CPU kernels or candle's stock ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvBackend {
+    #[default]
+    Radlens,
+    Candle,
+}
+
+/// Feature normalisation inside conv blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum NormKind {
+    /// GroupNorm with this many groups (falls back to 1 group when it does not divide).
+    Group {
+        groups: usize,
+    },
+    /// InstanceNorm (GroupNorm with one group per channel).
+    Instance,
+    None,
+}
 
 /// A stride-1 convolution with bias and "same" padding for odd kernels.
 pub struct Conv2d {
@@ -76,7 +98,7 @@ pub fn max_pool(x: &Tensor, backend: ConvBackend) -> Result<Tensor> {
 fn stock_max_pool(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     if h < 2 || w < 2 {
-        return Err(crate::error::SegError::Invalid(format!(
+        return Err(NnError::Invalid(format!(
             "max pooling needs at least 2x2 pixels, got {h}x{w}"
         )));
     }

@@ -1,6 +1,7 @@
 //! Named trainable parameters with seeded initialisation and safetensors I/O.
 
-use crate::error::{Result, SegError};
+use crate::error::{NnError, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -55,6 +56,25 @@ impl ParamStore {
         &self.vars
     }
 
+    /// The variables alone, in creation order (an optimiser's parameter list).
+    pub fn var_refs(&self) -> Vec<&Var> {
+        self.vars.iter().map(|(_, v)| v).collect()
+    }
+
+    /// The variables with their names, in creation order.
+    pub fn named(&self) -> Vec<(&str, &Var)> {
+        self.vars.iter().map(|(n, v)| (n.as_str(), v)).collect()
+    }
+
+    /// Each variable's gradient in `grads` (None for one the loss did not reach), in
+    /// creation order, as [`crate::Adam::step`] takes them.
+    pub fn grads_of(&self, grads: &GradStore) -> Vec<Option<Tensor>> {
+        self.vars
+            .iter()
+            .map(|(_, v)| grads.get(v.as_tensor()).cloned())
+            .collect()
+    }
+
     /// All parameters as a name -> tensor map.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         self.vars
@@ -70,7 +90,7 @@ impl ParamStore {
 
     /// Overwrite every parameter from `tensors`; every name must be present with the same shape.
     pub fn assign_from(&self, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-        let mismatch = |reason: String| SegError::Mismatch {
+        let mismatch = |reason: String| NnError::Mismatch {
             path: path.to_path_buf(),
             reason,
         };
