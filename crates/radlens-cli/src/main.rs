@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_sae;
 mod lm_cmd;
 mod predict_out;
+mod progress;
 mod sae_cmd;
 mod seg_cmd;
 

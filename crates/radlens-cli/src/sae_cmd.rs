@@ -2,10 +2,10 @@
 //! autoencoders on them, evaluate them (FVU, sparsity, LM loss with the SAE spliced in)
 //! and build feature databases.
 
+use crate::progress::bar;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use radlens_core::atomic::write_atomic;
 use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_interp::harvest::{harvest, HarvestConfig};
@@ -46,12 +46,6 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Eval(a) => eval_cmd(a),
         SaeCommand::Features(a) => features_cmd(a),
     }
-}
-
-fn bar(len: u64, template: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(ProgressStyle::with_template(template).expect("valid template"));
-    pb
 }
 
 fn load_lm(path: &Path) -> Result<LanguageModel> {
