@@ -60,7 +60,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     } else {
         WeightFormat::F32
     };
-    let mut lm = LanguageModel::load(&args.model, &Device::Cpu, format)?;
+    let lm = LanguageModel::load(&args.model, &Device::Cpu, format)?;
     let text = if args.raw {
         args.prompt.clone()
     } else {

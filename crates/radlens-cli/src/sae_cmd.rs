@@ -53,7 +53,7 @@ fn load_lm(path: &Path) -> Result<LanguageModel> {
         .with_context(|| format!("loading the language model {}", path.display()))
 }
 
-/// The number of model copies to run: the given one, else the available cores.
+/// The number of worker threads: the given one, else the available cores.
 fn workers(given: Option<usize>) -> usize {
     given.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
@@ -113,7 +113,7 @@ pub struct HarvestArgs {
     /// Only the first N reports of the part.
     #[arg(long)]
     max_reports: Option<usize>,
-    /// Model copies run in parallel (default: the available cores).
+    /// Worker threads sharing the model (default: the available cores).
     #[arg(long)]
     workers: Option<usize>,
     /// Output store directory (an unfinished one with the same settings is resumed).
@@ -127,7 +127,7 @@ fn harvest_cmd(a: HarvestArgs) -> Result<()> {
         seed: a.split_seed,
     };
     let reports = select_reports(&a.corpus, split, a.part, a.max_reports)?;
-    let mut lm = load_lm(&a.model)?;
+    let lm = load_lm(&a.model)?;
     let cfg = HarvestConfig {
         corpus: a.corpus.to_string(),
         part: a.part,
@@ -146,7 +146,7 @@ fn harvest_cmd(a: HarvestArgs) -> Result<()> {
     );
     let start = Instant::now();
     let summary = harvest(
-        &mut lm,
+        &lm,
         &model_name(&a.model),
         &reports,
         &cfg,
@@ -517,7 +517,7 @@ pub struct EvalArgs {
     /// Rows encoded at a time.
     #[arg(long, default_value_t = 4096)]
     batch: usize,
-    /// Model copies run in parallel for the spliced loss (default: the available cores).
+    /// Worker threads sharing the model for the spliced loss (default: the available cores).
     #[arg(long)]
     workers: Option<usize>,
     /// Output directory for metrics.json.
@@ -550,7 +550,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             None => harvest.corpus.parse()?,
         };
         let reports = select_reports(&corpus, harvest.split, harvest.part, harvest.max_reports)?;
-        let mut lm = load_lm(model)?;
+        let lm = load_lm(model)?;
         if model_name(model) != store.meta.model {
             eprintln!(
                 "warning: the store was harvested from {}, not {}",
@@ -568,7 +568,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             max_tokens: a.max_tokens,
             workers: workers(a.workers),
         };
-        let splice = splice_metrics(&mut lm, Arc::new(sae), &cfg, &reports, |done, tokens| {
+        let splice = splice_metrics(&lm, Arc::new(sae), &cfg, &reports, |done, tokens| {
             pb.set_position(done as u64);
             pb.set_message(format!("{tokens} tokens"));
         })?;

@@ -78,10 +78,10 @@ pub struct HarvestSummary {
 }
 
 /// Harvests `reports` into the store at `out` (created, or resumed if it holds an
-/// unfinished harvest of the same settings and model), running `workers` copies of the
-/// model on different reports at once (the output does not depend on it).
+/// unfinished harvest of the same settings and model), running the model on `workers`
+/// reports at once (the output does not depend on it).
 pub fn harvest(
-    lm: &mut LanguageModel,
+    lm: &LanguageModel,
     model_name: &str,
     reports: &[Report],
     cfg: &HarvestConfig,
@@ -120,11 +120,11 @@ pub fn harvest(
             .iter()
             .map(|r| windower.windows(lm, &r.text()))
             .collect::<Result<Vec<_>>>()?;
-        let acts = map_items(&lm.model, &windows, workers, |model, report_windows| {
+        let acts = map_items(&windows, workers, |report_windows| {
             report_windows
                 .iter()
                 .map(|w| {
-                    let x = model.residual_at(&w.ids, point, &mut Hooks::new())?;
+                    let x = lm.model.residual_at(&w.ids, point, &mut Hooks::new())?;
                     Ok(x.narrow(0, w.content_start, w.content().len())?)
                 })
                 .collect::<Result<Vec<_>>>()

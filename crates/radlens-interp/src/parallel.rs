@@ -1,15 +1,13 @@
-//! Running independent model inputs on several copies of the model at once.
+//! Running independent model inputs on several threads at once.
 
 use crate::{InterpError, Result};
-use radlens_lm::HookedLlama;
 
-/// `f(model, item)` for every item, on `workers` copies of `model` sharing its weights
-/// (item `i` goes to copy `i % workers`); results in input order.
+/// `f(item)` for every item on `workers` threads (item `i` goes to thread `i % workers`);
+/// results in input order. The threads share one model: each sequence owns its KV cache.
 pub(crate) fn map_items<T, R>(
-    model: &HookedLlama,
     items: &[T],
     workers: usize,
-    f: impl Fn(&mut HookedLlama, &T) -> Result<R> + Sync,
+    f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>>
 where
     T: Sync,
@@ -21,14 +19,13 @@ where
     std::thread::scope(|scope| -> Result<()> {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
-                let mut copy = model.fork();
                 scope.spawn(move || -> Result<Vec<(usize, R)>> {
                     items
                         .iter()
                         .enumerate()
                         .skip(w)
                         .step_by(workers)
-                        .map(|(i, item)| Ok((i, f(&mut copy, item)?)))
+                        .map(|(i, item)| Ok((i, f(item)?)))
                         .collect()
                 })
             })

@@ -63,14 +63,14 @@ pub struct SpliceConfig {
     pub window: WindowSpec,
     /// Stop after about this many scored predictions.
     pub max_tokens: Option<usize>,
-    /// Copies of the model run in parallel.
+    /// Threads running the model on different reports at once.
     pub workers: usize,
 }
 
 /// Scores `reports` with `sae` spliced in as `cfg` says. `progress(reports_done,
 /// tokens_scored)` runs after each round of reports.
 pub fn splice_metrics(
-    lm: &mut LanguageModel,
+    lm: &LanguageModel,
     sae: Arc<Sae>,
     cfg: &SpliceConfig,
     reports: &[Report],
@@ -103,9 +103,9 @@ pub fn splice_metrics(
             .flatten()
             .filter(|w| w.content().len() >= 2)
             .collect();
-        let parts = map_items(&lm.model, &windows, workers, |model, w| {
+        let parts = map_items(&windows, workers, |w| {
             let runs = [None, Some(Edit::Splice(sae.clone())), Some(Edit::Zero)]
-                .map(|edit| run(model, &w.ids, w.content_start, point, edit));
+                .map(|edit| run(&lm.model, &w.ids, w.content_start, point, edit));
             let [clean, spliced, zero] = runs;
             score(&clean?, &spliced?, &zero?, &w.ids, w.content_start)
         })?;
@@ -143,7 +143,7 @@ enum Edit {
 /// Logits `(tokens, vocab)` of `ids` as a new sequence, with `edit` (if any) applied from
 /// row `from`.
 fn run(
-    model: &mut HookedLlama,
+    model: &HookedLlama,
     ids: &[u32],
     from: usize,
     point: HookPoint,
@@ -163,10 +163,7 @@ fn run(
             Tensor::cat(&[x.narrow(0, 0, from)?, new], 0)
         });
     }
-    model.reset();
-    let logits = model.forward(ids, &mut hooks);
-    model.reset();
-    Ok(logits?)
+    Ok(model.forward(ids, &mut model.new_cache(), &mut hooks)?)
 }
 
 /// Log-probabilities of each row of `logits`, in f64.

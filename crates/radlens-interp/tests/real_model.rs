@@ -10,7 +10,7 @@ use radlens_io::reports::{read_iu_xray, Report, ReportPart, ReportSplit};
 use radlens_lm::{HookPoint, Hooks, LanguageModel, WeightFormat};
 use radlens_sae::{ActivationStore, SaeConfig, StoreMeta, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 const LAYER: usize = 15;
 
@@ -18,14 +18,13 @@ fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
 }
 
-fn lm() -> MutexGuard<'static, LanguageModel> {
-    static LM: OnceLock<Mutex<LanguageModel>> = OnceLock::new();
+/// The model is loaded once and shared by all tests, which run at the same time.
+fn lm() -> &'static LanguageModel {
+    static LM: OnceLock<LanguageModel> = OnceLock::new();
     LM.get_or_init(|| {
         let path = shared().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        Mutex::new(LanguageModel::load(path, &Device::Cpu, WeightFormat::F32).unwrap())
+        LanguageModel::load(path, &Device::Cpu, WeightFormat::F32).unwrap()
     })
-    .lock()
-    .unwrap_or_else(|p| p.into_inner())
 }
 
 fn reports(n: usize) -> Vec<Report> {
@@ -75,15 +74,14 @@ fn all_tokens(store: &ActivationStore) -> Vec<radlens_sae::TokenRecord> {
 
 #[test]
 fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
-    let mut lm = lm();
+    let lm = lm();
     let reports = reports(6);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Template::Raw, 40, 100);
-    let run = |lm: &mut LanguageModel, out: &Path, workers| {
-        harvest(lm, "smollm2", &reports, &cfg, out, workers, |_| {}).unwrap()
-    };
+    let run =
+        |out: &Path, workers| harvest(lm, "smollm2", &reports, &cfg, out, workers, |_| {}).unwrap();
     let a = dir.path().join("a");
-    let summary = run(&mut lm, &a, 2);
+    let summary = run(&a, 2);
     let store = ActivationStore::open(&a).unwrap();
     assert!(store.shards().len() > 1, "100-token shards");
     assert_eq!(summary.tokens, store.rows());
@@ -122,7 +120,7 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
 
     // One worker gives the same store.
     let b = dir.path().join("b");
-    run(&mut lm, &b, 1);
+    run(&b, 1);
     let store_b = ActivationStore::open(&b).unwrap();
     assert_eq!(all_rows(&store_b), rows);
     assert_eq!(all_tokens(&store_b), tokens);
@@ -143,7 +141,7 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
         ActivationStore::open(&c).is_err(),
         "unfinished stores are not read"
     );
-    let resumed = run(&mut lm, &c, 2);
+    let resumed = run(&c, 2);
     assert!(resumed.resumed_after_reports > 0);
     let store_c = ActivationStore::open(&c).unwrap();
     assert_eq!(all_rows(&store_c), rows);
@@ -151,14 +149,14 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
 
     // Other settings into the same store, or a layer the model lacks: clear errors.
     let other = config(Template::Chat, 40, 100);
-    let err = harvest(&mut lm, "smollm2", &reports, &other, &a, 1, |_| {}).unwrap_err();
+    let err = harvest(lm, "smollm2", &reports, &other, &a, 1, |_| {}).unwrap_err();
     assert!(err.to_string().contains("another harvest"), "{err}");
     let deep = HarvestConfig {
         layer: 30,
         ..cfg.clone()
     };
     let err = harvest(
-        &mut lm,
+        lm,
         "smollm2",
         &reports,
         &deep,
@@ -172,11 +170,11 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
 
 #[test]
 fn chat_template_tokens_are_run_but_not_stored() {
-    let mut lm = lm();
+    let lm = lm();
     let reports = reports(2);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Template::Chat, 256, 10_000);
-    harvest(&mut lm, "smollm2", &reports, &cfg, dir.path(), 1, |_| {}).unwrap();
+    harvest(lm, "smollm2", &reports, &cfg, dir.path(), 1, |_| {}).unwrap();
     let store = ActivationStore::open(dir.path()).unwrap();
     let tokens = all_tokens(&store);
     let special = lm.tokenizer.special_ids().to_vec();
@@ -189,7 +187,7 @@ fn chat_template_tokens_are_run_but_not_stored() {
     // The rows differ from the raw template's: the chat prefix was in context.
     let raw = dir.path().join("raw");
     harvest(
-        &mut lm,
+        lm,
         "smollm2",
         &reports,
         &config(Template::Raw, 256, 10_000),
@@ -204,11 +202,11 @@ fn chat_template_tokens_are_run_but_not_stored() {
 
 #[test]
 fn splice_metrics_bracket_identity_and_zero_saes() {
-    let mut lm = lm();
+    let lm = lm();
     let reports = reports(3);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Template::Raw, 256, 10_000);
-    harvest(&mut lm, "smollm2", &reports, &cfg, dir.path(), 2, |_| {}).unwrap();
+    harvest(lm, "smollm2", &reports, &cfg, dir.path(), 2, |_| {}).unwrap();
     let store = ActivationStore::open(dir.path()).unwrap();
     let x = store.read_shard(0).unwrap();
     let d = x.dim(1).unwrap();
@@ -220,7 +218,7 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
         t.step(&x).unwrap();
     }
     let sae = Arc::new(t.into_sae());
-    let m = splice_metrics(&mut lm, sae.clone(), &splice(&cfg, 2), &reports, |_, _| {}).unwrap();
+    let m = splice_metrics(lm, sae.clone(), &splice(&cfg, 2), &reports, |_, _| {}).unwrap();
     let n: usize = reports
         .iter()
         .map(|r| lm.tokenizer.encode_text(&r.text()).unwrap().len() - 1)
@@ -246,15 +244,16 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
         v.extend(lm.tokenizer.encode_text(&reports[0].text()).unwrap());
         v
     };
-    lm.model.reset();
-    let logits = lm.model.forward(&ids, &mut Hooks::new()).unwrap();
-    lm.model.reset();
+    let logits = lm
+        .model
+        .forward(&ids, &mut lm.model.new_cache(), &mut Hooks::new())
+        .unwrap();
     let lsm = candle_nn_free_log_softmax(&logits);
     let ce: f64 = (1..ids.len() - 1)
         .map(|p| -lsm[p][ids[p + 1] as usize])
         .sum::<f64>()
         / (ids.len() - 2) as f64;
-    let one = splice_metrics(&mut lm, sae, &splice(&cfg, 1), &reports[..1], |_, _| {}).unwrap();
+    let one = splice_metrics(lm, sae, &splice(&cfg, 1), &reports[..1], |_, _| {}).unwrap();
     assert!((one.ce_clean - ce).abs() < 1e-9, "{} vs {ce}", one.ce_clean);
 
     // An SAE of another width is refused.
@@ -265,14 +264,8 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
     )
     .unwrap()
     .into_sae();
-    let err = splice_metrics(
-        &mut lm,
-        Arc::new(narrow),
-        &splice(&cfg, 2),
-        &reports,
-        |_, _| {},
-    )
-    .unwrap_err();
+    let err =
+        splice_metrics(lm, Arc::new(narrow), &splice(&cfg, 2), &reports, |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("8-wide"), "{err}");
 }
 
@@ -292,12 +285,12 @@ fn candle_nn_free_log_softmax(logits: &Tensor) -> Vec<Vec<f64>> {
 
 #[test]
 fn feature_database_holds_every_latent_and_its_examples() {
-    let mut lm = lm();
+    let lm = lm();
     let reports = reports(4);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Template::Raw, 256, 10_000);
     harvest(
-        &mut lm,
+        lm,
         "smollm2",
         &reports,
         &cfg,
@@ -306,7 +299,6 @@ fn feature_database_holds_every_latent_and_its_examples() {
         |_| {},
     )
     .unwrap();
-    drop(lm);
     let store = ActivationStore::open(&dir.path().join("acts")).unwrap();
     let x = store.read_shard(0).unwrap();
     let d = x.dim(1).unwrap();

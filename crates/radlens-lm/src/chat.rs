@@ -2,8 +2,9 @@
 //!
 //! GGUF files carry their chat template as Jinja (`tokenizer.chat_template`). Rather
 //! than embedding a Jinja engine, this module recognises ChatML templates
-//! (`<|im_start|>role\ncontent<|im_end|>\n`) and reads the default system prompt
-//! that the template inserts when a conversation has none.
+//! (`<|im_start|>role\ncontent<|im_end|>\n`), reads the default system prompt
+//! that the template inserts when a conversation has none, and names the tokens a
+//! reply in this format ends with.
 
 use crate::error::{LmError, Result};
 use crate::gguf::GgufFile;
@@ -14,6 +15,9 @@ pub const DEFAULT_SYSTEM_PROMPT: &str =
 
 const IM_START: &str = "<|im_start|>";
 const IM_END: &str = "<|im_end|>";
+/// End of a whole text: ChatML models (SmolLM2, Qwen) keep their base model's document
+/// separator and may emit it instead of, or right after, the end of their turn.
+const END_OF_TEXT: &str = "<|endoftext|>";
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +95,12 @@ impl ChatTemplate {
             rest.find(IM_END).map(|j| rest[..j].to_string())
         });
         Ok(Self { default_system })
+    }
+
+    /// Tokens with which a reply in this format ends (end of turn, end of text), so that
+    /// generation stops there; the tokenizer maps them to ids.
+    pub fn stop_markers(&self) -> &'static [&'static str] {
+        &[IM_END, END_OF_TEXT]
     }
 
     /// The system prompt inserted when the conversation starts without one.

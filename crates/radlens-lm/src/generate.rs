@@ -135,12 +135,13 @@ impl Sampler {
     }
 }
 
-/// Generates up to `cfg.max_tokens` tokens after `prompt`, starting a fresh sequence.
+/// Generates up to `cfg.max_tokens` tokens after `prompt`, as a new sequence with its own
+/// KV cache (so one model can run several generations at once).
 ///
 /// `hooks` act on every forward pass (prompt and generated tokens), so steering and
 /// SAE splicing apply during generation. `on_text` receives decoded text as it is produced.
 pub fn generate(
-    model: &mut HookedLlama,
+    model: &HookedLlama,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     cfg: &GenerationConfig,
@@ -154,10 +155,10 @@ pub fn generate(
     let mut stops = cfg.stop_tokens.clone();
     stops.extend(tokenizer.eos_id());
     let context = model.config().context_length;
-    model.reset();
+    let mut cache = model.new_cache();
 
     let started = Instant::now();
-    let mut logits = model.forward_last(prompt, hooks)?;
+    let mut logits = model.forward_last(prompt, &mut cache, hooks)?;
     let prefill_time = started.elapsed();
     let decode_start = Instant::now();
 
@@ -179,10 +180,10 @@ pub fn generate(
         if tokens.len() >= cfg.max_tokens {
             break StopReason::MaxTokens;
         }
-        if model.position() >= context {
+        if cache.position() >= context {
             break StopReason::ContextFull;
         }
-        logits = model.forward_last(&[next], hooks)?;
+        logits = model.forward_last(&[next], &mut cache, hooks)?;
         decode_steps += 1;
     };
     Ok(Generation {

@@ -2,13 +2,16 @@
 //!
 //! - [`gguf`]: open GGUF files, read hyper-parameters ([`LlamaConfig`]);
 //! - [`model`]: [`HookedLlama`], a quantized decoder with residual-stream hook points;
+//! - [`cache`]: [`KvCache`], the state of one sequence, owned by the caller;
 //! - [`hooks`]: [`Hooks`] registry to capture, replace or add to activations;
 //! - [`tokenizer`]: byte-level BPE built from the GGUF metadata;
 //! - [`chat`]: ChatML prompt formatting;
 //! - [`generate`]: sampling with a KV cache and streaming output.
 //!
-//! [`LanguageModel::load`] opens all of them from one GGUF file.
+//! [`LanguageModel::load`] opens all of them from one GGUF file. Loaded models are
+//! immutable, so one can serve several generations at once.
 
+pub mod cache;
 pub mod chat;
 pub mod error;
 pub mod generate;
@@ -17,6 +20,7 @@ pub mod hooks;
 pub mod model;
 pub mod tokenizer;
 
+pub use cache::KvCache;
 pub use chat::{ChatTemplate, Message, DEFAULT_SYSTEM_PROMPT};
 pub use error::{LmError, Result};
 pub use generate::{generate, Generation, GenerationConfig, Sampler, StopReason};
@@ -56,26 +60,36 @@ impl LanguageModel {
         self.tokenizer.encode(&text)
     }
 
-    /// Generates a reply to `prompt` ids with `hooks` active, streaming text to `on_text`.
+    /// Token ids that end a reply, each once: the GGUF's EOS and end-of-turn ids
+    /// (`tokenizer.ggml.eos_token_id`, `tokenizer.ggml.eot_token_id`) and the chat
+    /// format's end markers that the vocabulary holds.
+    pub fn stop_tokens(&self) -> Vec<u32> {
+        let t = &self.tokenizer;
+        let markers = self.chat.stop_markers().iter().map(|m| t.token_id(m));
+        let mut ids = Vec::new();
+        for id in [t.eos_id(), t.eot_id()]
+            .into_iter()
+            .chain(markers)
+            .flatten()
+        {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// Generates a reply to `prompt` ids with `hooks` active, streaming text to `on_text`;
+    /// stops at [`LanguageModel::stop_tokens`] besides `cfg.stop_tokens`.
     pub fn generate(
-        &mut self,
+        &self,
         prompt: &[u32],
         cfg: &GenerationConfig,
         hooks: &mut Hooks,
         on_text: impl FnMut(&str),
     ) -> Result<Generation> {
         let mut cfg = cfg.clone();
-        cfg.stop_tokens
-            .extend(self.tokenizer.token_id("<|im_end|>"));
-        cfg.stop_tokens
-            .extend(self.tokenizer.token_id("<|endoftext|>"));
-        generate(
-            &mut self.model,
-            &self.tokenizer,
-            prompt,
-            &cfg,
-            hooks,
-            on_text,
-        )
+        cfg.stop_tokens.extend(self.stop_tokens());
+        generate(&self.model, &self.tokenizer, prompt, &cfg, hooks, on_text)
     }
 }

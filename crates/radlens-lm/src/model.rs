@@ -1,5 +1,6 @@
 //! A LLaMA-family decoder loaded from GGUF, with hook points on the residual stream.
 
+use crate::cache::KvCache;
 use crate::error::{LmError, Result};
 use crate::gguf::{GgufFile, LlamaConfig};
 use crate::hooks::{HookContext, HookPoint, Hooks};
@@ -65,7 +66,6 @@ struct Block {
     w_gate: QMatMul,
     w_up: QMatMul,
     w_down: QMatMul,
-    kv_cache: Option<(Tensor, Tensor)>,
 }
 
 /// Rotary-embedding tables and attention geometry shared by all blocks.
@@ -124,18 +124,21 @@ impl Attention {
         Ok(Tensor::cat(&vec![&x; n_rep], 2)?.reshape((b, h * n_rep, t, d))?)
     }
 
-    fn forward(&self, block: &mut Block, x: &Tensor, start: usize) -> Result<Tensor> {
+    /// Self-attention of block `layer` for `x` at positions `cache.position()..`,
+    /// appending its keys and values to `cache`.
+    fn forward(
+        &self,
+        block: &Block,
+        layer: usize,
+        cache: &mut KvCache,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let t = x.dim(0)?;
+        let start = cache.position();
         let q = self.rope(&self.heads(&block.wq.forward(x)?, self.n_heads)?, start)?;
         let k = self.rope(&self.heads(&block.wk.forward(x)?, self.n_kv_heads)?, start)?;
         let v = self.heads(&block.wv.forward(x)?, self.n_kv_heads)?;
-        let (k, v) = match (&block.kv_cache, start) {
-            (Some((kc, vc)), s) if s > 0 => {
-                (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?)
-            }
-            _ => (k, v),
-        };
-        block.kv_cache = Some((k.clone(), v.clone()));
+        let (k, v) = cache.append(layer, k, v)?;
         let k = self.repeat_kv(k)?;
         let v = self.repeat_kv(v)?;
         let att = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
@@ -173,8 +176,9 @@ fn causal_mask(t: usize, start: usize, device: &Device) -> Result<Tensor> {
 /// A LLaMA-family decoder (GGUF weights) whose residual stream can be read and edited
 /// through [`Hooks`] at [`HookPoint::ResidPre`] / [`HookPoint::ResidPost`] of every block.
 ///
-/// The model keeps a KV cache: each call to [`HookedLlama::forward`] continues the
-/// sequence fed so far; [`HookedLlama::reset`] starts a new one.
+/// The model is immutable once loaded: the state of a sequence lives in a [`KvCache`]
+/// that the caller passes to each call, so one model (e.g. behind an `Arc`) can run any
+/// number of sequences at once, from any number of threads.
 #[derive(Clone)]
 pub struct HookedLlama {
     config: LlamaConfig,
@@ -184,7 +188,6 @@ pub struct HookedLlama {
     attention: Attention,
     final_norm: RmsNorm,
     lm_head: QMatMul,
-    position: usize,
 }
 
 impl HookedLlama {
@@ -239,7 +242,6 @@ impl HookedLlama {
                 w_gate: format.matmul(q("ffn_gate")?)?,
                 w_up: format.matmul(q("ffn_up")?)?,
                 w_down: format.matmul(q("ffn_down")?)?,
-                kv_cache: None,
             });
         }
         Ok(Self {
@@ -250,7 +252,6 @@ impl HookedLlama {
             blocks,
             final_norm,
             lm_head,
-            position: 0,
         })
     }
 
@@ -264,90 +265,80 @@ impl HookedLlama {
         &self.device
     }
 
-    /// Number of tokens already in the KV cache.
-    pub fn position(&self) -> usize {
-        self.position
+    /// An empty KV cache, to start a new sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(&self.config)
     }
 
-    /// A copy sharing the weights, with an empty KV cache (for parallel workers).
-    pub fn fork(&self) -> Self {
-        let mut copy = self.clone();
-        copy.reset();
-        copy
-    }
-
-    /// Clears the KV cache so the next forward starts a new sequence.
-    pub fn reset(&mut self) {
-        for b in &mut self.blocks {
-            b.kv_cache = None;
-        }
-        self.position = 0;
-    }
-
-    /// Feeds `tokens` after the cached sequence, running `hooks`, and returns the
+    /// Feeds `tokens` after the sequence held in `cache`, running `hooks`, and returns the
     /// logits of every fed position, shape `(tokens, vocab)`.
-    pub fn forward(&mut self, tokens: &[u32], hooks: &mut Hooks) -> Result<Tensor> {
-        let x = self.residual_final(tokens, hooks)?;
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        let x = self.residual_final(tokens, cache, hooks)?;
         Ok(self.lm_head.forward(&x)?)
     }
 
     /// Like [`HookedLlama::forward`] but only returns the last position's logits, shape `(vocab,)`.
-    pub fn forward_last(&mut self, tokens: &[u32], hooks: &mut Hooks) -> Result<Tensor> {
-        let x = self.residual_final(tokens, hooks)?;
+    pub fn forward_last(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
+        let x = self.residual_final(tokens, cache, hooks)?;
         let last = x.i((x.dim(0)? - 1)..)?;
         Ok(self.lm_head.forward(&last)?.squeeze(0)?)
     }
 
     /// Runs embeddings and all blocks, returns the final-normed residual `(tokens, hidden)`.
-    fn residual_final(&mut self, tokens: &[u32], hooks: &mut Hooks) -> Result<Tensor> {
+    /// A failed call leaves `cache` as it was, so the sequence can go on.
+    fn residual_final(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
         hooks.validate(self.config.n_layers)?;
-        let start = self.position;
-        self.check_tokens(start, tokens)?;
-        match self.run_blocks(tokens, start, hooks, None) {
+        cache.check_layers(self.config.n_layers)?;
+        self.check_tokens(cache.position(), tokens)?;
+        match self.run_blocks(tokens, cache, hooks, None) {
             Ok(x) => {
-                self.position = start + tokens.len();
+                cache.advance(tokens.len());
                 self.final_norm.forward(&x)
             }
             Err(e) => {
-                self.truncate_cache(start)?;
+                cache.undo()?;
                 Err(e)
             }
         }
     }
 
-    /// Drops cached keys/values beyond the first `len` positions (used to undo a failed call).
-    fn truncate_cache(&mut self, len: usize) -> Result<()> {
-        for b in &mut self.blocks {
-            b.kv_cache = match b.kv_cache.take() {
-                Some((k, v)) if len > 0 => Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)),
-                _ => None,
-            };
-        }
-        Ok(())
-    }
-
-    /// Runs the blocks on `tokens` (after `start` cached positions) and returns the residual
+    /// Runs the blocks on `tokens` after the sequence in `cache` and returns the residual
     /// stream after the last block, or at `stop` (skipping the blocks after it).
     fn run_blocks(
-        &mut self,
+        &self,
         tokens: &[u32],
-        start: usize,
+        cache: &mut KvCache,
         hooks: &mut Hooks,
         stop: Option<HookPoint>,
     ) -> Result<Tensor> {
         let ctx = HookContext {
-            start,
+            start: cache.position(),
             len: tokens.len(),
         };
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embeddings.index_select(&ids, 0)?;
-        for (l, block) in self.blocks.iter_mut().enumerate() {
+        for (l, block) in self.blocks.iter().enumerate() {
             x = hooks.apply(HookPoint::ResidPre(l), &ctx, x)?;
             if stop == Some(HookPoint::ResidPre(l)) {
                 break;
             }
             let h = block.attn_norm.forward(&x)?;
-            let x_mid = (self.attention.forward(block, &h, start)? + &x)?;
+            let x_mid = (self.attention.forward(block, l, cache, &h)? + &x)?;
             let h = block.ffn_norm.forward(&x_mid)?;
             let gate = candle_nn::ops::silu(&block.w_gate.forward(&h)?)?;
             let mlp = block.w_down.forward(&(gate * block.w_up.forward(&h)?)?)?;
@@ -361,9 +352,10 @@ impl HookedLlama {
 
     /// The residual stream at `point` for `tokens` as a new sequence, shape
     /// `(tokens, hidden)`, computing only the blocks up to `point` (activation harvesting).
-    /// `hooks` run on the way; the KV cache is cleared before and after.
+    /// `hooks` run on the way. The keys and values go to a temporary cache: the blocks
+    /// after `point` never run, so they could not continue the sequence anyway.
     pub fn residual_at(
-        &mut self,
+        &self,
         tokens: &[u32],
         point: HookPoint,
         hooks: &mut Hooks,
@@ -371,10 +363,7 @@ impl HookedLlama {
         self.check_point(point)?;
         hooks.validate(self.config.n_layers)?;
         self.check_tokens(0, tokens)?;
-        self.reset();
-        let x = self.run_blocks(tokens, 0, hooks, Some(point));
-        self.reset();
-        x
+        self.run_blocks(tokens, &mut self.new_cache(), hooks, Some(point))
     }
 
     /// Errors unless `point` is one of the model's hook points.

@@ -25,6 +25,7 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     eos_id: Option<u32>,
+    eot_id: Option<u32>,
     bos_id: Option<u32>,
     add_bos: bool,
     special_ids: Vec<u32>,
@@ -128,6 +129,7 @@ impl Tokenizer {
         Ok(Self {
             inner,
             eos_id: id("tokenizer.ggml.eos_token_id")?,
+            eot_id: id("tokenizer.ggml.eot_token_id")?,
             bos_id: id("tokenizer.ggml.bos_token_id")?,
             add_bos: matches!(
                 gguf.metadata("tokenizer.ggml.add_bos_token"),
@@ -178,6 +180,12 @@ impl Tokenizer {
     /// End-of-sequence id (`tokenizer.ggml.eos_token_id`).
     pub fn eos_id(&self) -> Option<u32> {
         self.eos_id
+    }
+
+    /// End-of-turn id (`tokenizer.ggml.eot_token_id`), for models whose turns do not end
+    /// with EOS.
+    pub fn eot_id(&self) -> Option<u32> {
+        self.eot_id
     }
 
     /// Beginning-of-sequence id (`tokenizer.ggml.bos_token_id`).

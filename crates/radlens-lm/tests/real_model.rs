@@ -4,11 +4,11 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use radlens_lm::{
-    GenerationConfig, HookPoint, HookedLlama, Hooks, LanguageModel, LmError, Positions, StopReason,
-    WeightFormat,
+    GenerationConfig, HookPoint, HookedLlama, Hooks, KvCache, LanguageModel, LlamaConfig, LmError,
+    Positions, StopReason, WeightFormat,
 };
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const HIDDEN: usize = 576;
@@ -24,14 +24,10 @@ fn model_path() -> PathBuf {
     shared().join("models").join(MODEL_FILE)
 }
 
-/// The model is loaded once and shared; tests take turns through the mutex.
-fn lm() -> MutexGuard<'static, LanguageModel> {
-    static LM: OnceLock<Mutex<LanguageModel>> = OnceLock::new();
-    LM.get_or_init(|| {
-        Mutex::new(LanguageModel::load(model_path(), &Device::Cpu, WeightFormat::F32).unwrap())
-    })
-    .lock()
-    .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The model is loaded once and shared by all tests, which run at the same time.
+fn lm() -> &'static LanguageModel {
+    static LM: OnceLock<LanguageModel> = OnceLock::new();
+    LM.get_or_init(|| LanguageModel::load(model_path(), &Device::Cpu, WeightFormat::F32).unwrap())
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -52,9 +48,11 @@ fn last_row(logits: &Tensor) -> Tensor {
     logits.get(n - 1).unwrap()
 }
 
-fn logits_no_hooks(lm: &mut LanguageModel, tokens: &[u32]) -> Tensor {
-    lm.model.reset();
-    lm.model.forward(tokens, &mut Hooks::new()).unwrap()
+/// Logits of `tokens` as a new sequence.
+fn logits(model: &HookedLlama, tokens: &[u32], hooks: &mut Hooks) -> Tensor {
+    model
+        .forward(tokens, &mut model.new_cache(), hooks)
+        .unwrap()
 }
 
 #[test]
@@ -103,13 +101,16 @@ fn reference_logits(tokens: &[u32], split: usize) -> (Tensor, Tensor) {
 }
 
 /// Our hook-free last-position logits, fed whole and in two chunks.
-fn our_logits(model: &mut HookedLlama, tokens: &[u32], split: usize) -> (Tensor, Tensor) {
-    model.reset();
-    let full = last_row(&model.forward(tokens, &mut Hooks::new()).unwrap());
-    model.reset();
-    model.forward(&tokens[..split], &mut Hooks::new()).unwrap();
-    let chunked = last_row(&model.forward(&tokens[split..], &mut Hooks::new()).unwrap());
-    (full, chunked)
+fn our_logits(model: &HookedLlama, tokens: &[u32], split: usize) -> (Tensor, Tensor) {
+    let full = last_row(&logits(model, tokens, &mut Hooks::new()));
+    let mut cache = model.new_cache();
+    model
+        .forward(&tokens[..split], &mut cache, &mut Hooks::new())
+        .unwrap();
+    let chunked = model
+        .forward(&tokens[split..], &mut cache, &mut Hooks::new())
+        .unwrap();
+    (full, last_row(&chunked))
 }
 
 fn check_agreement(label: &str, ours: &(Tensor, Tensor), reference: &(Tensor, Tensor)) {
@@ -146,9 +147,8 @@ fn logits_match_candle_transformers_reference() {
 
     // Quantized weights: the reference's default numerics (8-bit activations in matmuls).
     let reference_q = reference_logits(&tokens, split);
-    let mut quantized =
-        HookedLlama::load(model_path(), &Device::Cpu, WeightFormat::Quantized).unwrap();
-    let ours_q = our_logits(&mut quantized, &tokens, split);
+    let quantized = HookedLlama::load(model_path(), &Device::Cpu, WeightFormat::Quantized).unwrap();
+    let ours_q = our_logits(&quantized, &tokens, split);
     check_agreement("quantized weights", &ours_q, &reference_q);
 
     // f32 weights: candle reads CANDLE_DEQUANTIZE_ALL once per thread, so the dequantized
@@ -159,23 +159,22 @@ fn logits_match_candle_transformers_reference() {
         .join()
         .unwrap();
     std::env::remove_var("CANDLE_DEQUANTIZE_ALL");
-    let ours_f32 = our_logits(&mut lm().model, &tokens, split);
+    let ours_f32 = our_logits(&lm().model, &tokens, split);
     check_agreement("f32 weights", &ours_f32, &reference_f32);
 }
 
 #[test]
 fn capture_and_identity_hooks() {
-    let mut lm = lm();
+    let lm = lm();
     let tokens = lm.tokenizer.encode(SENTENCE).unwrap();
     let layer = 12;
     let point = HookPoint::ResidPost(layer);
-    let base = logits_no_hooks(&mut lm, &tokens);
+    let base = logits(&lm.model, &tokens, &mut Hooks::new());
 
     // Read: captures (tokens, hidden) without changing the output.
     let mut hooks = Hooks::new();
     hooks.capture(point).capture(HookPoint::ResidPre(layer + 1));
-    lm.model.reset();
-    let with_capture = lm.model.forward(&tokens, &mut hooks).unwrap();
+    let with_capture = logits(&lm.model, &tokens, &mut hooks);
     assert_eq!(max_abs_diff(&base, &with_capture), 0.0);
     let captured = hooks.store().get(point).unwrap().unwrap();
     assert_eq!(captured.dims(), &[tokens.len(), HIDDEN]);
@@ -190,24 +189,21 @@ fn capture_and_identity_hooks() {
     let mut hooks = Hooks::new();
     let saved = captured.clone();
     hooks.replace(point, move |_, _| Ok(saved.clone()));
-    lm.model.reset();
-    let replaced = lm.model.forward(&tokens, &mut hooks).unwrap();
+    let replaced = logits(&lm.model, &tokens, &mut hooks);
     assert_eq!(max_abs_diff(&base, &replaced), 0.0);
 
     // Add a zero vector: unchanged; a non-zero one: changed.
     let zero = Tensor::zeros(HIDDEN, candle_core::DType::F32, &Device::Cpu).unwrap();
     let mut hooks = Hooks::new();
     hooks.add(point, zero, 5.0, Positions::All);
-    lm.model.reset();
-    let added_zero = lm.model.forward(&tokens, &mut hooks).unwrap();
+    let added_zero = logits(&lm.model, &tokens, &mut hooks);
     assert_eq!(max_abs_diff(&base, &added_zero), 0.0);
 
     let direction = captured.get(tokens.len() - 1).unwrap();
     let last = tokens.len() - 1;
     let mut hooks = Hooks::new();
     hooks.add(point, direction, 4.0, Positions::Range(last..last + 1));
-    lm.model.reset();
-    let steered = lm.model.forward(&tokens, &mut hooks).unwrap();
+    let steered = logits(&lm.model, &tokens, &mut hooks);
     let earlier = tokens.len() - 2;
     assert_eq!(
         max_abs_diff(&base.get(earlier).unwrap(), &steered.get(earlier).unwrap()),
@@ -220,20 +216,18 @@ fn capture_and_identity_hooks() {
 
 #[test]
 fn residual_at_equals_the_captured_full_forward() {
-    let mut lm = lm();
+    let lm = lm();
     let tokens = lm.tokenizer.encode(SENTENCE).unwrap();
     for point in [HookPoint::ResidPost(15), HookPoint::ResidPre(0)] {
         let mut hooks = Hooks::new();
         hooks.capture(point);
-        lm.model.reset();
-        lm.model.forward(&tokens, &mut hooks).unwrap();
+        logits(&lm.model, &tokens, &mut hooks);
         let full = hooks.store().get(point).unwrap().unwrap();
         let early = lm
             .model
             .residual_at(&tokens, point, &mut Hooks::new())
             .unwrap();
         assert_eq!(max_abs_diff(&full, &early), 0.0, "{point}");
-        assert_eq!(lm.model.position(), 0, "residual_at leaves the cache empty");
     }
     let err = lm
         .model
@@ -244,12 +238,15 @@ fn residual_at_equals_the_captured_full_forward() {
 
 #[test]
 fn hook_layer_out_of_range_is_an_error() {
-    let mut lm = lm();
+    let lm = lm();
     let tokens = lm.tokenizer.encode("No acute disease.").unwrap();
-    lm.model.reset();
+    let mut cache = lm.model.new_cache();
     let mut hooks = Hooks::new();
     hooks.capture(HookPoint::ResidPost(LAYERS));
-    let err = lm.model.forward(&tokens, &mut hooks).unwrap_err();
+    let err = lm
+        .model
+        .forward(&tokens, &mut cache, &mut hooks)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -262,19 +259,119 @@ fn hook_layer_out_of_range_is_an_error() {
     );
     assert!(err.to_string().contains("resid_post.30"), "{err}");
     assert_eq!(
-        lm.model.position(),
+        cache.position(),
         0,
         "a rejected call must not advance the cache"
     );
 
-    // A hook that fails mid-forward leaves the cache as it was.
-    let mut hooks = Hooks::new();
-    hooks.replace(HookPoint::ResidPre(3), |_, x| x.narrow(0, 0, 1));
-    let err = lm.model.forward(&tokens, &mut hooks).unwrap_err();
+    // A hook that fails mid-forward leaves the cache as it was, even in a later call.
+    let mut failing = Hooks::new();
+    failing.replace(HookPoint::ResidPre(3), |_, x| x.narrow(0, 0, 1));
+    let err = lm
+        .model
+        .forward(&tokens, &mut cache, &mut failing)
+        .unwrap_err();
     assert!(err.to_string().contains("resid_pre.3"), "{err}");
-    assert_eq!(lm.model.position(), 0);
-    lm.model.forward(&tokens, &mut Hooks::new()).unwrap();
-    assert_eq!(lm.model.position(), tokens.len());
+    assert_eq!(cache.position(), 0);
+    let (head, tail) = tokens.split_at(2);
+    lm.model
+        .forward(head, &mut cache, &mut Hooks::new())
+        .unwrap();
+    lm.model
+        .forward(tail, &mut cache, &mut failing)
+        .unwrap_err();
+    assert_eq!(cache.position(), head.len());
+    let resumed = lm
+        .model
+        .forward(tail, &mut cache, &mut Hooks::new())
+        .unwrap();
+    assert_eq!(cache.position(), tokens.len());
+    let clean = step_logits(&lm.model, &[head, tail]);
+    assert_eq!(resumed.to_vec2::<f32>().unwrap(), clean[1]);
+
+    // A cache made for another model is refused.
+    let tiny = LlamaConfig {
+        n_layers: 2,
+        ..lm.model.config().clone()
+    };
+    let err = lm
+        .model
+        .forward(&tokens, &mut KvCache::new(&tiny), &mut Hooks::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("2 layers"), "{err}");
+}
+
+/// The logits of each chunk of `chunks`, fed one after the other as one new sequence.
+fn step_logits(model: &HookedLlama, chunks: &[&[u32]]) -> Vec<Vec<Vec<f32>>> {
+    let mut cache = model.new_cache();
+    chunks
+        .iter()
+        .map(|c| {
+            let x = model.forward(c, &mut cache, &mut Hooks::new()).unwrap();
+            x.to_vec2().unwrap()
+        })
+        .collect()
+}
+
+/// A prompt chunk, then one token at a time (as in generation).
+fn generation_chunks(tokens: &[u32]) -> Vec<&[u32]> {
+    let (prompt, rest) = tokens.split_at(5);
+    std::iter::once(prompt).chain(rest.chunks(1)).collect()
+}
+
+/// One shared model runs two sequences at once, each in its own cache, and each gets
+/// exactly the logits it gets alone: interleaved token by token on one thread, and on
+/// two threads.
+#[test]
+fn caches_interleaved_on_one_model_match_sequences_alone() {
+    let lm = lm();
+    let model = &lm.model;
+    let a = lm.tokenizer.encode(SENTENCE).unwrap();
+    let b = lm
+        .tokenizer
+        .encode("Heart size is mildly enlarged. Small left pleural effusion.")
+        .unwrap();
+    let (chunks_a, chunks_b) = (generation_chunks(&a), generation_chunks(&b));
+    let alone_a = step_logits(model, &chunks_a);
+    let alone_b = step_logits(model, &chunks_b);
+
+    let (mut cache_a, mut cache_b) = (model.new_cache(), model.new_cache());
+    let run = |cache: &mut KvCache, chunk: &[u32]| -> Vec<Vec<f32>> {
+        let x = model.forward(chunk, cache, &mut Hooks::new()).unwrap();
+        x.to_vec2().unwrap()
+    };
+    for i in 0..chunks_a.len().max(chunks_b.len()) {
+        if let Some(c) = chunks_a.get(i) {
+            assert_eq!(run(&mut cache_a, c), alone_a[i], "a, step {i}");
+        }
+        if let Some(c) = chunks_b.get(i) {
+            assert_eq!(run(&mut cache_b, c), alone_b[i], "b, step {i}");
+        }
+    }
+    assert_eq!((cache_a.position(), cache_b.position()), (a.len(), b.len()));
+
+    let (threaded_a, threaded_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| step_logits(model, &chunks_a));
+        let tb = s.spawn(|| step_logits(model, &chunks_b));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(threaded_a == alone_a, "sequence a differs on a thread");
+    assert!(threaded_b == alone_b, "sequence b differs on a thread");
+}
+
+/// SmolLM2's GGUF has EOS = `<|im_end|>` and no EOT id; its ChatML template adds
+/// `<|endoftext|>`: the stop set generation has always used for it.
+#[test]
+fn stop_tokens_come_from_the_metadata_and_template() {
+    let lm = lm();
+    let t = &lm.tokenizer;
+    let (im_end, end_of_text) = (
+        t.token_id("<|im_end|>").unwrap(),
+        t.token_id("<|endoftext|>").unwrap(),
+    );
+    assert_eq!((t.eos_id(), t.eot_id()), (Some(im_end), None));
+    assert_eq!(lm.chat.stop_markers(), ["<|im_end|>", "<|endoftext|>"]);
+    assert_eq!(lm.stop_tokens(), [im_end, end_of_text]);
 }
 
 fn report_texts(n: usize) -> Vec<String> {
@@ -352,7 +449,7 @@ fn tokenizer_known_ids() {
 
 #[test]
 fn greedy_chat_answers_paris() {
-    let mut lm = lm();
+    let lm = lm();
     let prompt = lm.chat_prompt("What is the capital of France?").unwrap();
     let cfg = GenerationConfig {
         max_tokens: 24,
@@ -375,7 +472,7 @@ fn greedy_chat_answers_paris() {
 
 #[test]
 fn seeded_sampling_is_reproducible() {
-    let mut lm = lm();
+    let lm = lm();
     let prompt = lm.chat_prompt("Describe a normal chest X-ray.").unwrap();
     let cfg = GenerationConfig {
         max_tokens: 12,
