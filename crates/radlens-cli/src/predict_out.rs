@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use radlens_core::atomic::write_atomic;
-use radlens_io::image::{write_gray_png, write_rgb_png};
+use radlens_io::raster::{write_gray_png, write_rgb_png};
 use radlens_io::XrayImage;
 use radlens_seg::render::{heat_map, overlay};
 use radlens_seg::{ModelConfig, Prediction};

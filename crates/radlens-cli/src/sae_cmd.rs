@@ -11,8 +11,8 @@ use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_interp::harvest::{harvest, HarvestConfig};
 use radlens_interp::splice::{splice_metrics, SpliceConfig};
 use radlens_interp::window::{Template, WindowSpec};
-use radlens_io::reports::{CorpusSpec, Report, ReportPart, ReportSplit};
 use radlens_lm::{LanguageModel, WeightFormat};
+use radlens_report::{CorpusSpec, Report, ReportPart, ReportSplit};
 use radlens_sae::formats::{load_dictionary_learning, load_saelens, save_saelens};
 use radlens_sae::metrics::{evaluate, Metrics};
 use radlens_sae::{

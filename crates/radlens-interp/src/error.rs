@@ -10,8 +10,6 @@ pub enum InterpError {
     #[error(transparent)]
     Sae(#[from] radlens_sae::SaeError),
     #[error(transparent)]
-    Io(#[from] radlens_io::IoError),
-    #[error(transparent)]
     File(#[from] radlens_core::FileError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

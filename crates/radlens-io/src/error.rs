@@ -18,10 +18,6 @@ pub enum IoError {
     Invalid { path: PathBuf, reason: String },
     #[error("unknown dataset kind '{0}' (expected jsrt:<dir>, jsrt+clavicles:<dir>, covid-cxr:<dir> or nnunet:<dir>)")]
     UnknownDatasetKind(String),
-    #[error("unknown report corpus '{0}' (expected iu-xray:<dir>)")]
-    UnknownCorpus(String),
-    #[error("{0}")]
-    InvalidArgument(String),
 }
 
 impl From<radlens_core::FileError> for IoError {

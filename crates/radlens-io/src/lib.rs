@@ -1,7 +1,8 @@
 //! Chest X-ray input/output for radlens: images (PNG, JPEG, DICOM), label maps,
-//! datasets (JSRT, covid-cxr, nnU-Net v2 raw layout), report corpora (IU X-ray), splits,
-//! preprocessing and training augmentation.
+//! datasets (JSRT, covid-cxr, nnU-Net v2 raw layout) with typed patient attributes,
+//! splits, preprocessing and training augmentation.
 
+pub mod attributes;
 pub mod augment;
 pub mod classes;
 pub mod dataset;
@@ -10,12 +11,15 @@ pub mod error;
 pub mod image;
 pub mod mask;
 pub mod preprocess;
-pub mod reports;
+pub mod raster;
 pub mod split;
 mod table;
+pub mod xray;
 
+pub use attributes::{AttributeValue, Attributes, Sex};
 pub use classes::{ClassId, ClassSchema};
-pub use dataset::{Dataset, DatasetSpec, PatientMeta, Sample, Sex};
+pub use dataset::{Dataset, DatasetSpec, Sample};
 pub use error::{IoError, Result};
-pub use image::{read_image, PixelSpacing, XrayImage};
+pub use image::read_image;
 pub use mask::LabelMap;
+pub use xray::{PixelSpacing, XrayImage};

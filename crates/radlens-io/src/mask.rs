@@ -159,7 +159,7 @@ impl LabelMap {
 
 /// Read a binary mask PNG (any non-zero value in the first channel is foreground).
 pub fn read_binary_mask(path: &Path) -> Result<(usize, usize, Vec<bool>)> {
-    let img = crate::image::decode(path)?;
+    let img = crate::raster::decode(path)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mask = match img {
         image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(|v| v > 0).collect(),
@@ -174,7 +174,7 @@ pub fn read_binary_mask(path: &Path) -> Result<(usize, usize, Vec<bool>)> {
 
 /// Read an integer label PNG (8 or 16 bit grey) as class ids.
 pub fn read_label_png(path: &Path) -> Result<LabelMap> {
-    let img = crate::image::decode(path)?;
+    let img = crate::raster::decode(path)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let raw: Vec<u16> = match img {
         image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u16::from).collect(),

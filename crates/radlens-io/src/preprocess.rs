@@ -2,8 +2,8 @@
 //! normalisation, histogram equalisation, and the inverse mapping of model
 //! outputs back to the original image grid.
 
-use crate::image::XrayImage;
 use crate::mask::LabelMap;
+use crate::xray::XrayImage;
 use image::imageops::{resize, FilterType};
 use image::{ImageBuffer, Luma};
 use serde::{Deserialize, Serialize};

@@ -1,11 +1,13 @@
 //! Deterministic, stratified train/validation/test splits stored as JSON, so
 //! that every command of a run uses the same cases.
 
+use crate::attributes;
 use crate::dataset::Sample;
 use crate::error::{IoError, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -33,6 +35,14 @@ impl std::str::FromStr for SplitPart {
     }
 }
 
+/// The stratum of a sample: its nodule status (JSRT), so that every part has the
+/// dataset's share of nodule cases; samples that do not record it form one stratum.
+/// Nodule cases are drawn first, which keeps the splits radlens has always drawn for a
+/// seed (those of the shipped models).
+fn stratum(s: &Sample) -> Reverse<Option<bool>> {
+    Reverse(s.attributes.flag(attributes::NODULE))
+}
+
 /// Case ids per part, with how they were drawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Split {
@@ -47,7 +57,8 @@ pub struct Split {
 }
 
 impl Split {
-    /// Split samples per stratum: ids sorted, shuffled with `seed`, then cut by the fractions.
+    /// Split samples per stratum (nodule status, where recorded): ids sorted, shuffled
+    /// with `seed`, then cut by the fractions.
     pub fn stratified(
         dataset: &str,
         samples: &[Sample],
@@ -55,9 +66,9 @@ impl Split {
         train_fraction: f64,
         val_fraction: f64,
     ) -> Self {
-        let mut strata: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut strata: BTreeMap<_, Vec<String>> = BTreeMap::new();
         for s in samples {
-            strata.entry(&s.stratum).or_default().push(s.id.clone());
+            strata.entry(stratum(s)).or_default().push(s.id.clone());
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut split = Split {
@@ -111,25 +122,25 @@ impl Split {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::{LabelSource, PatientMeta};
+    use crate::dataset::LabelSource;
 
-    fn sample(id: &str, stratum: &str) -> Sample {
+    fn sample(id: &str, nodule: bool) -> Sample {
+        let mut a = crate::Attributes::default();
+        a.insert(attributes::NODULE, nodule);
         Sample {
             id: id.into(),
             image_path: id.into(),
             labels: LabelSource::LabelPng(id.into()),
-            meta: PatientMeta::default(),
+            attributes: a,
             spacing: None,
-            stratum: stratum.into(),
-            jsrt: None,
         }
     }
 
     #[test]
     fn stratified_deterministic_and_round_trips() {
         let samples: Vec<_> = (0..20)
-            .map(|i| sample(&format!("n{i:02}"), "nodule"))
-            .chain((0..10).map(|i| sample(&format!("c{i:02}"), "non-nodule")))
+            .map(|i| sample(&format!("n{i:02}"), true))
+            .chain((0..10).map(|i| sample(&format!("c{i:02}"), false)))
             .collect();
         let a = Split::stratified("x", &samples, 7, 0.7, 0.1);
         let b = Split::stratified("x", &samples, 7, 0.7, 0.1);

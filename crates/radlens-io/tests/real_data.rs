@@ -1,8 +1,9 @@
 //! Loaders checked against the real public files in `../shared/data`.
 
-use radlens_io::dataset::jsrt::{Malignancy, Side};
+use radlens_io::attributes::{self as attr, AttributeValue};
 use radlens_io::split::Split;
-use radlens_io::{DatasetSpec, Sex};
+use radlens_io::{Attributes, DatasetSpec, Sample, Sex};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {
@@ -17,43 +18,86 @@ fn spec(kind: &str, dir: &str) -> DatasetSpec {
         .unwrap()
 }
 
+/// How many samples fall in each group of attribute `name` (unrecorded ones under "").
+fn counts(samples: &[Sample], name: &str) -> BTreeMap<String, usize> {
+    let mut c = BTreeMap::new();
+    for s in samples {
+        *c.entry(s.attributes.group_of(name).unwrap_or_default())
+            .or_default() += 1;
+    }
+    c
+}
+
+fn expect(groups: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    groups.iter().map(|&(g, n)| (g.to_string(), n)).collect()
+}
+
 #[test]
 fn jsrt_counts_clinical_records_and_masks() {
     let ds = spec("jsrt", "jsrt").open().unwrap();
-    assert_eq!(ds.samples.len(), 247);
-    let nodule = ds.samples.iter().filter(|s| s.stratum == "nodule").count();
-    assert_eq!(nodule, 154);
-    // every case has its clinical record
-    assert!(ds.samples.iter().all(|s| s.jsrt.is_some()));
-    let with_nodule: Vec<_> = ds
-        .samples
-        .iter()
-        .filter_map(|s| s.jsrt.as_ref()?.nodule.as_ref())
-        .collect();
-    assert_eq!(with_nodule.len(), 154);
-    let malignant = with_nodule
-        .iter()
-        .filter(|n| n.malignancy == Malignancy::Malignant)
-        .count();
-    assert_eq!(malignant, 100); // JSRT: 100 malignant, 54 benign nodules
-    assert!(with_nodule
-        .iter()
-        .all(|n| n.side.is_some() && (1..=5).contains(&n.subtlety)));
-    let unknown_age = ds
-        .samples
-        .iter()
-        .filter(|s| s.meta.age_years.is_none())
-        .count();
-    assert!(unknown_age > 0 && unknown_age < 5, "{unknown_age}");
-    assert!(ds.samples.iter().all(|s| s.meta.sex.is_some()));
-    let first = &ds.samples[0];
-    assert_eq!(first.id, "JPCLN001");
-    let rec = first.jsrt.as_ref().unwrap();
-    assert_eq!((rec.age_years, rec.sex), (Some(53), Some(Sex::Male)));
-    let n = rec.nodule.as_ref().unwrap();
+    let samples = &ds.samples;
+    assert_eq!(samples.len(), 247);
+    // Counts from the two clinical tables: 154 nodule cases (100 malignant, 54 benign),
+    // 119 men and 128 women, two ages written '?'.
     assert_eq!(
-        (n.location.as_str(), n.side, n.diagnosis.as_str()),
-        ("l.upper lobe", Some(Side::Left), "lung cancer")
+        counts(samples, attr::NODULE),
+        expect(&[("no", 93), ("yes", 154)])
+    );
+    assert_eq!(
+        counts(samples, attr::NODULE_MALIGNANCY),
+        expect(&[("", 93), ("benign", 54), ("malignant", 100)])
+    );
+    assert_eq!(
+        counts(samples, attr::SEX),
+        expect(&[("female", 128), ("male", 119)])
+    );
+    assert_eq!(
+        counts(samples, attr::AGE_BAND),
+        expect(&[("", 2), ("40-59", 92), ("<40", 28), (">=60", 125)])
+    );
+    assert_eq!(
+        counts(samples, attr::NODULE_SUBTLETY),
+        expect(&[
+            ("", 93),
+            ("1", 25),
+            ("2", 29),
+            ("3", 50),
+            ("4", 38),
+            ("5", 12)
+        ])
+    );
+    assert_eq!(counts(samples, attr::VIEW), expect(&[("PA", 247)]));
+    // Every nodule case has a side, a location and a diagnosis.
+    for name in [attr::NODULE_SIDE, attr::NODULE_LOCATION, attr::DIAGNOSIS] {
+        assert_eq!(counts(samples, name)[""], 93, "{name}");
+    }
+
+    // JPCLN001: 53-year-old man, obvious (5) 15 mm malignant nodule in the left upper lobe.
+    let first = &samples[0];
+    assert_eq!(first.id, "JPCLN001");
+    let a = &first.attributes;
+    assert_eq!(
+        (a.sex(), a.age_years(), a.view()),
+        (Some(Sex::Male), Some(53.0), Some("PA"))
+    );
+    assert_eq!(a.flag(attr::NODULE), Some(true));
+    assert_eq!(a.number(attr::NODULE_SUBTLETY), Some(5.0));
+    assert_eq!(a.number(attr::NODULE_SIZE_MM), Some(15.0));
+    assert_eq!(
+        (a.number(attr::NODULE_X_2048), a.number(attr::NODULE_Y_2048)),
+        (Some(1634.0), Some(692.0))
+    );
+    assert_eq!(a.category(attr::NODULE_MALIGNANCY), Some("malignant"));
+    assert_eq!(a.category(attr::NODULE_LOCATION), Some("l.upper lobe"));
+    assert_eq!(a.category(attr::NODULE_SIDE), Some("left"));
+    assert_eq!(a.category(attr::DIAGNOSIS), Some("lung cancer"));
+    assert_eq!(a.iter().count(), 12);
+    // A non-nodule case carries only the demographics, the view and its nodule flag.
+    let non = samples.iter().find(|s| s.id == "JPCNN001").unwrap();
+    let names: Vec<_> = non.attributes.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [attr::AGE_YEARS, attr::NODULE, attr::SEX, attr::VIEW]
     );
 
     let img = first.load_image().unwrap();
@@ -89,14 +133,19 @@ fn jsrt_clavicles_are_painted_over_the_lungs() {
 }
 
 #[test]
-fn jsrt_split_is_stratified() {
+fn jsrt_split_is_stratified_and_reproduces_the_shipped_models_split() {
     let ds = spec("jsrt", "jsrt").open().unwrap();
-    let s = Split::stratified("jsrt", &ds.samples, 0, 0.7, 0.1);
+    let s = Split::stratified("jsrt:../shared/data/jsrt", &ds.samples, 0, 0.7, 0.1);
     assert_eq!(s.train.len() + s.val.len() + s.test.len(), 247);
     let nod = |ids: &[String]| {
         ids.iter().filter(|i| i.starts_with("JPCLN")).count() as f64 / ids.len() as f64
     };
     assert!((nod(&s.test) - 154.0 / 247.0).abs() < 0.05);
+    // Each stratum is cut on its own: round(0.7 * 154) + round(0.7 * 93) training cases.
+    assert_eq!(s.train.len(), 108 + 65);
+    // The shipped model was trained on the split drawn with the same seed.
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    assert_eq!(s, Split::read(&models.join("jsrt-ssn/split.json")).unwrap());
 }
 
 #[test]
@@ -107,28 +156,39 @@ fn covid_cxr_counts_and_pasted_masks() {
         ds.classes.names,
         vec!["background", "right_lung", "left_lung", "cardiomediastinum"]
     );
-    // metadata joined on filename: most images have a sex recorded
-    assert!(ds.samples.iter().filter(|s| s.meta.sex.is_some()).count() > 50);
+    // metadata.csv joined on filename: its counts of recorded values.
+    let samples = &ds.samples;
+    assert_eq!(
+        counts(samples, attr::SEX),
+        expect(&[("", 7), ("female", 20), ("male", 43)])
+    );
+    assert_eq!(
+        counts(samples, attr::VIEW),
+        expect(&[("AP", 6), ("PA", 64)])
+    );
+    assert_eq!(counts(samples, attr::FINDING)["COVID-19"], 40);
+    assert_eq!(
+        counts(samples, attr::SURVIVED),
+        expect(&[("", 47), ("no", 6), ("yes", 17)])
+    );
+    assert_eq!(counts(samples, attr::AGE_YEARS)[""], 13);
+    assert_eq!(counts(samples, attr::PATIENT_ID).len(), 54);
+    assert_eq!(counts(samples, attr::NODULE), expect(&[("", 70)]));
+    // The first image by name: patient 39, a 50-year-old man two days in, 38 °C, Italy.
+    let a = &samples[0].attributes;
+    assert_eq!(samples[0].id, "1312A392-67A3-4EBF-9319-810CF6DA5EF6.jpeg");
+    let expected: Attributes = serde_json::from_str(
+        r#"{"patient_id": "39", "offset_days": 2, "sex": "male", "age_years": 50,
+            "finding": "COVID-19", "temperature_c": 38, "po2_saturation": 93, "view": "PA",
+            "modality": "X-ray", "date": "2020", "site": "Italy"}"#,
+    )
+    .unwrap();
+    assert_eq!(a, &expected);
+    assert_eq!(a.get(attr::AGE_YEARS), Some(&AttributeValue::Number(50.0)));
     let s = &ds.samples[0];
     let img = s.load_image().unwrap();
     let lab = s.load_labels((img.width, img.height)).unwrap();
     for c in 1..=3u8 {
         assert!(lab.labels.contains(&c), "class {c} empty in {}", s.id);
     }
-}
-
-#[test]
-fn iu_xray_reports_match_the_csv() {
-    let dir = shared().join("data").join("iu-xray");
-    let reports = radlens_io::reports::read_iu_xray(&dir).unwrap();
-    // 3,451 rows, 21 of which have neither findings nor impression.
-    assert_eq!(reports.len(), 3430);
-    assert_eq!(reports[0].uid, "1");
-    assert!(reports[0]
-        .text()
-        .starts_with("The cardiac silhouette and mediastinum size"));
-    assert!(reports[0].text().ends_with("Normal chest x-XXXX."));
-    // Report 3 has no findings: its text is the impression alone.
-    let r3 = reports.iter().find(|r| r.uid == "3").unwrap();
-    assert!(r3.text().starts_with("No displaced rib fractures"));
 }

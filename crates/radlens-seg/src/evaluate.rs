@@ -105,9 +105,9 @@ pub fn evaluate(
             let d = radlens_eval::surface_distances(&p, &y, img.width, img.height, row_mm, col_mm);
             out.classes.push(ClassRow {
                 id: s.id.clone(),
-                sex: s.meta.sex,
-                age_years: s.meta.age_years,
-                view: s.meta.view.clone(),
+                sex: s.attributes.sex(),
+                age_years: s.attributes.age_years(),
+                view: s.attributes.view().map(str::to_string),
                 class: model_classes.name(c).to_string(),
                 dice: overlap::dice(&p, &y),
                 iou: overlap::iou(&p, &y),

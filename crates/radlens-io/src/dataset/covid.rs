@@ -3,9 +3,11 @@
 //! `structure.csv` has one row per annotated structure; the structure's mask is
 //! an RGBA crop of its bounding box whose non-zero colour pixels are the
 //! structure, pasted at (`Left`, `Top`) into a canvas of `Resolution` (`WxH`).
-//! Rows join to images on `Filename`; `metadata.csv` joins on `filename`.
+//! Rows join to images on `Filename`; `metadata.csv` joins on `filename` and gives each
+//! image its patient's [`attributes`](crate::attributes).
 
-use super::{Dataset, LabelSource, PatientMeta, Sample, Sex};
+use super::{Dataset, LabelSource, Sample};
+use crate::attributes::{self as attr, Attributes, Sex};
 use crate::classes::{ClassId, ClassSchema};
 use crate::error::{IoError, Result};
 use crate::mask::{read_binary_mask, LabelMap};
@@ -143,10 +145,8 @@ pub fn open(dir: &Path) -> Result<Dataset> {
                 canvas,
                 crops: crops.into_iter().map(|(_, c)| c).collect(),
             },
-            meta: meta.get(&file).cloned().unwrap_or_default(),
+            attributes: meta.get(&file).cloned().unwrap_or_default(),
             spacing: None,
-            stratum: "all".into(),
-            jsrt: None,
         });
     }
     Ok(Dataset {
@@ -156,24 +156,96 @@ pub fn open(dir: &Path) -> Result<Dataset> {
     })
 }
 
-fn read_metadata(path: &Path) -> Result<HashMap<String, PatientMeta>> {
+/// How a `metadata.csv` column is read into an attribute.
+#[derive(Debug, Clone, Copy)]
+enum Column {
+    Category,
+    Number,
+    /// `Y` or `N`.
+    Flag,
+    /// `M` or `F`, stored as `male` / `female`.
+    Sex,
+}
+
+/// The `metadata.csv` columns radlens reads, with their attribute names. Free text
+/// (clinical notes), links and licences are not patient attributes and stay in the file.
+const METADATA: [(&str, &str, Column); 21] = [
+    ("patientid", attr::PATIENT_ID, Column::Category),
+    ("offset", attr::OFFSET_DAYS, Column::Number),
+    ("sex", attr::SEX, Column::Sex),
+    ("age", attr::AGE_YEARS, Column::Number),
+    ("finding", attr::FINDING, Column::Category),
+    ("survival", attr::SURVIVED, Column::Flag),
+    ("intubated", attr::INTUBATED, Column::Flag),
+    ("intubation_present", attr::INTUBATION_PRESENT, Column::Flag),
+    ("went_icu", attr::WENT_ICU, Column::Flag),
+    ("in_icu", attr::IN_ICU, Column::Flag),
+    (
+        "needed_supplemental_O2",
+        attr::NEEDED_SUPPLEMENTAL_O2,
+        Column::Flag,
+    ),
+    ("extubated", attr::EXTUBATED, Column::Flag),
+    ("temperature", attr::TEMPERATURE_C, Column::Number),
+    ("pO2_saturation", attr::PO2_SATURATION, Column::Number),
+    ("leukocyte_count", attr::LEUKOCYTE_COUNT, Column::Number),
+    ("neutrophil_count", attr::NEUTROPHIL_COUNT, Column::Number),
+    ("lymphocyte_count", attr::LYMPHOCYTE_COUNT, Column::Number),
+    ("view", attr::VIEW, Column::Category),
+    ("modality", attr::MODALITY, Column::Category),
+    ("date", attr::DATE, Column::Category),
+    ("location", attr::SITE, Column::Category),
+];
+
+/// Columns a `metadata.csv` must have: the join key and the demographics.
+const REQUIRED: [&str; 4] = ["filename", "sex", "age", "view"];
+
+/// Stores one field under `name`; a blank or unreadable field leaves it absent (the
+/// metadata is incomplete by design: some sex/age values are blank).
+fn insert_field(a: &mut Attributes, name: &str, how: Column, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    match how {
+        Column::Category => a.insert(name, text),
+        Column::Number => {
+            if let Ok(x) = text.parse() {
+                a.insert_number(name, x)
+            }
+        }
+        Column::Flag => match text {
+            "Y" => a.insert(name, true),
+            "N" => a.insert(name, false),
+            _ => {}
+        },
+        Column::Sex => {
+            if let Some(sex) = Sex::parse(text) {
+                a.insert(name, sex)
+            }
+        }
+    }
+}
+
+/// Reads `metadata.csv`: attributes by image file name.
+fn read_metadata(path: &Path) -> Result<HashMap<String, Attributes>> {
     let (h, rows) = read_csv(path)?;
-    let [c_file, c_sex, c_age, c_view] =
-        ["filename", "sex", "age", "view"].map(|n| column(&h, n, path));
-    let (c_file, c_sex, c_age, c_view) = (c_file?, c_sex?, c_age?, c_view?);
+    for name in REQUIRED {
+        column(&h, name, path)?;
+    }
+    let c_file = column(&h, "filename", path)?;
+    let columns: Vec<_> = METADATA
+        .iter()
+        .filter_map(|&(col, name, how)| Some((column(&h, col, path).ok()?, name, how)))
+        .collect();
     Ok(rows
         .iter()
         .map(|r| {
             let get = |c: usize| r.get(c).unwrap_or("").trim();
-            let view = get(c_view);
-            (
-                get(c_file).to_string(),
-                PatientMeta {
-                    age_years: get(c_age).parse().ok(),
-                    sex: Sex::parse(get(c_sex)),
-                    view: (!view.is_empty()).then(|| view.to_string()),
-                },
-            )
+            let mut a = Attributes::default();
+            for &(c, name, how) in &columns {
+                insert_field(&mut a, name, how, get(c));
+            }
+            (get(c_file).to_string(), a)
         })
         .collect())
 }
@@ -208,5 +280,34 @@ mod tests {
         let wrong = Crop { width: 4, ..crop };
         let e = wrong.paint_into(&mut map).unwrap_err().to_string();
         assert!(e.contains("m.png") && e.contains("3x2"), "{e}");
+    }
+
+    #[test]
+    fn metadata_fields_are_typed_and_blank_or_unreadable_ones_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metadata.csv");
+        std::fs::write(
+            &p,
+            "filename,sex,age,view,survival,temperature\n\
+             a.png,F,,AP,Y,37.5\n\
+             b.png,U,abc,,maybe,\n",
+        )
+        .unwrap();
+        let m = read_metadata(&p).unwrap();
+        let a = &m["a.png"];
+        assert_eq!(
+            (a.sex(), a.age_years(), a.view()),
+            (Some(Sex::Female), None, Some("AP"))
+        );
+        assert_eq!(a.flag(attr::SURVIVED), Some(true));
+        assert_eq!(a.number(attr::TEMPERATURE_C), Some(37.5));
+        assert_eq!(m["b.png"], Attributes::default());
+
+        std::fs::write(&p, "filename,sex,age\na.png,F,50\n").unwrap();
+        let e = read_metadata(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("metadata.csv") && e.contains("no 'view' column"),
+            "{e}"
+        );
     }
 }

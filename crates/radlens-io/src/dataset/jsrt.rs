@@ -3,11 +3,15 @@
 //! Layout: `images/<case>.png`, `masks/<organ>/<case>.png`, `CLNDAT_EN.txt`
 //! (nodule cases) and `CNNDAT_EN.TXT` (non-nodule cases). Images are 1024 x 1024,
 //! resampled from the 2048 x 2048, 0.175 mm originals, so a pixel is 0.35 mm.
+//!
+//! Every sample carries the view (PA), whether it is a nodule case (JSRT names them
+//! `JPCLN*`, the others `JPCNN*`) and its clinical record as [`attributes`](crate::attributes).
 
-use super::{read_to_string_lossy, Dataset, LabelSource, PatientMeta, Sample, Sex};
+use super::{read_to_string_lossy, Dataset, LabelSource, Sample};
+use crate::attributes::{self as attr, Attributes, Sex};
 use crate::classes::ClassSchema;
 use crate::error::{IoError, Result};
-use crate::image::PixelSpacing;
+use crate::xray::PixelSpacing;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,12 +30,32 @@ pub enum Malignancy {
     Malignant,
 }
 
+impl Malignancy {
+    /// `benign` or `malignant`, as the table writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Benign => "benign",
+            Self::Malignant => "malignant",
+        }
+    }
+}
+
 /// The patient's side, as written in the nodule location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Right,
     Left,
+}
+
+impl Side {
+    /// `right` or `left`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Right => "right",
+            Self::Left => "left",
+        }
+    }
 }
 
 /// A nodule as recorded in `CLNDAT_EN.txt`.
@@ -68,6 +92,32 @@ pub struct ClinicalRecord {
     pub age_years: Option<u8>,
     pub sex: Option<Sex>,
     pub nodule: Option<Nodule>,
+}
+
+impl ClinicalRecord {
+    /// The record as sample attributes: age, sex and the nodule's description.
+    pub fn attributes(&self) -> Attributes {
+        let mut a = Attributes::default();
+        if let Some(age) = self.age_years {
+            a.insert_number(attr::AGE_YEARS, age.into());
+        }
+        if let Some(sex) = self.sex {
+            a.insert(attr::SEX, sex);
+        }
+        if let Some(n) = &self.nodule {
+            a.insert_number(attr::NODULE_SUBTLETY, n.subtlety.into());
+            a.insert_number(attr::NODULE_SIZE_MM, n.size_mm.into());
+            a.insert_number(attr::NODULE_X_2048, n.x_2048.into());
+            a.insert_number(attr::NODULE_Y_2048, n.y_2048.into());
+            a.insert(attr::NODULE_MALIGNANCY, n.malignancy.as_str());
+            a.insert(attr::NODULE_LOCATION, n.location.as_str());
+            if let Some(side) = n.side {
+                a.insert(attr::NODULE_SIDE, side.as_str());
+            }
+            a.insert(attr::DIAGNOSIS, n.diagnosis.as_str());
+        }
+        a
+    }
 }
 
 /// Join the two halves of a field the table wrapped at a fixed width.
@@ -214,25 +264,18 @@ pub fn open(dir: &Path, with_clavicles: bool) -> Result<Dataset> {
                 )
             })
             .collect();
-        let record = clinical.get(&id).cloned();
-        let meta = PatientMeta {
-            age_years: record.as_ref().and_then(|r| r.age_years).map(f32::from),
-            sex: record.as_ref().and_then(|r| r.sex),
-            view: Some("PA".into()),
-        };
-        let stratum = if id.starts_with("JPCLN") {
-            "nodule"
-        } else {
-            "non-nodule"
-        };
+        let mut attributes = clinical
+            .get(&id)
+            .map(ClinicalRecord::attributes)
+            .unwrap_or_default();
+        attributes.insert(attr::VIEW, "PA");
+        attributes.insert(attr::NODULE, id.starts_with("JPCLN"));
         samples.push(Sample {
             id,
             image_path,
             labels: LabelSource::BinaryMasks(masks),
-            meta,
+            attributes,
             spacing: Some(PixelSpacing::isotropic(JSRT_SPACING_MM)),
-            stratum: stratum.into(),
-            jsrt: record,
         });
     }
     Ok(Dataset {

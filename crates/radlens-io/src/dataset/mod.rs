@@ -1,4 +1,4 @@
-//! Datasets: samples with an image, a label source and patient metadata.
+//! Datasets: samples with an image, a label source and patient attributes.
 //!
 //! A dataset is named on the command line as `<kind>:<dir>`, e.g.
 //! `jsrt:../shared/data/jsrt` (`jsrt+clavicles:` adds the clavicles),
@@ -9,10 +9,12 @@ pub mod covid;
 pub mod jsrt;
 pub mod nnunet;
 
+use crate::attributes::Attributes;
 use crate::classes::{ClassId, ClassSchema};
 use crate::error::{IoError, Result};
-use crate::image::{read_image, PixelSpacing, XrayImage};
+use crate::image::read_image;
 use crate::mask::{read_binary_mask, read_label_png, LabelMap};
+use crate::xray::{PixelSpacing, XrayImage};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -81,34 +83,6 @@ impl DatasetSpec {
     }
 }
 
-/// Patient sex as recorded by the dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sex {
-    Male,
-    Female,
-}
-
-impl Sex {
-    /// Parse "male"/"female"/"M"/"F" (any case); anything else is unknown.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "m" | "male" => Some(Sex::Male),
-            "f" | "female" => Some(Sex::Female),
-            _ => None,
-        }
-    }
-}
-
-/// Demographics used for subgroup analyses; any field may be unknown.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PatientMeta {
-    pub age_years: Option<f32>,
-    pub sex: Option<Sex>,
-    /// Projection (PA, AP, ...), when recorded.
-    pub view: Option<String>,
-}
-
 /// Where a sample's reference labels come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LabelSource {
@@ -123,20 +97,17 @@ pub enum LabelSource {
     LabelPng(PathBuf),
 }
 
-/// One radiograph with its reference segmentation and metadata.
+/// One radiograph with its reference segmentation and patient attributes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// Case id, unique in its dataset (file stem).
     pub id: String,
     pub image_path: PathBuf,
     pub labels: LabelSource,
-    pub meta: PatientMeta,
+    /// What the dataset records about the patient and the image (sex, age, view, findings).
+    pub attributes: Attributes,
     /// Spacing documented by the dataset for the image grid (overridden by DICOM headers).
     pub spacing: Option<PixelSpacing>,
-    /// Stratum for splitting (e.g. "nodule" / "non-nodule").
-    pub stratum: String,
-    /// JSRT clinical record, for JSRT samples.
-    pub jsrt: Option<jsrt::ClinicalRecord>,
 }
 
 impl Sample {

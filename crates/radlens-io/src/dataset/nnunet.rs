@@ -1,7 +1,7 @@
 //! The nnU-Net v2 raw layout for users' own 2D data:
 //! `dataset.json`, `imagesTr/<case>_0000<ending>`, `labelsTr/<case><ending>`.
 
-use super::{Dataset, LabelSource, PatientMeta, Sample};
+use super::{Dataset, LabelSource, Sample};
 use crate::classes::ClassSchema;
 use crate::error::{IoError, Result};
 use serde::Deserialize;
@@ -82,10 +82,9 @@ pub fn open(dir: &Path) -> Result<Dataset> {
             id: case.to_string(),
             image_path,
             labels: LabelSource::LabelPng(label),
-            meta: PatientMeta::default(),
+            // The raw layout records no patient attributes.
+            attributes: Default::default(),
             spacing: None,
-            stratum: "all".into(),
-            jsrt: None,
         });
     }
     if let Some(n) = dj.num_training {

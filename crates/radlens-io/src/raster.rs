@@ -1,0 +1,96 @@
+//! PNG and JPEG files: radiographs decoded to greyscale, and 8-bit PNGs written for
+//! masks and overlays.
+
+use crate::error::{IoError, Result};
+use crate::xray::XrayImage;
+use std::path::Path;
+
+/// Read a PNG or JPEG radiograph (8 or 16 bit, grey or colour) as greyscale in [0, 1].
+pub fn read_raster(path: &Path) -> Result<XrayImage> {
+    let img = decode(path)?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(IoError::invalid(path, "image has no pixels"));
+    }
+    let pixels = img.to_luma32f().into_raw();
+    Ok(XrayImage {
+        width,
+        height,
+        pixels,
+        spacing: None,
+    })
+}
+
+/// Decode a PNG/JPEG file (format from its content), naming the file in errors.
+pub(crate) fn decode(path: &Path) -> Result<image::DynamicImage> {
+    image::ImageReader::open(path)
+        .map_err(|e| IoError::fs(path, e))?
+        .with_guessed_format()
+        .map_err(|e| IoError::fs(path, e))?
+        .decode()
+        .map_err(|e| IoError::Decode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Write an 8-bit greyscale PNG atomically.
+pub fn write_gray_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> Result<()> {
+    let img = image::GrayImage::from_raw(width as u32, height as u32, pixels.to_vec())
+        .ok_or_else(|| IoError::invalid(path, "pixel buffer does not match the image size"))?;
+    write_png(path, image::DynamicImage::ImageLuma8(img))
+}
+
+/// Write an 8-bit RGB PNG atomically.
+pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
+    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec())
+        .ok_or_else(|| IoError::invalid(path, "pixel buffer does not match the image size"))?;
+    write_png(path, image::DynamicImage::ImageRgb8(img))
+}
+
+fn write_png(path: &Path, img: image::DynamicImage) -> Result<()> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .map_err(|e| IoError::invalid(path, format!("cannot encode PNG: {e}")))?;
+    Ok(radlens_core::atomic::write_atomic(path, buf.get_ref())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_8_and_16_bit_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let p8 = dir.path().join("a.png");
+        image::GrayImage::from_raw(2, 1, vec![0, 255])
+            .unwrap()
+            .save(&p8)
+            .unwrap();
+        let im = read_raster(&p8).unwrap();
+        assert_eq!((im.width, im.height), (2, 1));
+        assert_eq!(im.pixels, vec![0.0, 1.0]);
+
+        let p16 = dir.path().join("b.png");
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(3, 1, vec![0u16, 32768, 65535])
+            .unwrap()
+            .save(&p16)
+            .unwrap();
+        let im = read_raster(&p16).unwrap();
+        assert!((im.pixels[1] - 32768.0 / 65535.0).abs() < 1e-6);
+        assert_eq!(im.pixels[2], 1.0);
+    }
+
+    #[test]
+    fn written_png_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mask.png");
+        write_gray_png(&p, 2, 1, &[0, 255]).unwrap();
+        assert_eq!(read_raster(&p).unwrap().pixels, vec![0.0, 1.0]);
+        let e = write_rgb_png(&p, 2, 2, &[0; 3]).unwrap_err().to_string();
+        assert!(
+            e.contains("mask.png") && e.contains("does not match"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Report corpora: the Indiana University chest X-ray collection, named on the command
+//! line as `iu-xray:<dir>` and read from its `indiana_reports.csv`.
+
+use crate::error::{ReportError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One report: its id and the free-text sections radlens uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub uid: String,
+    pub findings: String,
+    pub impression: String,
+}
+
+impl Report {
+    /// Findings then impression, separated by a space; empty sections are skipped.
+    pub fn text(&self) -> String {
+        [self.findings.trim(), self.impression.trim()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A report corpus named on the command line as `iu-xray:<dir>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorpusSpec {
+    pub dir: PathBuf,
+}
+
+impl std::str::FromStr for CorpusSpec {
+    type Err = ReportError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            Some(("iu-xray", dir)) if !dir.is_empty() => Ok(Self {
+                dir: PathBuf::from(dir),
+            }),
+            _ => Err(ReportError::UnknownCorpus(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for CorpusSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "iu-xray:{}", self.dir.display())
+    }
+}
+
+impl CorpusSpec {
+    /// Reads every report with a non-empty findings or impression section, in file order.
+    pub fn read(&self) -> Result<Vec<Report>> {
+        read_iu_xray(&self.dir)
+    }
+}
+
+/// Reads `indiana_reports.csv` in `dir`, keeping reports with some findings/impression text.
+pub fn read_iu_xray(dir: &Path) -> Result<Vec<Report>> {
+    let path = dir.join("indiana_reports.csv");
+    let bad = |e: csv::Error| ReportError::corpus(&path, e);
+    // Rows may have fewer fields than the header; missing fields are empty.
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&path)
+        .map_err(bad)?;
+    let header = rdr.headers().map_err(bad)?.clone();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| ReportError::corpus(&path, format!("no '{name}' column")))
+    };
+    let (uid, findings, impression) = (column("uid")?, column("findings")?, column("impression")?);
+    let mut reports = Vec::new();
+    for row in rdr.records() {
+        let row = row.map_err(bad)?;
+        let field = |i: usize| row.get(i).unwrap_or("").trim().to_string();
+        let report = Report {
+            uid: field(uid),
+            findings: field(findings),
+            impression: field(impression),
+        };
+        if !report.text().is_empty() {
+            reports.push(report);
+        }
+    }
+    if let Some(r) = reports.iter().find(|r| r.uid.is_empty()) {
+        return Err(ReportError::corpus(
+            &path,
+            format!("a report with text '{}' has no uid", r.text()),
+        ));
+    }
+    if reports.is_empty() {
+        return Err(ReportError::corpus(
+            &path,
+            "no report has findings or impression text",
+        ));
+    }
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_joins_non_empty_sections() {
+        let r = Report {
+            uid: "1".into(),
+            findings: " Clear lungs. ".into(),
+            impression: "Normal.".into(),
+        };
+        assert_eq!(r.text(), "Clear lungs. Normal.");
+        let r = Report {
+            impression: String::new(),
+            ..r
+        };
+        assert_eq!(r.text(), "Clear lungs.");
+    }
+
+    #[test]
+    fn specs_name_the_corpus_kind() {
+        let spec: CorpusSpec = "iu-xray:/data".parse().unwrap();
+        assert_eq!(spec.dir, Path::new("/data"));
+        assert_eq!(spec.to_string(), "iu-xray:/data");
+        let e = "mimic:/data".parse::<CorpusSpec>().unwrap_err().to_string();
+        assert!(e.contains("mimic") && e.contains("iu-xray:<dir>"), "{e}");
+        assert!("iu-xray:".parse::<CorpusSpec>().is_err());
+    }
+
+    fn read_csv_text(text: &str) -> Result<Vec<Report>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("indiana_reports.csv"), text).unwrap();
+        read_iu_xray(dir.path())
+    }
+
+    #[test]
+    fn reads_reports_with_text_and_skips_empty_ones() {
+        let r = read_csv_text(
+            "uid,MeSH,findings,impression\n1,normal,\"Clear, lungs.\",Normal.\n2,normal,,\n3,x\n4,x,,No acute disease.\n",
+        )
+        .unwrap();
+        let uids: Vec<_> = r.iter().map(|r| r.uid.as_str()).collect();
+        assert_eq!(uids, ["1", "4"]);
+        assert_eq!(r[0].text(), "Clear, lungs. Normal.");
+        assert_eq!(r[1].text(), "No acute disease.");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let e = read_csv_text("uid,findings\n1,x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("indiana_reports.csv") && e.contains("no 'impression' column"),
+            "{e}"
+        );
+        let e = read_csv_text("uid,findings,impression\n,Clear.,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'Clear.' has no uid"), "{e}");
+        let e = read_csv_text("uid,findings,impression\n1,,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no report has findings"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_iu_xray(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("indiana_reports.csv"), "{e}");
+    }
+}

@@ -1,0 +1,27 @@
+//! Errors that name the input and what is wrong with it.
+
+use std::path::{Path, PathBuf};
+
+/// Every failure while reading a corpus or selecting its reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A corpus file that cannot be read or does not hold what it should.
+    #[error("{path}: {reason}")]
+    Corpus { path: PathBuf, reason: String },
+    #[error("unknown report corpus '{0}' (expected iu-xray:<dir>)")]
+    UnknownCorpus(String),
+    #[error("held-out fraction {0} must be in [0, 1)")]
+    HeldoutFraction(f64),
+}
+
+/// Result alias for radlens-report.
+pub type Result<T> = std::result::Result<T, ReportError>;
+
+impl ReportError {
+    pub(crate) fn corpus(path: &Path, reason: impl std::fmt::Display) -> Self {
+        Self::Corpus {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! A reproducible report-level held-out split, so that a sparse autoencoder is trained on
+//! reports the held-out evaluation never sees.
+
+use crate::corpus::Report;
+use crate::error::{ReportError, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+/// Which reports of a corpus to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportPart {
+    Train,
+    Heldout,
+    All,
+}
+
+impl std::str::FromStr for ReportPart {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "train" => Ok(Self::Train),
+            "heldout" | "held-out" | "test" => Ok(Self::Heldout),
+            "all" => Ok(Self::All),
+            _ => Err(format!("unknown report part '{s}' (train, heldout or all)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReportPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Train => "train",
+            Self::Heldout => "heldout",
+            Self::All => "all",
+        })
+    }
+}
+
+/// A report-level split: the held-out reports are a seeded random `heldout_fraction` of
+/// the corpus (rounded to the nearest report); both parts keep file order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReportSplit {
+    pub heldout_fraction: f64,
+    pub seed: u64,
+}
+
+impl ReportSplit {
+    /// The reports of `part`.
+    pub fn select(&self, reports: Vec<Report>, part: ReportPart) -> Result<Vec<Report>> {
+        if !(0.0..1.0).contains(&self.heldout_fraction) {
+            return Err(ReportError::HeldoutFraction(self.heldout_fraction));
+        }
+        if part == ReportPart::All {
+            return Ok(reports);
+        }
+        let n_heldout = (reports.len() as f64 * self.heldout_fraction).round() as usize;
+        let mut order: Vec<usize> = (0..reports.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(self.seed));
+        let mut heldout = vec![false; reports.len()];
+        for &i in &order[..n_heldout] {
+            heldout[i] = true;
+        }
+        Ok(reports
+            .into_iter()
+            .zip(heldout)
+            .filter(|(_, h)| *h == (part == ReportPart::Heldout))
+            .map(|(r, _)| r)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(n: usize) -> Vec<Report> {
+        (0..n)
+            .map(|i| Report {
+                uid: i.to_string(),
+                findings: format!("finding {i}"),
+                impression: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_parts_partition_the_corpus_reproducibly() {
+        let split = ReportSplit {
+            heldout_fraction: 0.1,
+            seed: 7,
+        };
+        let train = split.select(corpus(95), ReportPart::Train).unwrap();
+        let held = split.select(corpus(95), ReportPart::Heldout).unwrap();
+        assert_eq!(held.len(), 10); // round(9.5)
+        assert_eq!(train.len() + held.len(), 95);
+        assert!(held.iter().all(|h| !train.contains(h)));
+        assert_eq!(held, split.select(corpus(95), ReportPart::Heldout).unwrap());
+        let other = ReportSplit { seed: 8, ..split };
+        assert_ne!(held, other.select(corpus(95), ReportPart::Heldout).unwrap());
+        assert_eq!(split.select(corpus(95), ReportPart::All).unwrap().len(), 95);
+    }
+
+    #[test]
+    fn fractions_outside_zero_to_one_are_errors() {
+        for heldout_fraction in [1.0, 1.5, -0.1, f64::NAN] {
+            let split = ReportSplit {
+                heldout_fraction,
+                seed: 0,
+            };
+            let e = split.select(corpus(3), ReportPart::Train).unwrap_err();
+            assert!(e.to_string().contains("held-out fraction"), "{e}");
+        }
+    }
+
+    #[test]
+    fn parts_parse_and_print() {
+        for (text, part) in [
+            ("train", ReportPart::Train),
+            ("held-out", ReportPart::Heldout),
+            ("all", ReportPart::All),
+        ] {
+            assert_eq!(text.parse::<ReportPart>().unwrap(), part);
+        }
+        assert_eq!(ReportPart::Heldout.to_string(), "heldout");
+        assert!("dev".parse::<ReportPart>().is_err());
+    }
+}
