@@ -4,10 +4,10 @@ mod alloc;
 mod bench_cmd;
 mod bench_sae;
 mod lm_cmd;
-mod predict_out;
 mod progress;
 mod sae_cmd;
 mod seg_cmd;
+mod seg_progress;
 
 /// The model radlens ships, relative to the repository root.
 pub const SHIPPED_MODEL: &str = "models/jsrt-ssn";

@@ -1,12 +1,18 @@
 //! `radlens seg ...`
 
+use crate::seg_progress::{EvalProgress, TrainProgress};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use radlens_io::split::{Split, SplitPart};
+use radlens_io::split::SplitPart;
 use radlens_io::DatasetSpec;
+use radlens_seg::checkpoint::SegRun;
 use radlens_seg::config::{ConvBackend, RunConfig};
+use radlens_seg::evaluate::summary::PerClass;
+use radlens_seg::evaluate::{choose_cases, evaluate, write_results, EvalHeader};
+use radlens_seg::prediction_files::{predict_images, PredictRequest, PredictionWritten};
 use radlens_seg::train::{train, TrainRequest};
+use radlens_seg::EvalSummary;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -130,17 +136,20 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     if let Some(c) = a.conv {
         cfg.train.conv_backend = c.into();
     }
-    let outcome = train(TrainRequest {
-        dataset: a.dataset,
-        out: a.out.clone(),
-        model: cfg.model,
-        train: cfg.train,
-        resume: a.resume,
-        epochs: a.epochs,
-        split_file: a.split_file,
-        max_train_cases: a.max_cases,
-        device: Device::Cpu,
-    })
+    let outcome = train(
+        TrainRequest {
+            dataset: a.dataset,
+            out: a.out.clone(),
+            model: cfg.model,
+            train: cfg.train,
+            resume: a.resume,
+            epochs: a.epochs,
+            split_file: a.split_file,
+            max_train_cases: a.max_cases,
+            device: Device::Cpu,
+        },
+        &TrainProgress::default(),
+    )
     .with_context(|| format!("training into {}", a.out.display()))?;
     println!(
         "best validation mean Dice {:.4} at epoch {}; model saved in {}",
@@ -183,10 +192,10 @@ fn load_predictor(model: Option<PathBuf>) -> Result<(PathBuf, radlens_seg::Predi
 
 fn predict_cmd(a: PredictArgs) -> Result<()> {
     // Read every image first so that a bad input stops the run before anything is written.
-    let images = a
+    let mut images = a
         .images
         .iter()
-        .map(|p| radlens_io::read_image(p).map(|i| (p, i)))
+        .map(|p| radlens_io::read_image(p).map(|i| (p.clone(), i)))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     if let Some(mm) = a.pixel_spacing {
         anyhow::ensure!(
@@ -194,107 +203,77 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
             "--pixel-spacing must be a positive number of mm, got {mm}"
         );
     }
-    let images: Vec<_> = images
-        .into_iter()
-        .map(|(p, mut i)| {
-            if i.spacing.is_none() {
-                i.spacing = a.pixel_spacing.map(radlens_io::PixelSpacing::isotropic);
-            }
-            (p, i)
-        })
-        .collect();
-    let (_, predictor) = load_predictor(a.model)?;
-    for (path, img) in &images {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = a.out.join(&stem);
-        let pred = predictor.predict(img, a.samples, a.temperature, a.seed)?;
-        let written =
-            crate::predict_out::write_prediction(&dir, path, img, &pred, &predictor.model.config)?;
-        println!("{}: {}", path.display(), written.display());
+    for (_, img) in &mut images {
+        if img.spacing.is_none() {
+            img.spacing = a.pixel_spacing.map(radlens_io::PixelSpacing::isotropic);
+        }
     }
+    let (_, predictor) = load_predictor(a.model)?;
+    let req = PredictRequest {
+        images: &images,
+        out: &a.out,
+        samples: a.samples,
+        temperature: a.temperature,
+        seed: a.seed,
+    };
+    predict_images(&predictor, &req, &|w: &PredictionWritten| {
+        println!("{}: {}", w.image.display(), w.dir.display())
+    })?;
     Ok(())
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
     let (dir, predictor) = load_predictor(a.model)?;
-    let info = radlens_seg::checkpoint::RunDir(dir.clone()).read_info()?;
     let dataset = a.dataset.open()?;
-    let trained_kind = info.dataset.split(':').next().unwrap_or("");
-    let same_kind = a
-        .dataset
-        .to_string()
-        .starts_with(&format!("{trained_kind}:"));
-    let part = a.split.unwrap_or(if same_kind {
-        SplitPart::Test
-    } else {
-        SplitPart::All
-    });
-    let ids: Vec<String> = match part {
-        SplitPart::All => dataset.samples.iter().map(|s| s.id.clone()).collect(),
-        p => {
-            let split_path = radlens_seg::checkpoint::RunDir(dir.clone()).split();
-            Split::read(&split_path)?.ids(p)
-        }
-    };
-    let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
-    let cases = dataset.select(ids).map_err(|e| anyhow::anyhow!(e))?;
-    let ev =
-        radlens_seg::evaluate::evaluate(&predictor, &dataset, &cases, a.samples, a.temperature)?;
-    let header = serde_json::json!({
-        "model": dir.display().to_string(),
-        "dataset": a.dataset.to_string(),
-        "split": format!("{part:?}").to_lowercase(),
-        "model_input": predictor.model.config.image_size,
-        "temperature": a.temperature,
-        "protocol": radlens_seg::evaluate::PROTOCOL,
-    });
-    let summary = ev.summary(header);
-    radlens_core::atomic::write_atomic(&a.out.join("per_image.csv"), ev.csv().as_bytes())?;
-    radlens_core::atomic::write_atomic(
-        &a.out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    let cases = choose_cases(&SegRun::at(&dir), &a.dataset, &dataset, a.split, a.limit)?;
+    let ev = evaluate(
+        &predictor,
+        &dataset,
+        &cases.samples,
+        a.samples,
+        a.temperature,
+        &EvalProgress::default(),
     )?;
+    let header = EvalHeader::new(
+        &dir,
+        &a.dataset,
+        cases.part,
+        predictor.model.config.image_size,
+        a.temperature,
+    );
+    let summary = ev.summary(header);
+    write_results(&a.out, &ev, &summary)?;
     print_summary(&summary);
     println!("wrote {}", a.out.display());
     Ok(())
 }
 
-fn print_summary(s: &serde_json::Value) {
-    let unit = s["distance_unit"].as_str().unwrap_or("");
-    println!("{} images", s["images"]);
-    if let Some(classes) = s["metrics"]["dice"].as_object() {
-        for c in classes.keys() {
-            let f = |m: &str, k: &str| {
-                s["metrics"][m][c][k]
-                    .as_f64()
-                    .map(|v| format!("{v:.4}"))
-                    .unwrap_or("-".into())
-            };
-            println!(
-                "  {c:<18} Dice {} [{}, {}]  IoU {}  HD95 {} {unit}  ASSD {} {unit}",
-                f("dice", "mean"),
-                f("dice", "ci95_low"),
-                f("dice", "ci95_high"),
-                f("iou", "mean"),
-                f("hd95", "mean"),
-                f("assd", "mean")
-            );
-        }
+fn print_summary(s: &EvalSummary) {
+    let unit = &s.distance_unit;
+    let m = &s.metrics;
+    println!("{} images", s.images);
+    let four = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+    for (c, dice) in &m.dice {
+        let mean = |table: &PerClass| four(table.get(c).and_then(Option::as_ref).map(|s| s.mean));
+        let dice = dice.as_ref();
+        println!(
+            "  {c:<18} Dice {} [{}, {}]  IoU {}  HD95 {} {unit}  ASSD {} {unit}",
+            four(dice.map(|s| s.mean)),
+            four(dice.map(|s| s.ci95_low)),
+            four(dice.map(|s| s.ci95_high)),
+            mean(&m.iou),
+            mean(&m.hd95),
+            mean(&m.assd)
+        );
     }
-    for (k, label) in [
-        ("ged_squared", "GED^2"),
-        ("sample_diversity", "sample diversity"),
+    for (v, label) in [
+        (&s.stochastic.ged_squared, "GED^2"),
+        (&s.stochastic.sample_diversity, "sample diversity"),
+        (&s.calibration.ece_10_bins, "ECE"),
+        (&s.calibration.nll_per_pixel, "NLL/pixel"),
     ] {
-        if let Some(v) = s["stochastic"][k]["mean"].as_f64() {
-            println!("  {label}: {v:.4}");
-        }
-    }
-    for (k, label) in [("ece_10_bins", "ECE"), ("nll_per_pixel", "NLL/pixel")] {
-        if let Some(v) = s["calibration"][k]["mean"].as_f64() {
-            println!("  {label}: {v:.4}");
+        if let Some(v) = v {
+            println!("  {label}: {:.4}", v.mean);
         }
     }
 }

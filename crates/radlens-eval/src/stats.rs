@@ -1,9 +1,9 @@
 //! Summary statistics with seeded percentile-bootstrap confidence intervals.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Mean, spread and a 95% bootstrap CI of the mean of a metric over cases.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub n: usize,
     pub mean: f64,

@@ -23,14 +23,16 @@ pub enum SplitPart {
 }
 
 impl std::str::FromStr for SplitPart {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = IoError;
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "train" => Ok(Self::Train),
             "val" | "validation" => Ok(Self::Val),
             "test" => Ok(Self::Test),
             "all" => Ok(Self::All),
-            _ => Err(format!("unknown split '{s}' (train, val, test or all)")),
+            _ => Err(IoError::InvalidArgument(format!(
+                "unknown split '{s}' (train, val, test or all)"
+            ))),
         }
     }
 }
@@ -154,5 +156,15 @@ mod tests {
         let p = dir.path().join("split.json");
         a.write(&p).unwrap();
         assert_eq!(Split::read(&p).unwrap(), a);
+    }
+
+    #[test]
+    fn parts_parse_and_unknown_ones_are_named() {
+        assert_eq!("validation".parse::<SplitPart>().unwrap(), SplitPart::Val);
+        let e = "holdout".parse::<SplitPart>().unwrap_err();
+        assert!(
+            matches!(&e, IoError::InvalidArgument(m) if m.contains("'holdout'")),
+            "{e}"
+        );
     }
 }

@@ -15,6 +15,10 @@ use crate::error::{Result, SegError};
 use crate::unet::SegModel;
 use candle_core::{Device, Tensor};
 use radlens_core::atomic::write_atomic;
+use radlens_core::results::{read_json, write_json};
+use radlens_core::RunDir;
+use radlens_io::dataset::DatasetKind;
+use radlens_io::DatasetSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,14 @@ pub struct RunInfo {
     pub radlens_version: String,
 }
 
+impl RunInfo {
+    /// The kind of data the model was trained on; `None` when `dataset` is not a
+    /// `kind:dir` radlens knows.
+    pub fn dataset_kind(&self) -> Option<DatasetKind> {
+        self.dataset.parse::<DatasetSpec>().ok().map(|s| s.kind)
+    }
+}
+
 /// Progress of a training run, for `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -40,13 +52,25 @@ pub struct TrainState {
     pub best_epoch: usize,
 }
 
-/// Paths inside a run directory.
+/// A segmentation run: a [`radlens_core::RunDir`] marked by its `config.json`, with the
+/// file names above.
 #[derive(Debug, Clone)]
-pub struct RunDir(pub PathBuf);
+pub struct SegRun(RunDir);
 
-impl RunDir {
+impl SegRun {
+    /// The run in `root`, without checking anything (for reading a finished run).
+    pub fn at(root: &Path) -> Self {
+        Self(RunDir::at(root))
+    }
+
+    /// Opens `root` for a new run (it must not hold one yet; the folder is created) or,
+    /// with `resume`, for continuing the run it holds.
+    pub fn open(root: &Path, resume: bool) -> Result<Self> {
+        Ok(Self(RunDir::open(root, CONFIG, resume)?))
+    }
+
     pub fn config(&self) -> PathBuf {
-        self.0.join("config.json")
+        self.0.join(CONFIG)
     }
     pub fn model(&self) -> PathBuf {
         self.0.join("model.safetensors")
@@ -66,30 +90,27 @@ impl RunDir {
 
     /// Read `config.json`.
     pub fn read_info(&self) -> Result<RunInfo> {
-        read_json(&self.config())
+        Ok(read_json(&self.config())?)
+    }
+
+    /// Write `config.json` (atomically, as every file of the run).
+    pub fn write_info(&self, info: &RunInfo) -> Result<()> {
+        Ok(write_json(&self.config(), info)?)
     }
 
     /// Read `checkpoint/state.json`.
     pub fn read_state(&self) -> Result<TrainState> {
-        read_json(&self.state())
+        Ok(read_json(&self.state())?)
+    }
+
+    /// Write `checkpoint/state.json`.
+    pub fn write_state(&self, state: &TrainState) -> Result<()> {
+        Ok(write_json(&self.state(), state)?)
     }
 }
 
-/// Read a JSON file, naming it in any error.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bad = |reason: String| SegError::Config {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
-}
-
-/// Write pretty JSON atomically.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("serialisable");
-    Ok(write_atomic(path, text.as_bytes())?)
-}
+/// The file whose presence marks a folder as holding a run.
+const CONFIG: &str = "config.json";
 
 /// Save tensors as safetensors atomically.
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
@@ -124,7 +145,7 @@ pub fn load_model(
     device: &Device,
     backend: crate::config::ConvBackend,
 ) -> Result<SegModel> {
-    let dir = RunDir(run.to_path_buf());
+    let dir = SegRun::at(run);
     if !run.is_dir() {
         return Err(SegError::Config {
             path: run.to_path_buf(),
@@ -159,7 +180,7 @@ mod tests {
     #[test]
     fn round_trip_and_mismatch_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir(dir.path().to_path_buf());
+        let run = SegRun::at(dir.path());
         let cfg = small(HeadConfig::Plain);
         let m = SegModel::new(&cfg, &Device::Cpu, 1, ConvBackend::Radlens).unwrap();
         let info = RunInfo {
@@ -169,7 +190,7 @@ mod tests {
             parameters: m.params.count(),
             radlens_version: "test".into(),
         };
-        write_json(&run.config(), &info).unwrap();
+        run.write_info(&info).unwrap();
         save_tensors(&run.model(), &m.params.tensors()).unwrap();
         let back = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens).unwrap();
         for (name, t) in m.params.tensors() {
@@ -192,7 +213,7 @@ mod tests {
             }),
             ..info
         };
-        write_json(&run.config(), &other).unwrap();
+        run.write_info(&other).unwrap();
         let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens)
             .err()
             .unwrap()

@@ -3,7 +3,8 @@
 use crate::error::Result;
 use crate::loss::one_hot;
 use candle_core::{Device, Tensor};
-use indicatif::ProgressBar;
+use radlens_core::observe::Count;
+use radlens_core::Observer;
 use radlens_io::augment::{augment, AugmentConfig};
 use radlens_io::preprocess::{finish_intensity, IntensityConfig, Letterbox};
 use radlens_io::{ClassId, ClassSchema, Sample};
@@ -54,12 +55,12 @@ pub struct PreparedSet {
 }
 
 impl PreparedSet {
-    /// Load, letterbox and relabel `samples`.
+    /// Load, letterbox and relabel `samples`, counting them off to `loaded`.
     pub fn load(
         samples: &[&Sample],
         map: &ClassMap,
         size: usize,
-        progress: &ProgressBar,
+        loaded: &dyn Observer<Count>,
     ) -> Result<Self> {
         let mut set = PreparedSet {
             size,
@@ -67,7 +68,7 @@ impl PreparedSet {
             images: Vec::new(),
             labels: Vec::new(),
         };
-        for s in samples {
+        for (done, s) in (1..).zip(samples) {
             let img = s.load_image()?;
             let mut lab = s.load_labels((img.width, img.height))?;
             map.apply(&mut lab.labels);
@@ -75,7 +76,10 @@ impl PreparedSet {
             set.ids.push(s.id.clone());
             set.images.push(lb.image(&img));
             set.labels.push(lb.labels(&lab).labels);
-            progress.inc(1);
+            loaded.observe(&Count {
+                done,
+                total: samples.len() as u64,
+            });
         }
         Ok(set)
     }

@@ -11,6 +11,8 @@ pub enum SegError {
     Nn(#[from] radlens_nn::NnError),
     #[error(transparent)]
     File(#[from] radlens_core::FileError),
+    #[error(transparent)]
+    Run(#[from] radlens_core::run::RunDirError),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{path}: {reason}")]

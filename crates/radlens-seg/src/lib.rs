@@ -10,12 +10,19 @@ pub mod error;
 pub mod evaluate;
 pub mod loss;
 pub mod predict;
+pub mod prediction_files;
+pub mod prediction_report;
 pub mod render;
 pub mod ssn;
 pub mod train;
 pub mod unet;
 
+mod sorted_json;
+
 pub use config::{HeadConfig, ModelConfig, NormKind, TrainConfig};
 pub use error::{Result, SegError};
+pub use evaluate::{EvalEvent, EvalSummary};
 pub use predict::{Prediction, Predictor};
+pub use prediction_report::PredictionReport;
+pub use train::TrainEvent;
 pub use unet::SegModel;

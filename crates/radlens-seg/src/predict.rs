@@ -28,6 +28,18 @@ pub struct Prediction {
     pub samples: Vec<Vec<u8>>,
 }
 
+/// A prediction on the source image grid: what its pictures show and its report
+/// measures.
+pub struct ImageMaps {
+    pub mean: LabelMap,
+    /// Each sample's mask; empty without samples.
+    pub samples: Vec<LabelMap>,
+    /// Entropy of the predictive distribution / ln(C) per pixel: 0 certain, 1 uniform.
+    pub entropy: Vec<f32>,
+    /// Fraction of samples disagreeing with the mean mask per pixel; `None` without samples.
+    pub disagreement: Option<Vec<f32>>,
+}
+
 impl Predictor {
     /// Wrap a loaded model.
     pub fn new(model: SegModel, device: Device) -> Self {
@@ -145,6 +157,23 @@ impl Prediction {
             onehot[l as usize * n + i] = 1.0;
         }
         self.argmax_to_image(&onehot)
+    }
+
+    /// Every map resampled to the source image grid.
+    pub fn on_image(&self) -> ImageMaps {
+        let ln_c = (self.classes as f32).ln();
+        let entropy: Vec<f32> = self.entropy().iter().map(|e| e / ln_c).collect();
+        let samples: Vec<LabelMap> = self
+            .samples
+            .iter()
+            .map(|s| self.labels_to_image(s))
+            .collect();
+        ImageMaps {
+            mean: self.mean_mask_to_image(),
+            entropy: self.map_to_image(&entropy),
+            disagreement: (!samples.is_empty()).then(|| self.map_to_image(&self.disagreement())),
+            samples,
+        }
     }
 
     /// The mean mask on the source image grid (see [`Prediction::labels_to_image`]).

@@ -1,14 +1,16 @@
 //! `radlens seg train`: seeded training with AdamW, warm-up + cosine schedule,
-//! augmentation, per-epoch validation, atomic checkpoints and `--resume`.
+//! augmentation, per-epoch validation, atomic checkpoints and `--resume`. Progress is
+//! reported as [`TrainEvent`]s; nothing here prints.
 
-use crate::checkpoint::{load_tensors, save_tensors, write_json, RunDir, RunInfo, TrainState};
+use crate::checkpoint::{load_tensors, save_tensors, RunInfo, SegRun, TrainState};
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{ClassMap, PreparedSet};
 use crate::error::{Result, SegError};
 use crate::loss::{training_loss, LossWeights};
 use crate::unet::SegModel;
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
+use radlens_core::observe::Count;
+use radlens_core::{History, Observer};
 use radlens_eval::overlap::class_mask;
 use radlens_io::split::{Split, SplitPart};
 use radlens_io::DatasetSpec;
@@ -37,19 +39,38 @@ pub struct TrainRequest {
 }
 
 /// One epoch's record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub train_loss: f64,
     pub learning_rate: f64,
     /// Mean validation Dice per annotated foreground class, in class order.
-    pub val_dice: Vec<f64>,
+    pub val_dice: Vec<ClassDice>,
     pub seconds: f64,
+}
+
+/// The mean validation Dice of one class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassDice {
+    pub class: String,
+    pub dice: f64,
 }
 
 impl EpochRecord {
     fn mean_dice(&self) -> f64 {
-        self.val_dice.iter().sum::<f64>() / self.val_dice.len().max(1) as f64
+        self.val_dice.iter().map(|d| d.dice).sum::<f64>() / self.val_dice.len().max(1) as f64
+    }
+
+    /// Its `history.csv` row.
+    fn history_row(&self) -> String {
+        let mut row = format!(
+            "{},{:.6},{:.3e},{:.1}",
+            self.epoch, self.train_loss, self.learning_rate, self.seconds
+        );
+        for d in &self.val_dice {
+            row.push_str(&format!(",{:.5}", d.dice));
+        }
+        row
     }
 }
 
@@ -62,26 +83,39 @@ pub struct TrainOutcome {
     pub epochs: Vec<EpochRecord>,
 }
 
-fn bar(len: u64, template: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(ProgressStyle::with_template(template).expect("valid template"));
-    pb
+/// Progress of [`train`], in the order it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    /// One more case is read and prepared (training cases first, then validation).
+    CaseLoaded(Count),
+    /// Epoch `epoch` (1-based) of `epochs` begins; it takes `steps` optimiser steps.
+    EpochStarted {
+        epoch: usize,
+        epochs: usize,
+        steps: usize,
+    },
+    /// Step `step` (1-based) of the epoch's `steps` is done; `mean_loss` is the
+    /// epoch's training loss so far.
+    Step {
+        step: usize,
+        steps: usize,
+        mean_loss: f64,
+    },
+    /// An epoch is validated and checkpointed; `improved` when it became the best.
+    EpochFinished {
+        record: EpochRecord,
+        epochs: usize,
+        improved: bool,
+    },
 }
 
 /// Train a model; see [`TrainRequest`].
-pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
-    let run = RunDir(req.out.clone());
+pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<TrainOutcome> {
     let (model_cfg, mut train_cfg, state) = if req.resume {
+        let run = SegRun::open(&req.out, true)?;
         let info = run.read_info()?;
-        let state = run.read_state()?;
-        (info.model, info.train, Some(state))
+        (info.model, info.train, Some(run.read_state()?))
     } else {
-        if run.config().exists() {
-            return Err(SegError::Config {
-                path: run.config(),
-                reason: "the output folder already holds a run; pass --resume to continue it or choose another --out".into(),
-            });
-        }
         (req.model.clone(), req.train.clone(), None)
     };
     model_cfg.validate().map_err(SegError::Invalid)?;
@@ -90,9 +124,10 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
     }
 
     let dataset = req.dataset.open()?;
-    let split = match (&req.split_file, run.split().is_file()) {
+    let run_split = SegRun::at(&req.out).split();
+    let split = match (&req.split_file, run_split.is_file()) {
         (Some(path), _) => Split::read(path)?,
-        (None, true) => Split::read(&run.split())?,
+        (None, true) => Split::read(&run_split)?,
         (None, false) => Split::stratified(
             &req.dataset.to_string(),
             &dataset.samples,
@@ -106,20 +141,26 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
         train_ids.truncate(n);
     }
     let val_ids = split.ids(SplitPart::Val);
-    let train_samples = dataset.select(&train_ids).map_err(SegError::Invalid)?;
-    let val_samples = dataset.select(&val_ids).map_err(SegError::Invalid)?;
+    let train_samples = dataset.select(&train_ids)?;
+    let val_samples = dataset.select(&val_ids)?;
     if train_samples.is_empty() {
         return Err(SegError::Invalid("the training split is empty".into()));
     }
+    // A new run's folder is made only now, so that a bad input leaves nothing behind.
+    let run = SegRun::open(&req.out, req.resume)?;
     let map = ClassMap::new(&dataset.classes, &model_cfg.classes);
     let size = model_cfg.image_size;
-    let loading = bar(
-        (train_samples.len() + val_samples.len()) as u64,
-        "loading cases {bar:30} {pos}/{len} {elapsed}",
-    );
-    let train_set = PreparedSet::load(&train_samples, &map, size, &loading)?;
-    let val_set = PreparedSet::load(&val_samples, &map, size, &loading)?;
-    loading.finish_and_clear();
+    let total = (train_samples.len() + val_samples.len()) as u64;
+    let loaded = |before: u64| {
+        move |c: &Count| {
+            observer.observe(&TrainEvent::CaseLoaded(Count {
+                done: before + c.done,
+                total,
+            }))
+        }
+    };
+    let train_set = PreparedSet::load(&train_samples, &map, size, &loaded(0))?;
+    let val_set = PreparedSet::load(&val_samples, &map, size, &loaded(train_set.len() as u64))?;
 
     let mut model = SegModel::new(
         &model_cfg,
@@ -144,14 +185,10 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
             opt.restore(&model.params.named(), |k| moments.remove(k), st.step as u64)?;
             let mut info = run.read_info()?;
             info.train.epochs = train_cfg.epochs;
-            write_json(&run.config(), &info)?;
+            run.write_info(&info)?;
             (st.epochs_done, st.best_val_dice, st.best_epoch)
         }
         None => {
-            std::fs::create_dir_all(&req.out).map_err(|e| SegError::Config {
-                path: req.out.clone(),
-                reason: e.to_string(),
-            })?;
             split.write(&run.split())?;
             let info = RunInfo {
                 model: model_cfg.clone(),
@@ -160,7 +197,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
                 parameters: model.params.count(),
                 radlens_version: env!("CARGO_PKG_VERSION").to_string(),
             };
-            write_json(&run.config(), &info)?;
+            run.write_info(&info)?;
             (0, f64::NEG_INFINITY, 0)
         }
     };
@@ -169,6 +206,23 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
     let steps_per_epoch = train_set.len().div_ceil(train_cfg.batch_size);
     let total_steps = steps_per_epoch * train_cfg.epochs;
     let classes = model_cfg.classes.len();
+    let class_names: Vec<&str> = map
+        .annotated
+        .iter()
+        .map(|&c| model_cfg.classes.name(c))
+        .collect();
+    let header = format!(
+        "epoch,train_loss,learning_rate,seconds{}",
+        class_names
+            .iter()
+            .map(|c| format!(",val_dice_{c}"))
+            .collect::<String>()
+    );
+    // A resumed run keeps the rows of the epochs it continues from and rewrites the rest.
+    let mut history = match state {
+        Some(_) => History::resume(&run.history(), &header, start_epoch as u64 + 1)?,
+        None => History::new(&run.history(), &header),
+    };
     let mut records = Vec::new();
     for epoch in start_epoch..train_cfg.epochs {
         let started = std::time::Instant::now();
@@ -178,11 +232,11 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
         );
         let mut order: Vec<usize> = (0..train_set.len()).collect();
         order.shuffle(&mut rng);
-        let pb = bar(
-            steps_per_epoch as u64,
-            "epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]",
-        );
-        pb.set_prefix(format!("{}/{}", epoch + 1, train_cfg.epochs));
+        observer.observe(&TrainEvent::EpochStarted {
+            epoch: epoch + 1,
+            epochs: train_cfg.epochs,
+            steps: steps_per_epoch,
+        });
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
         for (i, idx) in order.chunks(train_cfg.batch_size).enumerate() {
@@ -228,16 +282,25 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
             let grads = model.params.grads_of(&loss.backward()?);
             opt.step(&model.params.var_refs(), &grads, 1.0, lr)?;
             loss_sum += value;
-            pb.set_message(format!("loss {:.4}", loss_sum / (i + 1) as f64));
-            pb.inc(1);
+            observer.observe(&TrainEvent::Step {
+                step: i + 1,
+                steps: steps_per_epoch,
+                mean_loss: loss_sum / (i + 1) as f64,
+            });
         }
-        pb.finish_and_clear();
         let val_dice = validate(&model, &val_set, &map, model_cfg.intensity, &req.device)?;
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / steps_per_epoch as f64,
             learning_rate: lr,
-            val_dice,
+            val_dice: class_names
+                .iter()
+                .zip(val_dice)
+                .map(|(c, dice)| ClassDice {
+                    class: c.to_string(),
+                    dice,
+                })
+                .collect(),
             seconds: started.elapsed().as_secs_f64(),
         };
         let improved = record.mean_dice() > best_val || val_set.is_empty();
@@ -249,30 +312,19 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
         let mut ckpt = model.params.tensors();
         ckpt.extend(opt.state(&model.params.named())?);
         save_tensors(&run.last(), &ckpt)?;
-        write_json(
-            &run.state(),
-            &TrainState {
-                epochs_done: epoch + 1,
-                step: opt.steps_done() as usize,
-                best_val_dice: best_val,
-                best_epoch,
-            },
-        )?;
-        append_history(&run, &record, &map, &model_cfg)?;
-        eprintln!(
-            "epoch {:>3}/{}  loss {:.4}  val Dice {}  {:.0}s{}",
-            record.epoch,
-            train_cfg.epochs,
-            record.train_loss,
-            map.annotated
-                .iter()
-                .zip(&record.val_dice)
-                .map(|(c, d)| format!("{}={d:.4}", model_cfg.classes.name(*c)))
-                .collect::<Vec<_>>()
-                .join(" "),
-            record.seconds,
-            if improved { "  *best" } else { "" }
-        );
+        run.write_state(&TrainState {
+            epochs_done: epoch + 1,
+            step: opt.steps_done() as usize,
+            best_val_dice: best_val,
+            best_epoch,
+        })?;
+        history.push(record.history_row());
+        history.save()?;
+        observer.observe(&TrainEvent::EpochFinished {
+            record: record.clone(),
+            epochs: train_cfg.epochs,
+            improved,
+        });
         records.push(record);
     }
     Ok(TrainOutcome {
@@ -318,41 +370,4 @@ fn validate(
         .into_iter()
         .map(|s| s / set.len().max(1) as f64)
         .collect())
-}
-
-fn append_history(run: &RunDir, r: &EpochRecord, map: &ClassMap, cfg: &ModelConfig) -> Result<()> {
-    let path = run.history();
-    let new = !path.exists() || r.epoch == 1;
-    let mut text = if new {
-        let mut h = "epoch,train_loss,learning_rate,seconds".to_string();
-        for c in &map.annotated {
-            h.push_str(&format!(",val_dice_{}", cfg.classes.name(*c)));
-        }
-        h + "\n"
-    } else {
-        std::fs::read_to_string(&path).map_err(|e| radlens_io::IoError::Fs {
-            path: path.clone(),
-            source: e,
-        })?
-    };
-    // drop rows from epochs at or after this one (a resumed run rewrites them)
-    text = text
-        .lines()
-        .filter(|l| {
-            l.split(',')
-                .next()
-                .and_then(|e| e.parse::<usize>().ok())
-                .is_none_or(|e| e < r.epoch)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.push_str(&format!(
-        "{},{:.6},{:.3e},{:.1}",
-        r.epoch, r.train_loss, r.learning_rate, r.seconds
-    ));
-    for d in &r.val_dice {
-        text.push_str(&format!(",{d:.5}"));
-    }
-    text.push('\n');
-    Ok(radlens_core::atomic::write_atomic(&path, text.as_bytes())?)
 }

@@ -175,13 +175,15 @@ pub struct Dataset {
 
 impl Dataset {
     /// The samples whose ids are listed, in that order; unknown ids are an error.
-    pub fn select(&self, ids: &[String]) -> std::result::Result<Vec<&Sample>, String> {
+    pub fn select(&self, ids: &[String]) -> Result<Vec<&Sample>> {
         ids.iter()
             .map(|id| {
-                self.samples
-                    .iter()
-                    .find(|s| &s.id == id)
-                    .ok_or_else(|| format!("case '{id}' is not in dataset {}", self.spec_name))
+                self.samples.iter().find(|s| &s.id == id).ok_or_else(|| {
+                    IoError::InvalidArgument(format!(
+                        "case '{id}' is not in dataset {}",
+                        self.spec_name
+                    ))
+                })
             })
             .collect()
     }
