@@ -1,8 +1,7 @@
 //! The `radlens` command-line tool.
 
 mod alloc;
-mod bench_cmd;
-mod bench_sae;
+mod bench;
 mod lm_cmd;
 mod progress;
 mod sae_cmd;
@@ -30,7 +29,7 @@ enum Command {
     Seg(seg_cmd::SegCommand),
     /// Benchmark training steps (U-Net/SSN, SAE) against stock candle and PyTorch.
     #[command(subcommand)]
-    Bench(bench_cmd::BenchCommand),
+    Bench(bench::BenchCommand),
     /// Run the hookable GGUF language model (interpretability core).
     #[command(subcommand)]
     Lm(lm_cmd::LmCommand),
@@ -51,7 +50,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Seg(cmd) => seg_cmd::run(cmd),
-        Command::Bench(cmd) => bench_cmd::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Lm(cmd) => lm_cmd::run(cmd),
         Command::Sae(cmd) => sae_cmd::run(cmd),
     };

@@ -2,26 +2,24 @@
 //! autoencoders on them, evaluate them (FVU, sparsity, LM loss with the SAE spliced in)
 //! and build feature databases.
 
-use crate::progress::bar;
-use anyhow::{bail, Context, Result};
-use candle_core::Device;
+use crate::progress::{bar, LazyBar};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use radlens_core::atomic::write_atomic;
+use radlens_core::observe::Count;
+use radlens_interp::eval::{evaluate_sae, EvalEvent, EvalRequest, SpliceRequest, REPORT};
 use radlens_interp::features::{build_feature_db, FeatureConfig};
-use radlens_interp::harvest::{harvest, HarvestConfig};
-use radlens_interp::splice::{splice_metrics, SpliceConfig};
+use radlens_interp::harvest::{harvest, HarvestConfig, HarvestProgress};
+use radlens_interp::inputs::{load_model, model_name, select_reports};
 use radlens_interp::window::{Template, WindowSpec};
-use radlens_lm::{LanguageModel, WeightFormat};
-use radlens_report::{CorpusSpec, Report, ReportPart, ReportSplit};
-use radlens_sae::formats::{load_dictionary_learning, load_saelens, save_saelens};
-use radlens_sae::metrics::{evaluate, Metrics};
+use radlens_report::{CorpusSpec, ReportPart, ReportSplit};
+use radlens_sae::formats::load_sae;
+use radlens_sae::report::report_text;
+use radlens_sae::run::{train_run, SaeSpec, TrainEvent, TrainRequest};
 use radlens_sae::{
-    group_sizes, Activation, ActivationStore, AdamConfig, ComputePath, LinearDecay, Sae, SaeConfig,
-    StepStats, TrainConfig, Trainer, DEFAULT_GROUP_FRACTIONS,
+    Activation, ActivationStore, AdamConfig, ComputePath, LinearDecay, Sae, TrainConfig,
+    DEFAULT_GROUP_FRACTIONS,
 };
-use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 const DEFAULT_MODEL: &str = "../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -48,38 +46,9 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
     }
 }
 
-fn load_lm(path: &Path) -> Result<LanguageModel> {
-    LanguageModel::load(path, &Device::Cpu, WeightFormat::F32)
-        .with_context(|| format!("loading the language model {}", path.display()))
-}
-
 /// The number of worker threads: the given one, else the available cores.
 fn workers(given: Option<usize>) -> usize {
     given.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-fn model_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into(),
-    )
-}
-
-/// The reports of one part of a corpus, optionally only the first `max`.
-fn select_reports(
-    corpus: &CorpusSpec,
-    split: ReportSplit,
-    part: ReportPart,
-    max: Option<usize>,
-) -> Result<Vec<Report>> {
-    let mut reports = split.select(corpus.read()?, part)?;
-    if let Some(m) = max {
-        reports.truncate(m);
-    }
-    if reports.is_empty() {
-        bail!("{corpus}: no reports in part '{part}'");
-    }
-    Ok(reports)
 }
 
 #[derive(Args)]
@@ -127,7 +96,7 @@ fn harvest_cmd(a: HarvestArgs) -> Result<()> {
         seed: a.split_seed,
     };
     let reports = select_reports(&a.corpus, split, a.part, a.max_reports)?;
-    let lm = load_lm(&a.model)?;
+    let lm = load_model(&a.model)?;
     let cfg = HarvestConfig {
         corpus: a.corpus.to_string(),
         part: a.part,
@@ -152,7 +121,7 @@ fn harvest_cmd(a: HarvestArgs) -> Result<()> {
         &cfg,
         &a.out,
         workers(a.workers),
-        |p| {
+        &|p: &HarvestProgress| {
             pb.set_position(p.reports_done as u64);
             let rate = p.tokens_done as f64 / start.elapsed().as_secs_f64().max(1e-9);
             pb.set_message(format!("{} tokens, {rate:.0} tokens/s", p.tokens_done));
@@ -250,8 +219,7 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn sae_config(&self, d_in: usize) -> Result<SaeConfig> {
-        let d_sae = d_in * self.expansion;
+    fn sae_spec(&self) -> Result<SaeSpec> {
         let activation = match self.arch {
             Arch::MatryoshkaBatchtopk | Arch::Batchtopk => Activation::BatchTopK { k: self.k },
             Arch::Topk => Activation::TopK { k: self.k },
@@ -259,22 +227,19 @@ impl TrainArgs {
                 l1_coefficient: self.l1_coefficient,
             },
         };
-        let groups = match (self.arch, &self.group_fractions) {
-            (Arch::MatryoshkaBatchtopk, Some(f)) => group_sizes(d_sae, f)?,
-            (Arch::MatryoshkaBatchtopk, None) => group_sizes(d_sae, &DEFAULT_GROUP_FRACTIONS)?,
+        let group_fractions = match (self.arch, &self.group_fractions) {
+            (Arch::MatryoshkaBatchtopk, f) => Some(
+                f.clone()
+                    .unwrap_or_else(|| DEFAULT_GROUP_FRACTIONS.to_vec()),
+            ),
             (_, Some(_)) => bail!("--group-fractions only applies to --arch matryoshka-batchtopk"),
-            (_, None) => vec![d_sae],
+            (_, None) => None,
         };
-        let needs_threshold = matches!(activation, Activation::BatchTopK { .. });
-        if needs_threshold && self.steps <= self.threshold_start_step {
-            bail!(
-                "--steps {} must exceed --threshold-start-step {} so that the BatchTopK \
-                 inference threshold is learnt",
-                self.steps,
-                self.threshold_start_step
-            );
-        }
-        Ok(SaeConfig::new(d_in, d_sae, activation, groups)?)
+        Ok(SaeSpec {
+            expansion: self.expansion,
+            activation,
+            group_fractions,
+        })
     }
 
     fn train_config(&self) -> TrainConfig {
@@ -295,173 +260,58 @@ impl TrainArgs {
             ..TrainConfig::default()
         }
     }
-}
 
-const HISTORY_HEADER: &str = "step,loss,aux_loss,l0,dead_fraction,grad_norm,lr,prefix_mse";
-
-fn history_row(s: &StepStats) -> String {
-    let prefix: Vec<String> = s.prefix_losses.iter().map(|v| format!("{v:.6}")).collect();
-    format!(
-        "{},{:.6},{:.6},{:.2},{:.4},{:.4},{:.3e},{}",
-        s.step,
-        s.loss,
-        s.aux_loss,
-        s.l0,
-        s.dead_fraction,
-        s.grad_norm,
-        s.lr,
-        prefix.join(";")
-    )
-}
-
-/// Rows of an existing history.csv for steps before `steps_done`.
-fn read_history(path: &Path, steps_done: u64) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            l.split(',')
-                .next()
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|s| s < steps_done)
+    fn request(&self) -> Result<TrainRequest> {
+        Ok(TrainRequest {
+            activations: self.activations.clone(),
+            out: self.out.clone(),
+            sae: self.sae_spec()?,
+            train: self.train_config(),
+            batch: self.batch,
+            steps: self.steps,
+            buffer_rows: self.buffer_rows,
+            checkpoint_every: self.checkpoint_every,
+            log_every: self.log_every,
+            resume: self.resume,
         })
-        .map(str::to_string)
-        .collect()
-}
-
-fn write_lines(path: &Path, header: &str, rows: &[String]) -> Result<()> {
-    let mut text = format!("{header}\n");
-    for r in rows {
-        text.push_str(r);
-        text.push('\n');
     }
-    Ok(write_atomic(path, text.as_bytes())?)
-}
-
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    Ok(write_atomic(
-        path,
-        serde_json::to_string_pretty(value)?.as_bytes(),
-    )?)
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
-    let store = ActivationStore::open(&a.activations)?;
-    let sae_cfg = a.sae_config(store.meta.d_model)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let ckpt = a.out.join("checkpoint.safetensors");
-    let history_path = a.out.join("history.csv");
-    let mut batches = store.shuffled_batches(a.batch, a.buffer_rows, a.seed)?;
-    let mut next_batch = || -> Result<candle_core::Tensor> {
-        Ok(batches.next().context("activation stream ended")??)
-    };
-    // A fresh run initialises from its first batch, then trains on it first.
-    let mut pending = None;
-    let mut trainer = if a.resume {
-        let mut t =
-            Trainer::resume(&ckpt).with_context(|| format!("resuming from {}", ckpt.display()))?;
-        if t.sae().config() != &sae_cfg {
-            bail!(
-                "{}: the checkpoint's SAE ({:?}) differs from the one the arguments describe ({:?})",
-                ckpt.display(),
-                t.sae().config(),
-                sae_cfg
-            );
+    let pb =
+        LazyBar::new("train {bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]");
+    let show = |e: &TrainEvent| match e {
+        TrainEvent::Started { steps_done } => pb.get(a.steps).set_position(*steps_done),
+        TrainEvent::Step {
+            stats,
+            tokens_per_s,
+        } => {
+            let pb = pb.get(a.steps);
+            pb.set_position(stats.step + 1);
+            pb.set_message(format!(
+                "loss {:.4} l0 {:.1} dead {:.1}% {tokens_per_s:.0} tokens/s",
+                stats.loss,
+                stats.l0,
+                100.0 * stats.dead_fraction
+            ));
         }
-        t.set_decay(a.train_config().adam.decay);
-        // The data stream is a function of the seed: skip what the checkpoint has seen.
-        for _ in 0..t.steps_done() {
-            next_batch()?;
-        }
-        t
-    } else {
-        if ckpt.exists() {
-            bail!(
-                "{} already holds a checkpoint: pass --resume or choose another --out",
-                a.out.display()
-            );
-        }
-        let first = next_batch()?;
-        let t = Trainer::new(sae_cfg, a.train_config(), &first)?;
-        pending = Some(first);
-        t
-    };
-    let mut history = read_history(&history_path, trainer.steps_done());
-    let resumed_at = trainer.steps_done();
-    let pb = bar(
-        a.steps,
-        "train {bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
-    );
-    pb.set_position(resumed_at);
-    let start = Instant::now();
-    let mut last = None;
-    while trainer.steps_done() < a.steps {
-        let batch = match pending.take() {
-            Some(b) => b,
-            None => next_batch()?,
-        };
-        let s = trainer.step(&batch)?;
-        if s.step % a.log_every == 0 || s.step + 1 == a.steps {
-            history.push(history_row(&s));
-        }
-        let done = trainer.steps_done();
-        let rate = ((done - resumed_at) * a.batch as u64) as f64 / start.elapsed().as_secs_f64();
-        pb.set_position(done);
-        pb.set_message(format!(
-            "loss {:.4} l0 {:.1} dead {:.1}% {rate:.0} tokens/s",
-            s.loss,
-            s.l0,
-            100.0 * s.dead_fraction
-        ));
-        if done % a.checkpoint_every == 0 || done == a.steps {
-            trainer.save_checkpoint(&ckpt)?;
-            write_lines(&history_path, HISTORY_HEADER, &history)?;
-            // A line per checkpoint, also when the bar is hidden (logs, pipes).
-            let line = format!("step {done}: {}", pb.message());
+        TrainEvent::Checkpoint { steps_done } => {
+            // A line per checkpoint, also when the bar is hidden (logs, pipes), formatted
+            // before suspending the bar, which holds its lock meanwhile.
+            let pb = pb.get(a.steps);
+            let line = format!("step {steps_done}: {}", pb.message());
             pb.suspend(|| eprintln!("{line}"));
         }
-        last = Some((s, rate));
-    }
-    pb.finish();
-    save_saelens(trainer.sae(), &a.out)?;
-    let (stats, rate) = match last {
-        Some((s, r)) => (serde_json::to_value(s)?, json!(r)),
-        None => (serde_json::Value::Null, serde_json::Value::Null),
     };
-    write_json(
-        &a.out.join("train.json"),
-        &json!({
-            "activations": a.activations,
-            "store": store.meta,
-            "store_rows": store.rows(),
-            "sae": trainer.sae().config(),
-            "train": trainer.config(),
-            "batch": a.batch,
-            "steps": a.steps,
-            "seed": a.seed,
-            "buffer_rows": a.buffer_rows,
-            "last_step": stats,
-            "tokens_per_s": rate,
-        }),
-    )?;
+    let outcome = train_run(&a.request()?, &show)?;
+    pb.finish();
     eprintln!(
         "{}: SAE ({} latents) after {} steps",
         a.out.display(),
-        trainer.sae().config().d_sae,
-        trainer.steps_done()
+        outcome.report.sae.d_sae,
+        outcome.steps_done
     );
     Ok(())
-}
-
-/// Loads an SAE directory in the SAELens layout, or dictionary_learning's (`ae.pt`).
-fn load_sae(dir: &Path) -> Result<Sae> {
-    let sae = if dir.join("ae.pt").exists() {
-        load_dictionary_learning(dir)?
-    } else {
-        load_saelens(dir)?
-    };
-    Ok(sae)
 }
 
 /// An SAE and the activation store it is applied to.
@@ -476,28 +326,13 @@ pub struct SaeInput {
 }
 
 impl SaeInput {
-    /// Loads both, checking that the SAE reads the store's width.
+    /// Loads both (the library checks that the SAE reads the store's width).
     fn open(&self) -> Result<(Sae, ActivationStore)> {
-        let sae = load_sae(&self.sae)?;
-        let store = ActivationStore::open(&self.activations)?;
-        check_widths(&sae, &store)?;
-        Ok((sae, store))
+        Ok((
+            load_sae(&self.sae)?,
+            ActivationStore::open(&self.activations)?,
+        ))
     }
-}
-
-/// Errors unless the SAE reads the store's width.
-fn check_widths(sae: &Sae, store: &ActivationStore) -> Result<()> {
-    if sae.config().d_in != store.meta.d_model {
-        bail!(
-            "the SAE reads {}-wide activations but {} holds {}-wide ones (model {}, layer {})",
-            sae.config().d_in,
-            store.dir().display(),
-            store.meta.d_model,
-            store.meta.model,
-            store.meta.layer
-        );
-    }
-    Ok(())
 }
 
 #[derive(Args)]
@@ -526,61 +361,44 @@ pub struct EvalArgs {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    let (sae, store) = a.input.open()?;
-    let pb = bar(store.rows() as u64, "eval {bar:30} {pos}/{len} tokens");
-    let metrics: Metrics = evaluate(
-        &sae,
-        store.batches(a.batch).inspect(|b| {
-            if let Ok(b) = b {
-                pb.inc(b.dims()[0] as u64);
-            }
-        }),
-    )?;
-    pb.finish();
-    let mut out = json!({
-        "sae": a.input.sae,
-        "activations": a.input.activations,
-        "store": store.meta,
-        "reconstruction": metrics,
-    });
-    if let Some(model) = &a.model {
-        let harvest = HarvestConfig::of_store(&store)?;
-        let corpus: CorpusSpec = match &a.corpus {
-            Some(c) => c.clone(),
-            None => harvest.corpus.parse()?,
-        };
-        let reports = select_reports(&corpus, harvest.split, harvest.part, harvest.max_reports)?;
-        let lm = load_lm(model)?;
-        if model_name(model) != store.meta.model {
-            eprintln!(
-                "warning: the store was harvested from {}, not {}",
-                store.meta.model,
-                model_name(model)
-            );
-        }
-        let pb = bar(
-            reports.len() as u64,
-            "splice {bar:30} {pos}/{len} reports {msg} [{elapsed_precise}<{eta_precise}]",
-        );
-        let cfg = SpliceConfig {
-            layer: harvest.layer,
-            window: harvest.window,
+    let request = EvalRequest {
+        sae: a.input.sae.clone(),
+        activations: a.input.activations.clone(),
+        batch: a.batch,
+        language_model: a.model.as_ref().map(|model| SpliceRequest {
+            model: model.clone(),
+            corpus: a.corpus.clone(),
             max_tokens: a.max_tokens,
             workers: workers(a.workers),
-        };
-        let splice = splice_metrics(&lm, Arc::new(sae), &cfg, &reports, |done, tokens| {
-            pb.set_position(done as u64);
-            pb.set_message(format!("{tokens} tokens"));
-        })?;
-        pb.finish();
-        out["language_model"] = json!({ "model": model, "corpus": corpus.to_string(),
-            "part": harvest.part, "metrics": splice });
-    }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let path = a.out.join("metrics.json");
-    write_json(&path, &out)?;
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    eprintln!("wrote {}", path.display());
+        }),
+        out: a.out.clone(),
+    };
+    let encode = LazyBar::new("eval {bar:30} {pos}/{len} tokens");
+    let splice =
+        LazyBar::new("splice {bar:30} {pos}/{len} reports {msg} [{elapsed_precise}<{eta_precise}]");
+    let show = |e: &EvalEvent| match e {
+        EvalEvent::Encoded(c) => {
+            encode.get(c.total).set_position(c.done);
+            if c.done == c.total {
+                encode.finish();
+            }
+        }
+        EvalEvent::OtherModel { store_model, model } => {
+            eprintln!("warning: the store was harvested from {store_model}, not {model}")
+        }
+        EvalEvent::Spliced {
+            progress,
+            reports_total,
+        } => {
+            let pb = splice.get(*reports_total as u64);
+            pb.set_position(progress.reports_done as u64);
+            pb.set_message(format!("{} tokens", progress.tokens_scored));
+        }
+    };
+    let report = evaluate_sae(&request, &show)?;
+    splice.finish();
+    println!("{}", report_text(&report)?);
+    eprintln!("wrote {}", a.out.join(REPORT).display());
     Ok(())
 }
 
@@ -630,8 +448,8 @@ fn features_cmd(a: FeaturesArgs) -> Result<()> {
         store.shards().len() as u64,
         "features {bar:30} {pos}/{len} shards",
     );
-    let summary = build_feature_db(&sae, &store, &cfg, &provenance, &a.out, |done, _| {
-        pb.set_position(done as u64)
+    let summary = build_feature_db(&sae, &store, &cfg, &provenance, &a.out, &|c: &Count| {
+        pb.set_position(c.done)
     })?;
     pb.finish();
     eprintln!(

@@ -4,6 +4,11 @@
 mod common;
 
 use common::{radlens, shared, stderr};
+use radlens_core::results::read_json;
+use radlens_interp::eval::EvalReport;
+use radlens_report::ReportPart;
+use radlens_sae::run::TrainReport;
+use radlens_sae::StoreMeta;
 use std::path::Path;
 
 fn model() -> String {
@@ -91,12 +96,10 @@ fn harvest_train_resume_eval_features() {
     let (train_acts, held_acts) = (dir.path().join("train"), dir.path().join("heldout"));
     harvest("train", &train_acts, "8");
     harvest("heldout", &held_acts, "3");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(train_acts.join("meta.json")).unwrap())
-            .unwrap();
-    assert_eq!(meta["d_model"], 576);
-    assert_eq!(meta["hook"], "resid_post.15");
-    assert_eq!(meta["complete"], true);
+    let meta: StoreMeta = read_json(&train_acts.join("meta.json")).unwrap();
+    assert_eq!(meta.d_model, 576);
+    assert_eq!(meta.hook.as_deref(), Some("resid_post.15"));
+    assert!(meta.complete);
 
     // Four steps at once, or two then a resumed two: the same SAE (the resumed run decays
     // the learning rate over its new last half, steps 2 and 3).
@@ -135,15 +138,16 @@ fn harvest_train_resume_eval_features() {
         "--out",
         eval.to_str().unwrap(),
     ]);
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(eval.join("metrics.json")).unwrap()).unwrap();
-    let rec = &m["reconstruction"];
-    assert_eq!(rec["fvu_per_prefix"].as_array().unwrap().len(), 5);
-    assert!(rec["fvu"].as_f64().unwrap() > 0.0);
-    let lm = &m["language_model"]["metrics"];
-    assert!(lm["tokens"].as_u64().unwrap() >= 60);
-    assert!(lm["ce_zero_ablation"].as_f64() > lm["ce_clean"].as_f64());
-    assert_eq!(m["language_model"]["part"], "heldout");
+    let m: EvalReport = read_json(&eval.join("metrics.json")).unwrap();
+    let rec = &m.reconstruction;
+    assert_eq!(rec.fvu_per_prefix.len(), 5);
+    assert!(rec.fvu > 0.0);
+    let lm = m.language_model.unwrap();
+    assert!(lm.metrics.tokens >= 60);
+    assert!(lm.metrics.ce_zero_ablation > lm.metrics.ce_clean);
+    assert_eq!(lm.part, ReportPart::Heldout);
+    let train: TrainReport = read_json(&full.join("train.json")).unwrap();
+    assert_eq!(train.last_step.map(|s| s.step), Some(3));
 
     // Feature database.
     let db = dir.path().join("features.sqlite");

@@ -59,7 +59,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         trainer.step(&acts)?;
     }
     let sae = Arc::new(trainer.into_sae());
-    println!("trained an SAE of {} latents on {} tokens", 4 * d, acts.dim(0)?);
+    println!(
+        "trained an SAE of {} latents on {} tokens",
+        4 * d,
+        acts.dim(0)?
+    );
 
     // 3. Next-token loss on a held-out sentence, clean / spliced / zeroed.
     let ids = lm.tokenizer.encode(HELD_OUT)?;

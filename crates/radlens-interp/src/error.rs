@@ -12,6 +12,8 @@ pub enum InterpError {
     #[error(transparent)]
     File(#[from] radlens_core::FileError),
     #[error(transparent)]
+    Report(#[from] radlens_report::ReportError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error("{path}: SQLite: {source}")]
     Sqlite {

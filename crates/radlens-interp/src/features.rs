@@ -20,6 +20,8 @@
 
 use crate::{InterpError, Result};
 use radlens_core::atomic::write_atomic_at;
+use radlens_core::observe::Count;
+use radlens_core::Observer;
 use radlens_sae::{ActivationStore, Sae, TokenRecord};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -76,22 +78,23 @@ struct Entry {
     value: f32,
 }
 
-/// Encodes every row of `store` with `sae` and writes the feature database to `out`.
-/// `progress(shards_done, shards_total)` runs after each shard.
+/// Encodes every row of `store` with `sae` and writes the feature database to `out`,
+/// reporting the shards encoded after each one.
 pub fn build_feature_db(
     sae: &Sae,
     store: &ActivationStore,
     cfg: &FeatureConfig,
     provenance: &[(&str, String)],
     out: &Path,
-    mut progress: impl FnMut(usize, usize),
+    progress: &dyn Observer<Count>,
 ) -> Result<FeatureSummary> {
     if cfg.quantiles == 0 || cfg.histogram_bins == 0 || cfg.batch == 0 {
         return Err(InterpError::invalid(
             "quantiles, histogram bins and batch size must be positive",
         ));
     }
-    let (entries, records) = encode_store(sae, store, cfg.batch, &mut progress)?;
+    store.check_reader(sae)?;
+    let (entries, records) = encode_store(sae, store, cfg.batch, progress)?;
     if records.len() > u32::MAX as usize {
         return Err(InterpError::invalid("more than 2^32 tokens"));
     }
@@ -111,7 +114,7 @@ fn encode_store(
     sae: &Sae,
     store: &ActivationStore,
     batch: usize,
-    progress: &mut impl FnMut(usize, usize),
+    progress: &dyn Observer<Count>,
 ) -> Result<(Vec<Entry>, Vec<TokenRecord>)> {
     let mut entries = Vec::new();
     let mut records: Vec<TokenRecord> = Vec::new();
@@ -135,7 +138,10 @@ fn encode_store(
             }
         }
         records.extend(tokens);
-        progress(s + 1, shards);
+        progress.observe(&Count {
+            done: s as u64 + 1,
+            total: shards as u64,
+        });
     }
     entries.sort_unstable_by_key(|e| (e.latent, e.row));
     Ok((entries, records))

@@ -87,7 +87,7 @@ pub fn harvest(
     cfg: &HarvestConfig,
     out: &Path,
     workers: usize,
-    mut progress: impl FnMut(&HarvestProgress),
+    progress: &dyn radlens_core::Observer<HarvestProgress>,
 ) -> Result<HarvestSummary> {
     let point = cfg.point();
     lm.model.check_point(point)?;
@@ -151,7 +151,7 @@ pub fn harvest(
                 shard_start = next;
             }
         }
-        progress(&HarvestProgress {
+        progress.observe(&HarvestProgress {
             reports_done: next,
             reports_total: reports.len(),
             tokens_done,

@@ -5,11 +5,15 @@
 //!   [`radlens_sae::ActivationStore`] with token metadata, resumable;
 //! - [`splice`]: language-model loss with an SAE reconstruction spliced into the residual
 //!   stream (cross-entropy loss recovered vs zero-ablation, KL divergence);
-//! - [`features`]: per-latent statistics and examples in a SQLite feature database.
+//! - [`features`]: per-latent statistics and examples in a SQLite feature database;
+//! - [`eval`]: an SAE's reconstruction metrics and spliced loss, as `metrics.json`;
+//! - [`inputs`]: the reports and language model a harvest (and its evaluation) reads.
 
 mod error;
+pub mod eval;
 pub mod features;
 pub mod harvest;
+pub mod inputs;
 mod parallel;
 pub mod splice;
 pub mod window;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// Loss of the model with the SAE spliced in, against the clean and zero-ablated model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SpliceMetrics {
     /// Scored next-token predictions.
     pub tokens: usize,
@@ -67,14 +67,20 @@ pub struct SpliceConfig {
     pub workers: usize,
 }
 
-/// Scores `reports` with `sae` spliced in as `cfg` says. `progress(reports_done,
-/// tokens_scored)` runs after each round of reports.
+/// Progress after each round of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpliceProgress {
+    pub reports_done: usize,
+    pub tokens_scored: usize,
+}
+
+/// Scores `reports` with `sae` spliced in as `cfg` says.
 pub fn splice_metrics(
     lm: &LanguageModel,
     sae: Arc<Sae>,
     cfg: &SpliceConfig,
     reports: &[Report],
-    mut progress: impl FnMut(usize, usize),
+    progress: &dyn radlens_core::Observer<SpliceProgress>,
 ) -> Result<SpliceMetrics> {
     let (layer, window, max_tokens, workers) =
         (cfg.layer, &cfg.window, cfg.max_tokens, cfg.workers);
@@ -113,7 +119,10 @@ pub fn splice_metrics(
             sums.add(&p);
         }
         done += group.len();
-        progress(done, sums.tokens);
+        progress.observe(&SpliceProgress {
+            reports_done: done,
+            tokens_scored: sums.tokens,
+        });
     }
     if sums.tokens == 0 {
         return Err(InterpError::invalid(

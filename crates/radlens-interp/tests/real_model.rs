@@ -2,6 +2,7 @@
 //! reports in `../shared`.
 
 use candle_core::{Device, Tensor};
+use radlens_core::Silent;
 use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_interp::harvest::{harvest, HarvestConfig};
 use radlens_interp::splice::{splice_metrics, SpliceConfig};
@@ -78,8 +79,9 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
     let reports = reports(6);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Template::Raw, 40, 100);
-    let run =
-        |out: &Path, workers| harvest(lm, "smollm2", &reports, &cfg, out, workers, |_| {}).unwrap();
+    let run = |out: &Path, workers| {
+        harvest(lm, "smollm2", &reports, &cfg, out, workers, &Silent).unwrap()
+    };
     let a = dir.path().join("a");
     let summary = run(&a, 2);
     let store = ActivationStore::open(&a).unwrap();
@@ -149,7 +151,7 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
 
     // Other settings into the same store, or a layer the model lacks: clear errors.
     let other = config(Template::Chat, 40, 100);
-    let err = harvest(lm, "smollm2", &reports, &other, &a, 1, |_| {}).unwrap_err();
+    let err = harvest(lm, "smollm2", &reports, &other, &a, 1, &Silent).unwrap_err();
     assert!(err.to_string().contains("another harvest"), "{err}");
     let deep = HarvestConfig {
         layer: 30,
@@ -162,7 +164,7 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
         &deep,
         &dir.path().join("d"),
         1,
-        |_| {},
+        &Silent,
     )
     .unwrap_err();
     assert!(err.to_string().contains("resid_post.30"), "{err}");
@@ -174,7 +176,7 @@ fn chat_template_tokens_are_run_but_not_stored() {
     let reports = reports(2);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Template::Chat, 256, 10_000);
-    harvest(lm, "smollm2", &reports, &cfg, dir.path(), 1, |_| {}).unwrap();
+    harvest(lm, "smollm2", &reports, &cfg, dir.path(), 1, &Silent).unwrap();
     let store = ActivationStore::open(dir.path()).unwrap();
     let tokens = all_tokens(&store);
     let special = lm.tokenizer.special_ids().to_vec();
@@ -193,7 +195,7 @@ fn chat_template_tokens_are_run_but_not_stored() {
         &config(Template::Raw, 256, 10_000),
         &raw,
         1,
-        |_| {},
+        &Silent,
     )
     .unwrap();
     let raw = ActivationStore::open(&raw).unwrap();
@@ -206,7 +208,7 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
     let reports = reports(3);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(Template::Raw, 256, 10_000);
-    harvest(lm, "smollm2", &reports, &cfg, dir.path(), 2, |_| {}).unwrap();
+    harvest(lm, "smollm2", &reports, &cfg, dir.path(), 2, &Silent).unwrap();
     let store = ActivationStore::open(dir.path()).unwrap();
     let x = store.read_shard(0).unwrap();
     let d = x.dim(1).unwrap();
@@ -218,7 +220,7 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
         t.step(&x).unwrap();
     }
     let sae = Arc::new(t.into_sae());
-    let m = splice_metrics(lm, sae.clone(), &splice(&cfg, 2), &reports, |_, _| {}).unwrap();
+    let m = splice_metrics(lm, sae.clone(), &splice(&cfg, 2), &reports, &Silent).unwrap();
     let n: usize = reports
         .iter()
         .map(|r| lm.tokenizer.encode_text(&r.text()).unwrap().len() - 1)
@@ -253,7 +255,7 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
         .map(|p| -lsm[p][ids[p + 1] as usize])
         .sum::<f64>()
         / (ids.len() - 2) as f64;
-    let one = splice_metrics(lm, sae, &splice(&cfg, 1), &reports[..1], |_, _| {}).unwrap();
+    let one = splice_metrics(lm, sae, &splice(&cfg, 1), &reports[..1], &Silent).unwrap();
     assert!((one.ce_clean - ce).abs() < 1e-9, "{} vs {ce}", one.ce_clean);
 
     // An SAE of another width is refused.
@@ -265,7 +267,7 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
     .unwrap()
     .into_sae();
     let err =
-        splice_metrics(lm, Arc::new(narrow), &splice(&cfg, 2), &reports, |_, _| {}).unwrap_err();
+        splice_metrics(lm, Arc::new(narrow), &splice(&cfg, 2), &reports, &Silent).unwrap_err();
     assert!(err.to_string().contains("8-wide"), "{err}");
 }
 
@@ -296,7 +298,7 @@ fn feature_database_holds_every_latent_and_its_examples() {
         &cfg,
         &dir.path().join("acts"),
         2,
-        |_| {},
+        &Silent,
     )
     .unwrap();
     let store = ActivationStore::open(&dir.path().join("acts")).unwrap();
@@ -324,7 +326,7 @@ fn feature_database_holds_every_latent_and_its_examples() {
         &fcfg,
         &[("model", "smollm2".into())],
         &db,
-        |_, _| {},
+        &Silent,
     )
     .unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();

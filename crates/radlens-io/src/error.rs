@@ -18,6 +18,9 @@ pub enum IoError {
     Invalid { path: PathBuf, reason: String },
     #[error("unknown dataset kind '{0}' (expected jsrt:<dir>, jsrt+clavicles:<dir>, covid-cxr:<dir> or nnunet:<dir>)")]
     UnknownDatasetKind(String),
+    /// A command-line value that names no known choice (a split part, a case id).
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 impl From<radlens_core::FileError> for IoError {

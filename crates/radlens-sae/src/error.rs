@@ -9,6 +9,8 @@ pub enum SaeError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Nn(#[from] radlens_nn::NnError),
+    #[error(transparent)]
+    Run(#[from] radlens_core::run::RunDirError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -38,6 +40,15 @@ pub enum SaeError {
 }
 
 pub type Result<T> = std::result::Result<T, SaeError>;
+
+impl From<radlens_core::FileError> for SaeError {
+    fn from(e: radlens_core::FileError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
 
 impl SaeError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -1,44 +1,15 @@
 //! File formats: the SAELens layout (read and write) and dictionary_learning's `ae.pt` +
-//! `config.json` (read), plus atomic file writing.
+//! `config.json` (read).
 
 use crate::config::{Activation, SaeConfig};
 use crate::sae::Sae;
 use crate::{Result, SaeError};
 use candle_core::{DType, Device, Tensor};
+use radlens_core::atomic::write_atomic_at;
+use radlens_core::results::write_json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// Runs `write(tmp)` on a temporary file next to `path`, then renames it to `path`.
-pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| SaeError::format(path, "not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    // Some writers create private temporary files; saved files are ordinary ones.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| SaeError::io(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| SaeError::io(path, e))
-}
-
-fn write_json(path: &Path, value: &Value) -> Result<()> {
-    write_atomic(path, |tmp| {
-        let text =
-            serde_json::to_string_pretty(value).map_err(|e| SaeError::Config(e.to_string()))?;
-        std::fs::write(tmp, text).map_err(|e| SaeError::io(tmp, e))
-    })
-}
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| SaeError::io(path, e))?;
@@ -107,10 +78,20 @@ pub fn save_saelens(sae: &Sae, dir: &Path) -> Result<()> {
     };
     json["architecture"] = json!(architecture);
     let (cfg_path, weights_path) = saelens_paths(dir);
-    write_atomic(&weights_path, |tmp| {
-        Ok(candle_core::safetensors::save(&tensors, tmp)?)
+    write_atomic_at(&weights_path, |tmp| {
+        candle_core::safetensors::save(&tensors, tmp).map_err(SaeError::from)
     })?;
-    write_json(&cfg_path, &json)
+    Ok(write_json(&cfg_path, &json)?)
+}
+
+/// Loads an SAE directory in either layout this module reads: dictionary_learning's when
+/// it holds an `ae.pt`, else SAELens'.
+pub fn load_sae(dir: &Path) -> Result<Sae> {
+    if dir.join("ae.pt").exists() {
+        load_dictionary_learning(dir)
+    } else {
+        load_saelens(dir)
+    }
 }
 
 /// Loads an SAE in the SAELens layout (see [`save_saelens`]). Without a `radlens` block,

@@ -7,8 +7,11 @@
 //! - [`Trainer`]: data-driven init, training steps on batches from any source, atomic
 //!   checkpoints and exact resume; sparse custom ops ([`ComputePath::Sparse`]) or dense
 //!   matmuls ([`ComputePath::Dense`]).
+//! - [`run`]: a whole training run on an activation store, fresh or resumed, with its
+//!   history, checkpoints and `train.json`.
 //! - [`metrics`]: FVU (overall, per prefix), L0, dead and dense latent fractions.
 //! - [`formats`]: SAELens layout (read/write), dictionary_learning `ae.pt` (read).
+//! - [`report`]: how report files (`train.json`, `metrics.json`) are written.
 //! - [`ActivationStore`]: activation shards written by the language-model side.
 
 mod config;
@@ -17,6 +20,8 @@ pub mod formats;
 mod loss;
 pub mod metrics;
 mod optim;
+pub mod report;
+pub mod run;
 mod sae;
 mod store;
 mod train;
@@ -29,6 +34,4 @@ pub use sae::{Codes, Sae};
 pub use store::{
     shard_name, ActivationStore, Batches, ShardInfo, ShuffledBatches, StoreMeta, TokenRecord,
 };
-pub use train::{
-    activation_scale, geometric_median, CheckpointPolicy, StepStats, TrainConfig, Trainer,
-};
+pub use train::{activation_scale, geometric_median, StepStats, TrainConfig, Trainer};

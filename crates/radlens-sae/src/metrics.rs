@@ -2,9 +2,12 @@
 //! prefix), L0, dead and dense latent fractions.
 
 use crate::sae::Sae;
+use crate::store::ActivationStore;
 use crate::Result;
 use candle_core::{DType, Tensor};
-use serde::Serialize;
+use radlens_core::observe::Count;
+use radlens_core::Observer;
+use serde::{Deserialize, Serialize};
 
 /// A latent is dense if it fires on more than this fraction of tokens.
 pub const DENSE_FIRING_FRACTION: f64 = 0.1;
@@ -31,7 +34,7 @@ fn sums(x: &Tensor, x_hat: &Tensor) -> Result<(f64, f64)> {
 }
 
 /// Inference metrics of an SAE over some batches of raw activations.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// FVU of the full reconstruction (variance taken per batch, errors pooled).
     pub fvu: f64,
@@ -90,4 +93,26 @@ where
         ),
         tokens,
     })
+}
+
+/// Evaluates `sae` on every row of `store`, `batch` rows at a time, reporting the rows
+/// done after each batch.
+pub fn evaluate_store(
+    sae: &Sae,
+    store: &ActivationStore,
+    batch: usize,
+    observer: &dyn Observer<Count>,
+) -> Result<Metrics> {
+    store.check_reader(sae)?;
+    let total = store.rows() as u64;
+    let mut done = 0;
+    evaluate(
+        sae,
+        store.batches(batch).inspect(|b| {
+            if let Ok(b) = b {
+                done += b.dims()[0] as u64;
+                observer.observe(&Count { done, total });
+            }
+        }),
+    )
 }

@@ -8,9 +8,10 @@
 //! `[start, end)`: which documents of the producer's list the shard covers, for resuming).
 //! Shards are written atomically, so a store interrupted mid-way holds only whole shards.
 
-use crate::formats::write_atomic;
-use crate::{Result, SaeError};
+use crate::{Result, Sae, SaeError};
 use candle_core::{DType, Device, Tensor};
+use radlens_core::atomic::write_atomic_at;
+use radlens_core::results::write_json;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -175,12 +176,7 @@ impl ActivationStore {
     }
 
     fn write_meta(&self) -> Result<()> {
-        let path = meta_path(&self.dir);
-        let text = serde_json::to_string_pretty(&self.meta)
-            .map_err(|e| SaeError::Config(e.to_string()))?;
-        write_atomic(&path, |tmp| {
-            std::fs::write(tmp, text).map_err(|e| SaeError::io(tmp, e))
-        })
+        Ok(write_json(&meta_path(&self.dir), &self.meta)?)
     }
 
     /// Marks the store finished.
@@ -243,12 +239,30 @@ impl ActivationStore {
             ),
         ]);
         let path = self.dir.join(shard_name(self.shards.len()));
-        write_atomic(&path, |tmp| {
+        write_atomic_at(&path, |tmp| {
             safetensors::serialize_to_file(tensors, Some(metadata), tmp)
-                .map_err(|e| SaeError::format(tmp, e.to_string()))
+                .map_err(|e| SaeError::format(&path, e.to_string()))
         })?;
         self.shards.push(read_shard_info(&path, d)?);
         Ok(())
+    }
+
+    /// Errors unless `sae` reads activations as wide as this store's.
+    pub fn check_reader(&self, sae: &Sae) -> Result<()> {
+        let want = sae.config().d_in;
+        if want == self.meta.d_model {
+            return Ok(());
+        }
+        Err(SaeError::WidthMismatch {
+            got: self.meta.d_model,
+            want,
+            context: format!(
+                " ({} holds activations of model {}, layer {})",
+                self.dir.display(),
+                self.meta.model,
+                self.meta.layer
+            ),
+        })
     }
 
     pub fn dir(&self) -> &Path {

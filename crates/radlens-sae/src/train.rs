@@ -7,10 +7,11 @@ use crate::optim::{clip_factor, normalise_rows, project_decoder_grad, AdamConfig
 use crate::sae::Sae;
 use crate::{Result, SaeError};
 use candle_core::{DType, Device, Tensor, Var};
+use radlens_core::atomic::write_atomic_at;
 use radlens_nn::Adam;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Training settings; the defaults follow dictionary_learning's Matryoshka BatchTopK trainer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,7 +48,7 @@ impl Default for TrainConfig {
 }
 
 /// Statistics of one training step.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {
     /// The step's index (from 0).
     pub step: u64,
@@ -62,13 +63,6 @@ pub struct StepStats {
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
     pub lr: f64,
-}
-
-/// Where and how often [`Trainer::fit`] writes checkpoints.
-#[derive(Clone, Debug)]
-pub struct CheckpointPolicy {
-    pub path: PathBuf,
-    pub every_steps: u64,
 }
 
 /// An SAE with its optimiser state.
@@ -320,37 +314,6 @@ impl Trainer {
         })
     }
 
-    /// Trains on batches until `max_steps` steps are done in total (counting steps before a
-    /// resume) or the source ends, writing a checkpoint every `checkpoint.every_steps` steps
-    /// and at the end. Returns the stats of the steps taken.
-    pub fn fit<I>(
-        &mut self,
-        batches: I,
-        max_steps: u64,
-        checkpoint: Option<&CheckpointPolicy>,
-    ) -> Result<Vec<StepStats>>
-    where
-        I: IntoIterator<Item = Result<Tensor>>,
-    {
-        let mut stats = Vec::new();
-        let mut batches = batches.into_iter();
-        let mut saved_at = None;
-        while self.step < max_steps {
-            let Some(batch) = batches.next() else { break };
-            stats.push(self.step(&batch?)?);
-            if let Some(c) =
-                checkpoint.filter(|c| c.every_steps > 0 && self.step.is_multiple_of(c.every_steps))
-            {
-                self.save_checkpoint(&c.path)?;
-                saved_at = Some(self.step);
-            }
-        }
-        if let Some(c) = checkpoint.filter(|_| saved_at != Some(self.step)) {
-            self.save_checkpoint(&c.path)?;
-        }
-        Ok(stats)
-    }
-
     /// Writes parameters, Adam moments and the JSON state (config, step, threshold,
     /// activation scale, dead counters) to one safetensors file, atomically (temporary
     /// file, then rename).
@@ -371,9 +334,9 @@ impl Trainer {
         };
         let json = serde_json::to_string(&state).map_err(|e| SaeError::Config(e.to_string()))?;
         let meta = HashMap::from([(STATE_KEY.to_string(), json)]);
-        crate::formats::write_atomic(path, |tmp| {
+        write_atomic_at(path, |tmp| {
             safetensors::serialize_to_file(tensors, Some(meta), tmp)
-                .map_err(|e| SaeError::format(tmp, e.to_string()))
+                .map_err(|e| SaeError::format(path, e.to_string()))
         })
     }
 

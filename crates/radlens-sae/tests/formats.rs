@@ -25,12 +25,9 @@ fn trained(cfg: SaeConfig) -> (Sae, Synthetic) {
     let mut tc = quick_train_config();
     tc.threshold_start_step = 0;
     let mut t = Trainer::new(cfg, tc, &(data.batch(64) * 3.0).unwrap()).unwrap();
-    t.fit(
-        (0..20).map(|_| Ok((data.batch(64) * 3.0).unwrap())),
-        20,
-        None,
-    )
-    .unwrap();
+    for _ in 0..20 {
+        t.step(&(data.batch(64) * 3.0).unwrap()).unwrap();
+    }
     (t.into_sae(), data)
 }
 

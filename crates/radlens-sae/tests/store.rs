@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{quick_train_config, Synthetic};
-use radlens_sae::{ActivationStore, CheckpointPolicy, SaeConfig, StoreMeta, TokenRecord, Trainer};
+use radlens_sae::{ActivationStore, SaeConfig, StoreMeta, TokenRecord, Trainer};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -60,35 +60,27 @@ fn width_mismatches_are_reported() {
 }
 
 #[test]
-fn trains_from_a_store_with_checkpoints() {
+fn an_sae_of_another_width_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = Synthetic::new(8, 16, 2, 9);
-    write_store(dir.path(), &[data.batch(100), data.batch(100)], 8);
+    write_store(dir.path(), &[data.batch(100)], 8);
     let store = ActivationStore::open(dir.path()).unwrap();
-    let first = store.batches(64).next().unwrap().unwrap();
-    let cfg = SaeConfig::matryoshka(8, 32, 2).unwrap();
-    let mut t = Trainer::new(cfg, quick_train_config(), &first).unwrap();
-    let ckpt = dir.path().join("ckpt.safetensors");
-    let policy = CheckpointPolicy {
-        path: ckpt.clone(),
-        every_steps: 2,
-    };
-    let stats = t.fit(store.batches(64), 100, Some(&policy)).unwrap();
-    assert_eq!(stats.len(), 4);
-    assert_eq!(Trainer::resume(&ckpt).unwrap().steps_done(), 4);
-    // An SAE of another width rejects the store's activations.
     let mut other = Trainer::new(
         SaeConfig::matryoshka(6, 32, 2).unwrap(),
         quick_train_config(),
         &Synthetic::new(6, 8, 2, 1).batch(8),
     )
     .unwrap();
-    let err = other.fit(store.batches(64), 10, None).unwrap_err();
+    let err = store.check_reader(other.sae()).unwrap_err();
     assert!(
         err.to_string()
             .contains("width 8 does not match the SAE input width 6"),
         "{err}"
     );
+    assert!(err.to_string().contains("layer 15"), "{err}");
+    let batch = store.batches(64).next().unwrap().unwrap();
+    let err = other.step(&batch).unwrap_err();
+    assert!(err.to_string().contains("width 8"), "{err}");
 }
 
 fn records(doc: &str, n: usize) -> Vec<TokenRecord> {

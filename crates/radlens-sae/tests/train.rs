@@ -5,9 +5,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::{quick_train_config, Synthetic};
 use radlens_sae::metrics::{evaluate, fvu};
-use radlens_sae::{
-    project_decoder_grad, Activation, CheckpointPolicy, SaeConfig, SaeError, Trainer,
-};
+use radlens_sae::{project_decoder_grad, Activation, SaeConfig, SaeError, Trainer};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 #[test]
@@ -21,11 +19,10 @@ fn training_on_sparse_synthetic_data_reaches_low_fvu() {
         let mut data = Synthetic::new(32, 32, 4, 1);
         let calibration = data.batch(256);
         let mut trainer = Trainer::new(cfg.clone(), quick_train_config(), &calibration).unwrap();
-        let stats = trainer
-            .fit((0..300).map(|_| Ok(data.batch(256))), 300, None)
-            .unwrap();
+        for _ in 0..300 {
+            assert!(trainer.step(&data.batch(256)).unwrap().loss.is_finite());
+        }
         assert_eq!(trainer.steps_done(), 300);
-        assert!(stats.iter().all(|s| s.loss.is_finite()));
         let eval: Vec<_> = (0..4).map(|_| Ok(data.batch(256))).collect();
         let m = evaluate(trainer.sae(), eval).unwrap();
         assert!(m.fvu < 0.1, "{cfg:?}: {m:?}");
@@ -52,12 +49,10 @@ fn resume_gives_the_same_next_step_as_uninterrupted_training() {
     cfg.dead_after_tokens = 128; // AuxK and the threshold EMA are both active
     cfg.threshold_start_step = 2;
     let mut a = Trainer::new(SaeConfig::matryoshka(16, 32, 3).unwrap(), cfg, &batches[0]).unwrap();
-    let policy = CheckpointPolicy {
-        path: ckpt.clone(),
-        every_steps: 3,
-    };
-    a.fit(batches[..6].iter().cloned().map(Ok), 6, Some(&policy))
-        .unwrap();
+    for batch in &batches[..6] {
+        a.step(batch).unwrap();
+    }
+    a.save_checkpoint(&ckpt).unwrap();
     let mut b = Trainer::resume(&ckpt).unwrap();
     assert_eq!(b.steps_done(), 6);
     assert_eq!(b.tokens_since_fired(), a.tokens_since_fired());
@@ -93,8 +88,10 @@ fn non_finite_loss_stops_with_the_step() {
     let bad = first
         .broadcast_mul(&Tensor::new(&[f32::NAN], &Device::Cpu).unwrap())
         .unwrap();
-    let batches = vec![Ok(first.clone()), Ok(first.clone()), Ok(first), Ok(bad)];
-    let err = t.fit(batches, 10, None).unwrap_err();
+    for _ in 0..3 {
+        t.step(&first).unwrap();
+    }
+    let err = t.step(&bad).unwrap_err();
     assert!(
         matches!(
             err,

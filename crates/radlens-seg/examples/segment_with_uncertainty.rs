@@ -33,7 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prediction = predictor.predict(&img, 16, 1.0, 0)?;
     let report = PredictionReport::new(&image, &img, &prediction.on_image(), &classes);
 
-    println!("{} ({} x {} pixels)", image.display(), img.width, img.height);
+    println!(
+        "{} ({} x {} pixels)",
+        image.display(),
+        img.width,
+        img.height
+    );
     for c in &report.classes {
         let spread = c
             .samples_area_px
@@ -44,7 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .mean_normalised_entropy
             .map(|e| format!("entropy inside {e:.3}"))
             .unwrap_or_default();
-        println!("  {:<12} mean mask {:>7} px  {spread}  {entropy}", c.class, c.area_px);
+        println!(
+            "  {:<12} mean mask {:>7} px  {spread}  {entropy}",
+            c.class, c.area_px
+        );
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
-//! `radlens bench ...`: training-step timings of radlens' kernels against stock candle and
-//! the PyTorch reference, and a loss-curve equivalence check of the two candle backends.
+//! `radlens bench seg`: one U-Net (or U-Net+SSN) training step with radlens' kernels,
+//! with stock candle and with the PyTorch reference, side by side; or, with
+//! `--loss-curve`, the loss curves of the two candle backends from the same seed.
 
-use anyhow::{bail, Context, Result};
+use super::{print_times, TimingArgs};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
-use clap::{Args, Subcommand};
+use clap::Args;
 use radlens_nn::{Adam, AdamHyper};
 use radlens_seg::config::{ConvBackend, HeadConfig, ModelConfig};
 use radlens_seg::loss::{one_hot, training_loss, LossWeights};
@@ -12,9 +14,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
 
 /// Adam learning rate of the benchmark, as in the PyTorch reference.
 const LEARNING_RATE: f64 = 1e-3;
@@ -23,29 +22,6 @@ const WEIGHTS: LossWeights = LossWeights {
     dice: 0.0,
     ssn_mean: 0.0,
 };
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Time one U-Net (or U-Net+SSN) training step: radlens kernels, stock candle, PyTorch.
-    Seg(SegBenchArgs),
-    /// Time one Matryoshka BatchTopK SAE training step: sparse kernels, dense candle, PyTorch.
-    Sae(crate::bench_sae::SaeBenchArgs),
-}
-
-/// Sizes candle's and rayon's thread pools; must run before any tensor work.
-pub(crate) fn use_threads(threads: usize) -> Result<()> {
-    if threads == 0 {
-        bail!("--threads must be positive");
-    }
-    // candle sizes its thread pools from these on first use; nothing has run yet.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
-    let got = candle_core::utils::get_num_threads();
-    if got != threads {
-        bail!("candle uses {got} threads, not the requested {threads}");
-    }
-    Ok(())
-}
 
 #[derive(Args)]
 pub struct SegBenchArgs {
@@ -57,40 +33,23 @@ pub struct SegBenchArgs {
     size: usize,
     #[arg(long, default_value_t = 4)]
     batch: usize,
-    /// Timed steps (the median is reported).
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    /// Untimed steps before timing.
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    /// CPU threads for candle, the radlens kernels and PyTorch.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
     /// U-Net levels (the PyTorch reference uses 4).
     #[arg(long, default_value_t = 4)]
     depth: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Instead of timing, train this many steps with both backends from the same seed and
     /// compare the loss curves.
     #[arg(long, value_name = "STEPS")]
     loss_curve: Option<usize>,
-    /// The PyTorch reference script (run with $RADLENS_TORCH_PYTHON, else python3).
-    #[arg(long, default_value = "../shared/bench/torch_reference.py")]
-    torch_script: PathBuf,
+    #[command(flatten)]
+    timing: TimingArgs,
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Sae(a) => crate::bench_sae::run(&a),
-        BenchCommand::Seg(a) => {
-            use_threads(a.threads)?;
-            Device::Cpu.with_context(|| match a.loss_curve {
-                Some(steps) => loss_curve_cmd(&a, steps),
-                None => time_cmd(&a),
-            })
-        }
-    }
+pub fn run(a: &SegBenchArgs) -> Result<()> {
+    a.timing.prepare()?;
+    Device::Cpu.with_context(|| match a.loss_curve {
+        Some(steps) => loss_curve_cmd(a, steps),
+        None => time_cmd(a),
+    })
 }
 
 /// The benchmark model: base width 16, GroupNorm(8), 4 classes, as the PyTorch reference.
@@ -153,54 +112,21 @@ impl Trainer {
     }
 }
 
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Median seconds per training step of one backend on a fixed batch.
 fn time_backend(a: &SegBenchArgs, cfg: &ModelConfig, backend: ConvBackend) -> Result<f64> {
-    let (x, onehot) = random_batch(a.seed, a.batch, a.size, cfg.classes.len())?;
-    let mut trainer = Trainer::new(cfg, a.seed, backend)?;
-    let mut times = Vec::new();
-    for i in 0..a.warmup + a.steps {
-        let t = Instant::now();
-        let loss = trainer.step(&x, &onehot)?;
-        if !loss.is_finite() {
-            bail!("{backend:?}: loss is {loss} at step {i}");
-        }
-        if i >= a.warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok(median(times))
+    let t = &a.timing;
+    let (x, onehot) = random_batch(t.seed, a.batch, a.size, cfg.classes.len())?;
+    let mut trainer = Trainer::new(cfg, t.seed, backend)?;
+    t.median_seconds(backend, || trainer.step(&x, &onehot))
 }
 
-/// The Python interpreter for the PyTorch reference, if it can import torch.
-pub(crate) fn torch_python() -> Option<String> {
-    let python = std::env::var("RADLENS_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(python)
-}
-
-/// The PyTorch reference's JSON result for the same configuration, `None` without torch
-/// (or when the reference fails, with a warning).
-fn time_torch(a: &SegBenchArgs, cfg: &ModelConfig) -> Result<Option<Value>> {
+/// The PyTorch reference's result for the same configuration (see
+/// [`TimingArgs::torch_reference`]).
+fn time_torch(a: &SegBenchArgs, cfg: &ModelConfig) -> Result<Option<super::TorchResult>> {
     let mut args = vec!["unet".to_string()];
     for (flag, v) in [
         ("--size", a.size),
         ("--batch", a.batch),
-        ("--threads", a.threads),
-        ("--steps", a.steps),
-        ("--warmup", a.warmup),
         ("--base", cfg.base_width),
         ("--levels", cfg.depth),
         ("--classes", cfg.classes.len()),
@@ -216,55 +142,32 @@ fn time_torch(a: &SegBenchArgs, cfg: &ModelConfig) -> Result<Option<Value>> {
             mc_samples.to_string(),
         ]);
     }
-    run_torch_reference(&a.torch_script, &args)
-}
-
-/// Runs the PyTorch reference `script` with `args` and parses its last output line;
-/// `None` without torch, or when the reference fails (with a warning).
-pub(crate) fn run_torch_reference(script: &Path, args: &[String]) -> Result<Option<Value>> {
-    let Some(python) = torch_python() else {
-        return Ok(None);
-    };
-    let out = Command::new(&python)
-        .arg(script)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {python}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        eprintln!("warning: the PyTorch reference failed, reporting no PyTorch time: {err}");
-        return Ok(None);
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    Ok(Some(
-        serde_json::from_str(last).with_context(|| format!("parsing '{last}'"))?,
-    ))
+    a.timing.torch_reference(&args)
 }
 
 fn time_cmd(a: &SegBenchArgs) -> Result<()> {
     let cfg = model_config(a.size, a.depth, a.ssn);
     cfg.validate().map_err(anyhow::Error::msg)?;
     let what = if a.ssn { "U-Net+SSN" } else { "U-Net" };
+    let t = &a.timing;
     eprintln!(
         "{what} training step, {0}x{0} batch {1}, {2} threads, median of {3} steps after {4} warm-up",
-        a.size, a.batch, a.threads, a.steps, a.warmup
+        a.size, a.batch, t.threads, t.steps, t.warmup
     );
     let radlens = time_backend(a, &cfg, ConvBackend::Radlens)?;
     let candle = time_backend(a, &cfg, ConvBackend::Candle)?;
     let torch = time_torch(a, &cfg)?;
-    let torch_s = torch.as_ref().and_then(|t| t["median_s_per_step"].as_f64());
-    println!("{:<16} {:>12} {:>12}", "backend", "s/step", "vs radlens");
-    let row = |name: &str, s: f64| println!("{name:<16} {s:>12.4} {:>11.2}x", s / radlens);
-    row("radlens", radlens);
-    row("candle (stock)", candle);
-    match torch_s {
-        Some(t) => row("pytorch", t),
-        None => println!(
-            "{:<16} {:>12}",
-            "pytorch", "n/a (no torch; set RADLENS_TORCH_PYTHON)"
-        ),
-    }
+    let torch_s = torch.as_ref().map(|t| t.median_s_per_step);
+    print_times(
+        "backend",
+        radlens,
+        &[
+            ("radlens", Some(radlens)),
+            ("candle (stock)", Some(candle)),
+            ("pytorch", torch_s),
+        ],
+        None,
+    );
     println!(
         "radlens: {:.2}x faster than stock candle, {} PyTorch's time",
         candle / radlens,
@@ -278,9 +181,9 @@ fn time_cmd(a: &SegBenchArgs) -> Result<()> {
         "workload": if a.ssn { "unet+ssn" } else { "unet" },
         "size": a.size,
         "batch": a.batch,
-        "threads": a.threads,
-        "steps": a.steps,
-        "warmup": a.warmup,
+        "threads": t.threads,
+        "steps": t.steps,
+        "warmup": t.warmup,
         "base": cfg.base_width,
         "levels": cfg.depth,
         "classes": cfg.classes.len(),
@@ -290,7 +193,7 @@ fn time_cmd(a: &SegBenchArgs) -> Result<()> {
         "radlens_s_per_step": radlens,
         "candle_stock_s_per_step": candle,
         "torch_s_per_step": torch_s,
-        "torch_version": torch.as_ref().map(|t| t["torch"].clone()),
+        "torch_version": torch.as_ref().map(|t| &t.version),
         "speedup_vs_candle": candle / radlens,
         "ratio_vs_torch": torch_s.map(|t| radlens / t),
     });
@@ -331,8 +234,9 @@ fn curve_difference(a: &[f64], b: &[f64]) -> (f64, f64) {
 fn loss_curve_cmd(a: &SegBenchArgs, steps: usize) -> Result<()> {
     let cfg = model_config(a.size, a.depth, a.ssn);
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let ours = loss_curve(&cfg, a.batch, steps, a.seed, ConvBackend::Radlens)?;
-    let stock = loss_curve(&cfg, a.batch, steps, a.seed, ConvBackend::Candle)?;
+    let seed = a.timing.seed;
+    let ours = loss_curve(&cfg, a.batch, steps, seed, ConvBackend::Radlens)?;
+    let stock = loss_curve(&cfg, a.batch, steps, seed, ConvBackend::Candle)?;
     println!(
         "{:>5} {:>12} {:>12} {:>10}",
         "step", "radlens", "candle", "rel diff"
@@ -350,7 +254,7 @@ fn loss_curve_cmd(a: &SegBenchArgs, steps: usize) -> Result<()> {
         "size": a.size,
         "batch": a.batch,
         "levels": a.depth,
-        "seed": a.seed,
+        "seed": seed,
         "loss_curve_steps": steps,
         "max_abs_diff": abs,
         "max_rel_diff": rel,
@@ -407,9 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn median_and_curve_difference() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    fn curve_difference_is_the_largest_gap() {
         let (abs, rel) = curve_difference(&[1.0, 2.2], &[1.0, 2.0]);
         assert!((abs - 0.2).abs() < 1e-12 && (rel - 0.1).abs() < 1e-12);
     }

@@ -1,0 +1,155 @@
+//! Evaluating an SAE on an activation store: reconstruction metrics over every row and,
+//! given the language model, the model's loss with the SAE spliced in on the reports the
+//! store was harvested from; written as `metrics.json`.
+
+use crate::harvest::HarvestConfig;
+use crate::inputs::{load_model, model_name, select_reports};
+use crate::splice::{splice_metrics, SpliceConfig, SpliceMetrics, SpliceProgress};
+use crate::Result;
+use radlens_core::observe::Count;
+use radlens_core::Observer;
+use radlens_report::{CorpusSpec, ReportPart};
+use radlens_sae::formats::load_sae;
+use radlens_sae::metrics::{evaluate_store, Metrics};
+use radlens_sae::report::write_report;
+use radlens_sae::{ActivationStore, Sae, StoreMeta};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The report file an evaluation writes in its output directory.
+pub const REPORT: &str = "metrics.json";
+
+/// What to evaluate, on what, and where the report goes.
+#[derive(Clone, Debug)]
+pub struct EvalRequest {
+    /// SAE directory (SAELens layout, or dictionary_learning's `ae.pt`).
+    pub sae: PathBuf,
+    /// Activation store (held-out reports).
+    pub activations: PathBuf,
+    /// Rows encoded at a time.
+    pub batch: usize,
+    /// Also measure the language model's loss with the SAE spliced in.
+    pub language_model: Option<SpliceRequest>,
+    /// Output directory for the report.
+    pub out: PathBuf,
+}
+
+/// How to measure the spliced language-model loss.
+#[derive(Clone, Debug)]
+pub struct SpliceRequest {
+    /// GGUF model (normally the one the store was harvested from).
+    pub model: PathBuf,
+    /// Corpus of the reports; `None` for the one the store was harvested from.
+    pub corpus: Option<CorpusSpec>,
+    /// Stop after about this many scored tokens.
+    pub max_tokens: Option<usize>,
+    /// Model copies run in parallel.
+    pub workers: usize,
+}
+
+/// Progress of an evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EvalEvent {
+    /// Rows of the store encoded so far.
+    Encoded(Count),
+    /// The model differs from the one the store was harvested from (by file name).
+    OtherModel { store_model: String, model: String },
+    /// Reports scored so far with the SAE spliced in, of `reports_total`.
+    Spliced {
+        progress: SpliceProgress,
+        reports_total: usize,
+    },
+}
+
+/// `metrics.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The SAE directory as given.
+    pub sae: PathBuf,
+    /// The activation store as given.
+    pub activations: PathBuf,
+    pub store: StoreMeta,
+    pub reconstruction: Metrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_model: Option<LanguageModelReport>,
+}
+
+/// The spliced language-model loss and what it was measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LanguageModelReport {
+    /// The model as given.
+    pub model: PathBuf,
+    pub corpus: String,
+    pub part: ReportPart,
+    pub metrics: SpliceMetrics,
+}
+
+/// Evaluates as `request` says, reporting progress to `observer`, and writes the report
+/// to `request.out`/[`REPORT`].
+pub fn evaluate_sae(
+    request: &EvalRequest,
+    observer: &dyn Observer<EvalEvent>,
+) -> Result<EvalReport> {
+    let sae = load_sae(&request.sae)?;
+    let store = ActivationStore::open(&request.activations)?;
+    let reconstruction = evaluate_store(&sae, &store, request.batch, &|c: &Count| {
+        observer.observe(&EvalEvent::Encoded(*c))
+    })?;
+    let language_model = match &request.language_model {
+        Some(splice) => Some(spliced_loss(splice, sae, &store, observer)?),
+        None => None,
+    };
+    let report = EvalReport {
+        sae: request.sae.clone(),
+        activations: request.activations.clone(),
+        store: store.meta,
+        reconstruction,
+        language_model,
+    };
+    write_report(&request.out.join(REPORT), &report)?;
+    Ok(report)
+}
+
+/// The loss with `sae` spliced in at the store's layer, on the reports and windows the
+/// store was harvested from.
+fn spliced_loss(
+    request: &SpliceRequest,
+    sae: Sae,
+    store: &ActivationStore,
+    observer: &dyn Observer<EvalEvent>,
+) -> Result<LanguageModelReport> {
+    let harvest = HarvestConfig::of_store(store)?;
+    let corpus = match &request.corpus {
+        Some(c) => c.clone(),
+        None => harvest.corpus.parse()?,
+    };
+    let reports = select_reports(&corpus, harvest.split, harvest.part, harvest.max_reports)?;
+    let lm = load_model(&request.model)?;
+    let model = model_name(&request.model);
+    if model != store.meta.model {
+        observer.observe(&EvalEvent::OtherModel {
+            store_model: store.meta.model.clone(),
+            model,
+        });
+    }
+    let cfg = SpliceConfig {
+        layer: harvest.layer,
+        window: harvest.window,
+        max_tokens: request.max_tokens,
+        workers: request.workers,
+    };
+    let reports_total = reports.len();
+    let metrics = splice_metrics(&lm, Arc::new(sae), &cfg, &reports, &|p: &SpliceProgress| {
+        observer.observe(&EvalEvent::Spliced {
+            progress: *p,
+            reports_total,
+        })
+    })?;
+    Ok(LanguageModelReport {
+        model: request.model.clone(),
+        corpus: corpus.to_string(),
+        part: harvest.part,
+        metrics,
+    })
+}

@@ -1,0 +1,82 @@
+//! SAE evaluation without the language model: progress, the report and bad inputs.
+
+use candle_core::{Device, Tensor};
+use radlens_core::observe::Count;
+use radlens_core::results::read_json;
+use radlens_interp::eval::{evaluate_sae, EvalEvent, EvalReport, EvalRequest, REPORT};
+use radlens_sae::formats::save_saelens;
+use radlens_sae::{Activation, ActivationStore, SaeConfig, StoreMeta, TokenRecord, Trainer};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A store of `rows` seeded `d`-wide rows in one shard, and an SAE trained a step on them.
+fn store_and_sae(dir: &Path, rows: usize, d: usize) -> (PathBuf, PathBuf) {
+    let x = Tensor::randn(0f32, 1.0, (rows, d), &Device::Cpu).unwrap();
+    let acts = dir.join("acts");
+    let mut store = ActivationStore::create(&acts, StoreMeta::new(d, 3, "m")).unwrap();
+    let records: Vec<TokenRecord> = (0..rows as u32)
+        .map(|i| TokenRecord {
+            doc: "r".into(),
+            position: i,
+            token_id: i,
+            text: format!("t{i}"),
+        })
+        .collect();
+    store.append_shard(&x, &records, (0, 1)).unwrap();
+    store.finish().unwrap();
+    let cfg = SaeConfig::plain(d, 2 * d, Activation::TopK { k: 2 }).unwrap();
+    let mut t = Trainer::new(cfg, Default::default(), &x).unwrap();
+    t.step(&x).unwrap();
+    let sae = dir.join("sae");
+    save_saelens(t.sae(), &sae).unwrap();
+    (acts, sae)
+}
+
+#[test]
+fn reconstruction_report_is_written_and_read_by_the_same_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, sae) = store_and_sae(dir.path(), 50, 8);
+    let request = EvalRequest {
+        sae,
+        activations: acts,
+        batch: 20,
+        language_model: None,
+        out: dir.path().join("eval"),
+    };
+    let events = Mutex::new(Vec::new());
+    let report = evaluate_sae(&request, &|e: &EvalEvent| {
+        events.lock().unwrap().push(e.clone())
+    })
+    .unwrap();
+    let done: Vec<EvalEvent> = [20, 40, 50]
+        .map(|done| EvalEvent::Encoded(Count { done, total: 50 }))
+        .into();
+    assert_eq!(events.into_inner().unwrap(), done);
+    assert_eq!(report.reconstruction.tokens, 50);
+    let path = request.out.join(REPORT);
+    assert_eq!(read_json::<EvalReport>(&path).unwrap(), report);
+    // Without a model there is no language-model section at all.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("language_model"), "{text}");
+}
+
+#[test]
+fn an_sae_of_another_width_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, sae) = store_and_sae(dir.path(), 10, 8);
+    let other = tempfile::tempdir().unwrap();
+    let (acts, _) = store_and_sae(other.path(), 10, 6);
+    let request = EvalRequest {
+        sae,
+        activations: acts.clone(),
+        batch: 20,
+        language_model: None,
+        out: dir.path().join("eval"),
+    };
+    let err = evaluate_sae(&request, &radlens_core::Silent).unwrap_err();
+    assert!(
+        err.to_string().contains(&acts.display().to_string()),
+        "{err}"
+    );
+    assert!(!request.out.join(REPORT).exists());
+}
