@@ -55,7 +55,38 @@ fn main() {
         Command::Sae(cmd) => sae_cmd::run(cmd),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", describe(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes, each cause only where the message so far does not already
+/// quote it (library errors often include their cause in their own message).
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let quoted = radlens_core::FileError::new(std::path::Path::new("a.json"), io);
+        let e = anyhow::Error::new(quoted);
+        assert_eq!(describe(&e), "a.json: no such file");
+        let e = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("writing b.csv")
+            .unwrap_err();
+        assert_eq!(describe(&e), "writing b.csv: disk full");
     }
 }

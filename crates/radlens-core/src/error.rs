@@ -30,6 +30,8 @@ impl std::fmt::Display for FileError {
     }
 }
 
-/// The cause is part of the message, so it is not chained again as a `source` (which
-/// would print it twice under `{:#}`).
-impl std::error::Error for FileError {}
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
