@@ -8,7 +8,7 @@ use crate::data::{ClassMap, PreparedSet};
 use crate::error::{Result, SegError};
 use crate::loss::{training_loss, LossWeights};
 use crate::unet::SegModel;
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use radlens_core::observe::Count;
 use radlens_core::{History, Observer};
 use radlens_eval::overlap::class_mask;
@@ -16,6 +16,7 @@ use radlens_io::split::{Split, SplitPart};
 use radlens_io::DatasetSpec;
 use radlens_nn::schedule::warmup_cosine;
 use radlens_nn::{Adam, AdamHyper};
+use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -255,20 +256,11 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
                 Some((&train_cfg.augment, &mut rng)),
                 &req.device,
             )?;
-            let out = model.forward(&x)?;
             let weights = LossWeights {
                 dice: train_cfg.dice_weight,
                 ssn_mean: train_cfg.ssn_mean_loss_weight,
             };
-            let loss = training_loss(
-                &out,
-                &onehot,
-                model_cfg.head,
-                weights,
-                model.backend,
-                &mut rng,
-            )?;
-            let value = loss.to_scalar::<f32>()? as f64;
+            let value = optimise_step(&model, &mut opt, &x, &onehot, weights, &mut rng, lr)?;
             if !value.is_finite() {
                 return Err(SegError::Diverged {
                     epoch: epoch + 1,
@@ -279,8 +271,6 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
                     ),
                 });
             }
-            let grads = model.params.grads_of(&loss.backward()?);
-            opt.step(&model.params.var_refs(), &grads, 1.0, lr)?;
             loss_sum += value;
             observer.observe(&TrainEvent::Step {
                 step: i + 1,
@@ -333,6 +323,28 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
         best_val_dice: best_val,
         epochs: records,
     })
+}
+
+/// One optimisation step on a batch: forward, the head's training loss, backward and an
+/// Adam update at learning rate `lr`. Returns the loss; a non-finite loss leaves the model
+/// and optimiser untouched, for the caller to stop on.
+pub fn optimise_step(
+    model: &SegModel,
+    opt: &mut Adam,
+    x: &Tensor,
+    onehot: &Tensor,
+    weights: LossWeights,
+    rng: &mut StdRng,
+    lr: f64,
+) -> Result<f64> {
+    let out = model.forward(x)?;
+    let loss = training_loss(&out, onehot, model.config.head, weights, model.backend, rng)?;
+    let value = loss.to_scalar::<f32>()? as f64;
+    if value.is_finite() {
+        let grads = model.params.grads_of(&loss.backward()?);
+        opt.step(&model.params.var_refs(), &grads, 1.0, lr)?;
+    }
+    Ok(value)
 }
 
 /// Mean Dice per annotated class over the validation cases (mean prediction, model resolution).

@@ -8,7 +8,8 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use radlens_nn::{Adam, AdamHyper};
 use radlens_seg::config::{ConvBackend, HeadConfig, ModelConfig};
-use radlens_seg::loss::{one_hot, training_loss, LossWeights};
+use radlens_seg::loss::{one_hot, LossWeights};
+use radlens_seg::train::optimise_step;
 use radlens_seg::SegModel;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -94,21 +95,17 @@ impl Trainer {
 
     /// Forward, loss (cross-entropy only for the plain head), backward and Adam step.
     fn step(&mut self, x: &Tensor, onehot: &Tensor) -> Result<f64> {
-        let out = self.model.forward(x)?;
-        let head = self.model.config.head;
-        let loss = training_loss(
-            &out,
+        let m = &self.model;
+        let rng = &mut self.rng;
+        Ok(optimise_step(
+            m,
+            &mut self.opt,
+            x,
             onehot,
-            head,
             WEIGHTS,
-            self.model.backend,
-            &mut self.rng,
-        )?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        let grads = self.model.params.grads_of(&loss.backward()?);
-        self.opt
-            .step(&self.model.params.var_refs(), &grads, 1.0, LEARNING_RATE)?;
-        Ok(value)
+            rng,
+            LEARNING_RATE,
+        )?)
     }
 }
 
