@@ -6,13 +6,16 @@
 //! - [`hooks`]: [`Hooks`] registry to capture, replace or add to activations;
 //! - [`tokenizer`]: byte-level BPE built from the GGUF metadata;
 //! - [`chat`]: ChatML prompt formatting;
-//! - [`generate`]: sampling with a KV cache and streaming output.
+//! - [`generate`]: sampling with a KV cache and streaming output;
+//! - [`embed`]: [`SentenceEncoder`], sentence embeddings from a sentence-transformers
+//!   BERT model (all-MiniLM-L6-v2) loaded from a folder.
 //!
 //! [`LanguageModel::load`] opens all of them from one GGUF file. Loaded models are
 //! immutable, so one can serve several generations at once.
 
 pub mod cache;
 pub mod chat;
+pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod gguf;
@@ -22,6 +25,7 @@ pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use chat::{ChatTemplate, Message, DEFAULT_SYSTEM_PROMPT};
+pub use embed::{Embeddings, SentenceEncoder};
 pub use error::{LmError, Result};
 pub use generate::{generate, Generation, GenerationConfig, Sampler, StopReason};
 pub use gguf::{GgufFile, LlamaConfig};
