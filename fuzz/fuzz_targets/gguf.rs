@@ -1,0 +1,15 @@
+//! GGUF header, metadata and tensor index, then the LLaMA hyper-parameters and tokenizer.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let dir = std::env::temp_dir().join(format!("radlens-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.gguf");
+    std::fs::write(&path, data).unwrap();
+    let Ok(gguf) = radlens_lm::GgufFile::open(&path) else {
+        return;
+    };
+    let _ = radlens_lm::LlamaConfig::from_gguf(&gguf);
+    let _ = radlens_lm::Tokenizer::from_gguf(&gguf);
+});
