@@ -4,7 +4,7 @@
 #   fuzz/seeds.sh    needs ../shared beside the repository and .corpus/pydicom
 #                    (tools/dicom-conformance/run.sh --prepare); a Python with torch
 #                    (RADLENS_TORCH_PYTHON) adds ae.pt seeds.
-set -euo pipefail
+set -eu
 cd "$(dirname "$0")"
 shared=../../shared/data
 c=corpus
@@ -14,11 +14,21 @@ mkdir -p "$c"/{dicom,raster,gguf,safetensors_shard,sae_saelens,sae_ae_pt,jsrt_ta
 # DICOM: every pydicom test file under 256 KiB (the fuzzer's inputs stay small).
 find ../.corpus/pydicom/files -type f -size -256k -exec cp {} "$c/dicom/" \; 2>/dev/null || true
 
-# Images: the smallest real PNG/JPEG films and masks, plus 16-bit and colour variants.
-for ext in png jpeg jpg; do
-  find "$shared" -name "*.$ext" -size -200k -printf '%s %p\n' | sort -n | head -4 |
-    while read -r _ f; do cp "$f" "$c/raster/$(basename "$f")"; done
-done
+# Images: the smallest real PNG masks and JPEG films, and small 16-bit and colour PNGs.
+find "$shared" -name '*.png' -size -200k -printf '%s %p\n' | sort -n | head -n 4 > raster.list || true
+find "$shared" \( -name '*.jpg' -o -name '*.jpeg' \) -printf '%s %p\n' | sort -n | head -n 2 >> raster.list || true
+while read -r _ f; do cp "$f" "$c/raster/"; done < raster.list
+rm -f raster.list
+python3 - "$c/raster" <<'PY'
+import struct, sys, zlib
+def png(path, w, h, depth, colour, rows):
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    raw = b"".join(b"\0" + r for r in rows)
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+png(f"{sys.argv[1]}/grey16.png", 4, 3, 16, 0, [struct.pack(">4H", *(4096 * (x + y) for x in range(4))) for y in range(3)])
+png(f"{sys.argv[1]}/rgb8.png", 3, 2, 8, 2, [bytes(range(y, y + 9)) for y in range(2)])
+PY
 
 # GGUF: prefixes of the real model (header, metadata, the start of the vocabulary).
 gguf=../../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -7,7 +7,7 @@ OUT_DIR/manifest.json: whether pydicom reads it as DICOM, whether it has pixel d
 pydicom (with the pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle and pyjpegls
 plugins) decodes it, and for decoded files the first and last frame twice, as raw little-endian
 arrays: `pixel_array` (stored values; colour as interleaved RGB, pydicom's default conversion
-from YBR) as int64, and after `apply_modality_lut` (greyscale only) as float64. The Rust test
+from YBR) as int64, and after `apply_modality_lut` (MONOCHROME only; palette files keep their indices) as float64. The Rust test
 `radlens-io/tests/pydicom_conformance.rs` compares radlens against these files.
 """
 
@@ -68,7 +68,7 @@ def entry_for(path: Path, root: Path, out: Path, index: int) -> dict:
             np.ascontiguousarray(a, dtype="<f8").tofile(out / f["stored"])
         else:
             np.ascontiguousarray(a, dtype="<i8").tofile(out / f["stored"])
-        if e["samples_per_pixel"] == 1:
+        if e["photometric"] in ("MONOCHROME1", "MONOCHROME2"):
             f["modality"] = stem + "_modality.f64"
             m = apply_modality_lut(a, ds)
             np.ascontiguousarray(m, dtype="<f8").tofile(out / f["modality"])

@@ -5,9 +5,10 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 
-/// The largest decoded frame radlens accepts (1 GiB): a 16-bit 16k x 16k radiograph is
-/// 512 MiB; anything larger is a corrupt or hostile header.
-pub const MAX_FRAME_BYTES: usize = 1 << 30;
+/// The most samples per frame radlens decodes (2^26: 8192 x 8192 greyscale, 4729 x 4729
+/// RGB; the largest detectors give about 4300 x 3500). A header asking for more is corrupt or
+/// hostile, and is refused before anything is allocated.
+pub const MAX_FRAME_SAMPLES: usize = 1 << 26;
 
 /// How the samples of a pixel are to be read as colour (tag 0028,0004).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,15 +155,10 @@ pub fn layout(obj: &DefaultDicomObject) -> Result<PixelLayout, String> {
         photometric,
         frames: frames as usize,
     };
-    if layout.frame_bytes() > MAX_FRAME_BYTES {
+    if layout.frame_samples() > MAX_FRAME_SAMPLES {
         return Err(format!(
-            "one {}x{} frame of {} samples at {} bits would need {} MiB (limit {} MiB)",
-            layout.columns,
-            layout.rows,
-            layout.samples_per_pixel,
-            layout.bits_allocated,
-            layout.frame_bytes() >> 20,
-            MAX_FRAME_BYTES >> 20
+            "one {}x{} frame of {} samples per pixel exceeds the limit of {} samples",
+            layout.columns, layout.rows, layout.samples_per_pixel, MAX_FRAME_SAMPLES
         ));
     }
     Ok(layout)

@@ -2,7 +2,7 @@
 //! colour lookup, and the luma that turns colour into the greyscale the models take.
 
 use super::attrs::{Photometric, PixelLayout};
-use dicom_core::Tag;
+use super::lut::Lut;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 
@@ -86,90 +86,36 @@ fn ybr_full_to_rgb(ybr: &[i64], bits: u16) -> Vec<i64> {
         .collect()
 }
 
-/// One of the three palette colour lookup tables (PS3.3 C.7.6.3.1.5).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PaletteLut {
-    /// Stored value mapped to the first entry.
-    pub first: i64,
-    pub entries: Vec<u16>,
-    /// Bits per entry (8 or 16).
-    pub bits: u16,
-}
-
-impl PaletteLut {
-    fn read(obj: &DefaultDicomObject, descriptor: Tag, data: Tag) -> Result<Self, String> {
-        let d: Vec<i64> = obj
-            .element_opt(descriptor)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_multi_int::<i64>().ok())
-            .filter(|d| d.len() == 3)
-            .ok_or(format!(
-                "palette LUT descriptor {descriptor} is missing or malformed"
-            ))?;
-        let entries_declared = if d[0] == 0 { 65536 } else { d[0] as usize };
-        let bits = d[2] as u16;
-        let element = obj.element_opt(data).ok().flatten().ok_or(format!(
-            "palette LUT data {data} is missing (segmented palettes are not supported)"
-        ))?;
-        let bytes = element
-            .to_bytes()
-            .map_err(|e| format!("palette LUT data {data}: {e}"))?;
-        let entries: Vec<u16> = if bits == 8 && bytes.len() == entries_declared {
-            bytes.iter().map(|&b| u16::from(b)).collect()
-        } else {
-            bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect()
-        };
-        if entries.len() < entries_declared || entries.is_empty() {
-            return Err(format!(
-                "palette LUT data {data} holds {} entries, its descriptor declares {entries_declared}",
-                entries.len()
-            ));
-        }
-        Ok(Self {
-            first: d[1],
-            entries,
-            bits: if bits == 8 { 8 } else { 16 },
-        })
-    }
-
-    fn lookup(&self, v: i64) -> u16 {
-        let i = (v - self.first).clamp(0, self.entries.len() as i64 - 1);
-        self.entries[i as usize]
-    }
-}
-
-/// The red, green and blue palette LUTs of a PALETTE COLOR file.
-pub fn palette(obj: &DefaultDicomObject) -> Result<[PaletteLut; 3], String> {
+/// The red, green and blue palette colour LUTs (PS3.3 C.7.6.3.1.5; segmented palettes
+/// are not supported).
+pub fn palette(obj: &DefaultDicomObject) -> Result<[Lut; 3], String> {
+    let read = |d, t, what| Lut::read(obj, d, t, what);
     Ok([
-        PaletteLut::read(
-            obj,
+        read(
             tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            "red palette",
         )?,
-        PaletteLut::read(
-            obj,
+        read(
             tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            "green palette",
         )?,
-        PaletteLut::read(
-            obj,
+        read(
             tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
             tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            "blue palette",
         )?,
     ])
 }
 
-/// Palette indices to interleaved RGB and the bits of each colour value.
-pub fn apply_palette(luts: &[PaletteLut; 3], indices: &[i64]) -> (Vec<i64>, u16) {
+/// Palette indices to interleaved RGB and the bits of each colour value (8, else 16).
+pub fn apply_palette(luts: &[Lut; 3], indices: &[i64]) -> (Vec<i64>, u16) {
     let rgb = indices
         .iter()
-        .flat_map(|&v| luts.iter().map(move |l| i64::from(l.lookup(v))))
+        .flat_map(|&v| luts.iter().map(move |l| l.apply(v as f64) as i64))
         .collect();
-    (rgb, luts[0].bits)
+    (rgb, if luts[0].bits <= 8 { 8 } else { 16 })
 }
 
 /// Interleaved RGB with values up to `max` to greyscale in [0, 1].

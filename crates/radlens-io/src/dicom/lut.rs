@@ -24,26 +24,33 @@ impl Lut {
         self.entries[i as usize]
     }
 
-    fn read(item: &InMemDicomObject, what: &str) -> Result<Self, String> {
-        let d: Vec<i64> = item
-            .element_opt(tags::LUT_DESCRIPTOR)
+    /// Read a LUT from its descriptor and data elements of `obj` (a sequence item, or the
+    /// data set itself for palette colour); `what` names it in errors.
+    pub fn read(
+        obj: &InMemDicomObject,
+        descriptor: Tag,
+        data: Tag,
+        what: &str,
+    ) -> Result<Self, String> {
+        let d: Vec<i64> = obj
+            .element_opt(descriptor)
             .ok()
             .flatten()
             .and_then(|e| e.to_multi_int::<i64>().ok())
             .filter(|d| d.len() == 3)
             .ok_or(format!(
-                "{what}: LUT Descriptor (0028,3002) is missing or malformed"
+                "{what}: LUT descriptor {descriptor} is missing or malformed"
             ))?;
         let declared = if d[0] == 0 { 65536 } else { d[0] as usize };
         let bits = d[2].clamp(1, 16) as u16;
-        let data = item
-            .element_opt(tags::LUT_DATA)
+        let bytes = obj
+            .element_opt(data)
             .ok()
             .flatten()
-            .ok_or(format!("{what}: LUT Data (0028,3006) is missing"))?;
-        let bytes = data
+            .ok_or(format!("{what}: LUT data {data} is missing"))?
             .to_bytes()
-            .map_err(|e| format!("{what}: LUT Data: {e}"))?;
+            .map_err(|e| format!("{what}: LUT data {data}: {e}"))?;
+        // 8-bit entries may be packed one per byte; otherwise one per 16-bit word.
         let entries: Vec<f64> = if bits <= 8 && bytes.len() == declared {
             bytes.iter().map(|&b| f64::from(b)).collect()
         } else {
@@ -55,21 +62,19 @@ impl Lut {
         };
         if entries.len() != declared {
             return Err(format!(
-                "{what}: LUT Data holds {} entries, the descriptor declares {declared}",
+                "{what}: LUT data holds {} entries, the descriptor declares {declared}",
                 entries.len()
             ));
         }
-        // The first mapped value is signed when the stored values are (US or SS).
-        let first = if d[1] > 32767 && data.header().vr() != dicom_core::VR::US {
-            d[1] - 65536
-        } else {
-            d[1]
-        };
         Ok(Self {
-            first,
+            first: d[1],
             entries,
             bits,
         })
+    }
+
+    fn in_item(item: &InMemDicomObject, what: &str) -> Result<Self, String> {
+        Self::read(item, tags::LUT_DESCRIPTOR, tags::LUT_DATA, what)
     }
 }
 
@@ -89,7 +94,7 @@ impl ModalityLut {
     /// The Modality LUT Sequence when present, else Rescale Slope/Intercept.
     pub fn of(obj: &DefaultDicomObject) -> Result<Self, String> {
         if let Some(item) = first_item(obj, tags::MODALITY_LUT_SEQUENCE) {
-            return Ok(Self::Table(Lut::read(item, "Modality LUT Sequence")?));
+            return Ok(Self::Table(Lut::in_item(item, "Modality LUT Sequence")?));
         }
         let slope = floats(obj, tags::RESCALE_SLOPE).and_then(|v| v.first().copied());
         let intercept = floats(obj, tags::RESCALE_INTERCEPT).and_then(|v| v.first().copied());
@@ -181,7 +186,7 @@ impl Voi {
     /// A VOI LUT Sequence takes precedence over a window, as in most viewers.
     pub fn of(obj: &DefaultDicomObject) -> Result<Self, String> {
         if let Some(item) = first_item(obj, tags::VOILUT_SEQUENCE) {
-            return Ok(Self::Table(Lut::read(item, "VOI LUT Sequence")?));
+            return Ok(Self::Table(Lut::in_item(item, "VOI LUT Sequence")?));
         }
         Ok(Window::of(obj).map_or(Self::MinMax, Self::Window))
     }

@@ -13,8 +13,9 @@ mod export;
 mod info;
 mod lut;
 mod pixels;
+mod rle;
 
-pub use attrs::{Photometric, PixelLayout, MAX_FRAME_BYTES};
+pub use attrs::{Photometric, PixelLayout, MAX_FRAME_SAMPLES};
 pub use colour::LUMA;
 pub use export::{write_display_png, write_raw_png, RawPng};
 pub use info::{DicomInfo, TransferSyntaxInfo, WindowInfo};

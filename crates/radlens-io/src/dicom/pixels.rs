@@ -3,8 +3,9 @@
 //! codec panic caught and turned into an error.
 
 use super::attrs::{Photometric, PixelLayout};
-use super::colour;
+use super::{colour, rle};
 use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::PixelDecoder;
@@ -47,11 +48,24 @@ pub fn stored_frame(
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
     let (samples, photometric, planar) = match element.value() {
         Value::Primitive(p) => {
-            let bytes = native_bytes(p, layout, ts);
+            let bytes = native_bytes(p, element.header().vr(), layout, ts);
             (
                 native_samples(&bytes, layout, frame)?,
                 layout.photometric.clone(),
                 layout.planar,
+            )
+        }
+        Value::PixelSequence(seq) if ts == RLE_LOSSLESS && layout.bits_allocated == 32 => {
+            let fragment = seq
+                .fragments()
+                .get(frame)
+                .ok_or_else(|| format!("no RLE fragment for frame {frame}"))?;
+            let bytes = rle::decode_frame(fragment, layout)?;
+            let n = layout.frame_samples();
+            (
+                unpack(&bytes, layout, n)?,
+                layout.photometric.clone(),
+                false,
             )
         }
         Value::PixelSequence(_) => {
@@ -77,22 +91,26 @@ pub fn stored_frame(
     })
 }
 
-/// Native pixel bytes in little-endian order. dicom-rs reads OW/OL values of big-endian
-/// files as native words; 8- and 32-bit samples stored in OW words need their bytes or
-/// words put back in file order.
-fn native_bytes(p: &PrimitiveValue, layout: &PixelLayout, ts: &str) -> Vec<u8> {
+/// Native pixel bytes in little-endian order. In big-endian files dicom-rs keeps OB/OW
+/// values it reads as bytes in file order (swap each sample's bytes; 8-bit samples in OW
+/// words swap pairwise) and OW values it reads as words in native order (32-bit samples
+/// then need their two words swapped).
+fn native_bytes(p: &PrimitiveValue, vr: VR, layout: &PixelLayout, ts: &str) -> Vec<u8> {
     let mut bytes = p.to_bytes().into_owned();
-    if ts == EXPLICIT_VR_BIG_ENDIAN {
-        if let PrimitiveValue::U16(_) = p {
-            match layout.bits_allocated {
-                8 => bytes.chunks_exact_mut(2).for_each(|c| c.swap(0, 1)),
-                32 => bytes.chunks_exact_mut(4).for_each(|c| {
-                    c.swap(0, 2);
-                    c.swap(1, 3);
-                }),
-                _ => {}
-            }
+    if ts != EXPLICIT_VR_BIG_ENDIAN {
+        return bytes;
+    }
+    match (p, layout.bits_allocated) {
+        (PrimitiveValue::U8(_), 16) => bytes.chunks_exact_mut(2).for_each(|c| c.reverse()),
+        (PrimitiveValue::U8(_), 32) => bytes.chunks_exact_mut(4).for_each(|c| c.reverse()),
+        (PrimitiveValue::U8(_), 8) if vr == VR::OW => {
+            bytes.chunks_exact_mut(2).for_each(|c| c.reverse())
         }
+        (PrimitiveValue::U16(_), 32) => bytes.chunks_exact_mut(4).for_each(|c| {
+            c.swap(0, 2);
+            c.swap(1, 3);
+        }),
+        _ => {}
     }
     bytes
 }
@@ -164,7 +182,7 @@ fn encapsulated_frame(
 ) -> Result<(Vec<u8>, Photometric), String> {
     let run = std::panic::AssertUnwindSafe(|| {
         obj.decode_pixel_data_frame(frame as u32).map(|d| {
-            let pi = Photometric::parse(&d.photometric_interpretation().to_string());
+            let pi = Photometric::parse(d.photometric_interpretation().as_ref());
             (d.into_data(), pi)
         })
     });

@@ -11,6 +11,11 @@ fn us(tag: dicom_core::Tag, v: u16) -> DataElement<InMemDicomObject> {
 
 /// Write an explicit VR little endian file with the image attributes given.
 pub fn write_dicom(path: &Path, elements: Vec<DataElement<InMemDicomObject>>) {
+    write_dicom_ts(path, elements, "1.2.840.10008.1.2.1")
+}
+
+/// Write a file in transfer syntax `ts`.
+fn write_dicom_ts(path: &Path, elements: Vec<DataElement<InMemDicomObject>>, ts: &str) {
     let mut obj = InMemDicomObject::from_element_iter([
         DataElement::new(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7"),
         DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5"),
@@ -19,7 +24,7 @@ pub fn write_dicom(path: &Path, elements: Vec<DataElement<InMemDicomObject>>) {
         obj.put(e);
     }
     let meta = FileMetaTableBuilder::new()
-        .transfer_syntax("1.2.840.10008.1.2.1")
+        .transfer_syntax(ts)
         .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
         .media_storage_sop_instance_uid("1.2.3.4.5");
     obj.with_meta(meta).unwrap().write_to_file(path).unwrap();
@@ -174,6 +179,22 @@ fn thirty_two_bit_and_multi_frame() {
         e.contains("m.dcm") && e.contains("frame 2") && e.contains("holds 2"),
         "{e}"
     );
+}
+
+#[test]
+fn big_endian_8_bit_samples_in_ow_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("be.dcm");
+    // OW words in a big-endian file hold their second sample in the first byte.
+    let mut e = image_attrs(4, 1, 1, 8, 8, false, "MONOCHROME2");
+    e.push(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U8([20u8, 10, 40, 30].into_iter().collect()),
+    ));
+    write_dicom_ts(&p, e, "1.2.840.10008.1.2.2");
+    let s = DicomFile::open(&p).unwrap().stored_frame(0).unwrap();
+    assert_eq!(s.values, vec![10, 20, 30, 40]);
 }
 
 #[test]
