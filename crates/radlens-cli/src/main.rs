@@ -2,6 +2,7 @@
 
 mod alloc;
 mod bench;
+mod dicom_cmd;
 mod lm_cmd;
 mod progress;
 mod sae_cmd;
@@ -36,6 +37,9 @@ enum Command {
     /// Sparse autoencoders on the LM's residual stream: harvest, train, eval, features.
     #[command(subcommand)]
     Sae(sae_cmd::SaeCommand),
+    /// Inspect DICOM files and export frames as PNG.
+    #[command(subcommand)]
+    Dicom(dicom_cmd::DicomCommand),
 }
 
 fn main() {
@@ -53,6 +57,7 @@ fn main() {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Lm(cmd) => lm_cmd::run(cmd),
         Command::Sae(cmd) => sae_cmd::run(cmd),
+        Command::Dicom(cmd) => dicom_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

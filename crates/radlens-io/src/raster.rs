@@ -1,5 +1,5 @@
-//! PNG and JPEG files: radiographs decoded to greyscale, and 8-bit PNGs written for
-//! masks and overlays.
+//! PNG and JPEG files: radiographs decoded to greyscale, and PNGs written for masks,
+//! overlays (8-bit) and DICOM exports (16-bit).
 
 use crate::error::{IoError, Result};
 use crate::xray::XrayImage;
@@ -46,6 +46,28 @@ pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Re
     let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec())
         .ok_or_else(|| IoError::invalid(path, "pixel buffer does not match the image size"))?;
     write_png(path, image::DynamicImage::ImageRgb8(img))
+}
+
+/// Write a 16-bit greyscale PNG atomically.
+pub fn write_gray16_png(path: &Path, width: usize, height: usize, pixels: &[u16]) -> Result<()> {
+    let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(
+        width as u32,
+        height as u32,
+        pixels.to_vec(),
+    )
+    .ok_or_else(|| IoError::invalid(path, "pixel buffer does not match the image size"))?;
+    write_png(path, image::DynamicImage::ImageLuma16(img))
+}
+
+/// Write a 16-bit RGB PNG atomically.
+pub fn write_rgb16_png(path: &Path, width: usize, height: usize, rgb: &[u16]) -> Result<()> {
+    let img = image::ImageBuffer::<image::Rgb<u16>, _>::from_raw(
+        width as u32,
+        height as u32,
+        rgb.to_vec(),
+    )
+    .ok_or_else(|| IoError::invalid(path, "pixel buffer does not match the image size"))?;
+    write_png(path, image::DynamicImage::ImageRgb16(img))
 }
 
 fn write_png(path: &Path, img: image::DynamicImage) -> Result<()> {

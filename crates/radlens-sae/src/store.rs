@@ -424,8 +424,12 @@ fn read_shard_info(path: &Path, d_model: usize) -> Result<ShardInfo> {
     f.read_exact(&mut len)
         .map_err(|_| bad("too short for a safetensors file".into()))?;
     let len = u64::from_le_bytes(len);
-    if len > 100_000_000 {
-        return Err(bad(format!("header of {len} bytes is not plausible")));
+    let file_len = f.metadata().map_err(|e| SaeError::io(path, e))?.len();
+    // Bounded by the file itself, so a short file cannot ask for a large buffer.
+    if len > 100_000_000 || len > file_len.saturating_sub(8) {
+        return Err(bad(format!(
+            "header of {len} bytes is not plausible in a file of {file_len} bytes"
+        )));
     }
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header)

@@ -1,0 +1,427 @@
+//! Hand-computed cases for each step of the pipeline on files written here; the pydicom
+//! corpus test (`tests/pydicom_conformance.rs`) covers the codecs on real files.
+
+use super::*;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+fn us(tag: dicom_core::Tag, v: u16) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, PrimitiveValue::from(v))
+}
+
+/// Write an explicit VR little endian file with the image attributes given.
+pub fn write_dicom(path: &Path, elements: Vec<DataElement<InMemDicomObject>>) {
+    write_dicom_ts(path, elements, "1.2.840.10008.1.2.1")
+}
+
+/// Write a file in transfer syntax `ts`.
+fn write_dicom_ts(path: &Path, elements: Vec<DataElement<InMemDicomObject>>, ts: &str) {
+    let mut obj = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7"),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5"),
+    ]);
+    for e in elements {
+        obj.put(e);
+    }
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(ts)
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+        .media_storage_sop_instance_uid("1.2.3.4.5");
+    obj.with_meta(meta).unwrap().write_to_file(path).unwrap();
+}
+
+/// Image Pixel attributes for `w` x `h`, `spp` samples of `bits` bits in `allocated`.
+fn image_attrs(
+    w: u16,
+    h: u16,
+    spp: u16,
+    allocated: u16,
+    bits: u16,
+    signed: bool,
+    photometric: &str,
+) -> Vec<DataElement<InMemDicomObject>> {
+    vec![
+        us(tags::SAMPLES_PER_PIXEL, spp),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric),
+        us(tags::ROWS, h),
+        us(tags::COLUMNS, w),
+        us(tags::BITS_ALLOCATED, allocated),
+        us(tags::BITS_STORED, bits),
+        us(tags::HIGH_BIT, bits - 1),
+        us(tags::PIXEL_REPRESENTATION, u16::from(signed)),
+    ]
+}
+
+fn pixel_data_bytes(bytes: Vec<u8>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bytes.into()))
+}
+
+/// Write a small uncompressed 16-bit (12 stored) greyscale DICOM.
+pub fn write_test_dicom(
+    path: &Path,
+    w: u16,
+    h: u16,
+    pixels: &[u16],
+    extra: Vec<DataElement<InMemDicomObject>>,
+    photometric: &str,
+) {
+    let mut e = image_attrs(w, h, 1, 16, 12, false, photometric);
+    e.push(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.iter().copied().collect()),
+    ));
+    e.extend(extra);
+    write_dicom(path, e);
+}
+
+fn lut_item(descriptor: [u16; 3], data: Vec<u16>) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter([
+        DataElement::new(
+            tags::LUT_DESCRIPTOR,
+            VR::US,
+            PrimitiveValue::U16(descriptor.into_iter().collect()),
+        ),
+        DataElement::new(tags::LUT_DATA, VR::OW, PrimitiveValue::U16(data.into())),
+    ])
+}
+
+#[test]
+fn rescale_window_and_spacing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.dcm");
+    // raw 0, 100, 200, 300 -> modality 2*raw - 100 = -100, 100, 300, 500
+    write_test_dicom(
+        &p,
+        2,
+        2,
+        &[0, 100, 200, 300],
+        vec![
+            DataElement::new(tags::RESCALE_SLOPE, VR::DS, "2"),
+            DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, "-100"),
+            DataElement::new(tags::WINDOW_CENTER, VR::DS, "200"),
+            DataElement::new(tags::WINDOW_WIDTH, VR::DS, "401"),
+            DataElement::new(tags::IMAGER_PIXEL_SPACING, VR::DS, "0.143\\0.15"),
+        ],
+        "MONOCHROME2",
+    );
+    let im = read_dicom(&p).unwrap();
+    assert_eq!((im.width, im.height), (2, 2));
+    // window: (v - 199.5)/400 + 0.5
+    let expect = [
+        0.0,
+        (100.0 - 199.5) / 400.0 + 0.5,
+        (300.0 - 199.5) / 400.0 + 0.5,
+        1.0,
+    ];
+    for (a, b) in im.pixels.iter().zip(expect) {
+        assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    let s = im.spacing.unwrap();
+    assert!((s.row_mm - 0.143).abs() < 1e-9 && (s.col_mm - 0.15).abs() < 1e-9);
+    let f = DicomFile::open(&p).unwrap();
+    let RawFrame::Grey { values, .. } = f.raw_frame(0).unwrap() else {
+        panic!("greyscale expected")
+    };
+    assert_eq!(values, vec![-100.0, 100.0, 300.0, 500.0]);
+    let info = f.info();
+    assert_eq!(info.transfer_syntax.uid, "1.2.840.10008.1.2.1");
+    assert!(info.transfer_syntax.decodable);
+    assert_eq!(
+        (info.rows, info.columns, info.bits_stored),
+        (Some(2), Some(2), Some(12))
+    );
+    assert_eq!(
+        info.window.map(|w| (w.center, w.width)),
+        Some((200.0, 401.0))
+    );
+}
+
+#[test]
+fn monochrome1_is_inverted() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.dcm");
+    write_test_dicom(&p, 3, 1, &[0, 50, 100], vec![], "MONOCHROME1");
+    let im = read_dicom(&p).unwrap();
+    assert_eq!(im.pixels, vec![1.0, 0.5, 0.0]);
+    assert!(im.spacing.is_none());
+}
+
+#[test]
+fn signed_samples_are_sign_extended_from_bits_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("s.dcm");
+    // 12 bits stored in 16, signed: 0x0FFF = -1, 0x0800 = -2048, 0x07FF = 2047;
+    // the unused top nibble (0xF000) is ignored.
+    let mut e = image_attrs(3, 1, 1, 16, 12, true, "MONOCHROME2");
+    e.push(pixel_data_bytes(vec![0xFF, 0xFF, 0x00, 0x08, 0xFF, 0x07]));
+    write_dicom(&p, e);
+    let s = DicomFile::open(&p).unwrap().stored_frame(0).unwrap();
+    assert_eq!(s.values, vec![-1, -2048, 2047]);
+}
+
+#[test]
+fn thirty_two_bit_and_multi_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.dcm");
+    let mut e = image_attrs(2, 1, 1, 32, 32, false, "MONOCHROME2");
+    e.push(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "2"));
+    let words: [u32; 4] = [1, 70_000, 4_000_000_000, 7];
+    e.push(pixel_data_bytes(
+        words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+    ));
+    write_dicom(&p, e);
+    let f = DicomFile::open(&p).unwrap();
+    assert_eq!(f.stored_frame(0).unwrap().values, vec![1, 70_000]);
+    assert_eq!(f.stored_frame(1).unwrap().values, vec![4_000_000_000, 7]);
+    let e = f.stored_frame(2).unwrap_err().to_string();
+    assert!(
+        e.contains("m.dcm") && e.contains("frame 2") && e.contains("holds 2"),
+        "{e}"
+    );
+}
+
+#[test]
+fn big_endian_8_bit_samples_in_ow_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("be.dcm");
+    // OW words in a big-endian file hold their second sample in the first byte.
+    let mut e = image_attrs(4, 1, 1, 8, 8, false, "MONOCHROME2");
+    e.push(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U8([20u8, 10, 40, 30].into_iter().collect()),
+    ));
+    write_dicom_ts(&p, e, "1.2.840.10008.1.2.2");
+    let s = DicomFile::open(&p).unwrap().stored_frame(0).unwrap();
+    assert_eq!(s.values, vec![10, 20, 30, 40]);
+}
+
+#[test]
+fn one_bit_frames_run_on_across_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.dcm");
+    let mut e = image_attrs(3, 1, 1, 1, 1, false, "MONOCHROME2");
+    e.push(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, "2"));
+    // bits, least significant first: frame 0 = 1 0 1, frame 1 = 1 1 0 -> 0b0001_1101
+    e.push(pixel_data_bytes(vec![0b0001_1101, 0]));
+    write_dicom(&p, e);
+    let f = DicomFile::open(&p).unwrap();
+    assert_eq!(f.stored_frame(0).unwrap().values, vec![1, 0, 1]);
+    assert_eq!(f.stored_frame(1).unwrap().values, vec![1, 1, 0]);
+}
+
+#[test]
+fn planar_rgb_and_ybr_full_become_interleaved_rgb() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("rgb.dcm");
+    let mut e = image_attrs(2, 1, 3, 8, 8, false, "RGB");
+    e.push(us(tags::PLANAR_CONFIGURATION, 1));
+    e.push(pixel_data_bytes(vec![10, 11, 20, 21, 30, 31]));
+    write_dicom(&p, e);
+    let f = DicomFile::open(&p).unwrap();
+    assert_eq!(
+        f.stored_frame(0).unwrap().values,
+        vec![10, 20, 30, 11, 21, 31]
+    );
+    // luma of (10, 20, 30) = 0.299*10 + 0.587*20 + 0.114*30 = 18.15
+    let im = f.display_frame(0).unwrap();
+    assert!((im.pixels[0] as f64 - 18.15 / 255.0).abs() < 1e-6);
+
+    let p = dir.path().join("ybr.dcm");
+    let mut e = image_attrs(2, 1, 3, 8, 8, false, "YBR_FULL");
+    // (Y, Cb, Cr) = (128, 128, 128) is mid grey; (0, 128, 255): R = 127 * 1.402 = 178.05,
+    // G = -127 * 0.299 * 1.402 / 0.587 = -90.7 -> 0, B = 0.
+    e.push(pixel_data_bytes(vec![128, 128, 128, 0, 128, 255]));
+    write_dicom(&p, e);
+    let s = DicomFile::open(&p).unwrap().stored_frame(0).unwrap();
+    assert_eq!(s.values, vec![128, 128, 128, 178, 0, 0]);
+    assert_eq!(s.photometric, Photometric::Rgb);
+
+    let p = dir.path().join("422.dcm");
+    let mut e = image_attrs(2, 1, 3, 8, 8, false, "YBR_FULL_422");
+    // Y1 Y2 Cb Cr: both pixels share the chroma
+    e.push(pixel_data_bytes(vec![100, 200, 128, 128]));
+    write_dicom(&p, e);
+    let s = DicomFile::open(&p).unwrap().stored_frame(0).unwrap();
+    assert_eq!(s.values, vec![100, 100, 100, 200, 200, 200]);
+}
+
+#[test]
+fn palette_colour_is_looked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pal.dcm");
+    let mut e = image_attrs(3, 1, 1, 8, 8, false, "PALETTE COLOR");
+    e.push(pixel_data_bytes(vec![5, 6, 9]));
+    // 3 entries from stored value 5; 16-bit entries; 9 is past the end: last entry.
+    let tables = [
+        (
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            [0u16, 1000, 2000],
+        ),
+        (
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            [10, 20, 30],
+        ),
+        (
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR,
+            tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA,
+            [65535, 0, 1],
+        ),
+    ];
+    for (d, t, v) in tables {
+        e.push(DataElement::new(
+            d,
+            VR::US,
+            PrimitiveValue::U16([3u16, 5, 16].into_iter().collect()),
+        ));
+        e.push(DataElement::new(
+            t,
+            VR::OW,
+            PrimitiveValue::U16(v.into_iter().collect()),
+        ));
+    }
+    write_dicom(&p, e);
+    let f = DicomFile::open(&p).unwrap();
+    assert_eq!(f.stored_frame(0).unwrap().values, vec![5, 6, 9]);
+    let RawFrame::Rgb { values, bits, .. } = f.raw_frame(0).unwrap() else {
+        panic!("colour expected")
+    };
+    assert_eq!(bits, 16);
+    assert_eq!(values, vec![0, 10, 65535, 1000, 20, 0, 2000, 30, 1]);
+}
+
+#[test]
+fn modality_and_voi_lut_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lut.dcm");
+    // Modality LUT: 4 entries from stored value 1: 1 -> 100, 2 -> 200, 3 -> 300, 4 -> 400.
+    // VOI LUT: 8-bit output, 3 entries from 200: 200 -> 0, 201 -> 51, 202 -> 255.
+    write_test_dicom(
+        &p,
+        4,
+        1,
+        &[0, 1, 2, 9],
+        vec![
+            DataElement::new(
+                tags::MODALITY_LUT_SEQUENCE,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![lut_item(
+                    [4, 1, 16],
+                    vec![100, 200, 300, 400],
+                )]),
+            ),
+            DataElement::new(
+                tags::VOILUT_SEQUENCE,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![lut_item(
+                    [3, 200, 8],
+                    vec![0, 51, 255],
+                )]),
+            ),
+        ],
+        "MONOCHROME2",
+    );
+    let f = DicomFile::open(&p).unwrap();
+    let RawFrame::Grey { values, .. } = f.raw_frame(0).unwrap() else {
+        panic!("greyscale expected")
+    };
+    assert_eq!(values, vec![100.0, 100.0, 200.0, 400.0]);
+    let im = f.display_frame(0).unwrap();
+    assert_eq!(im.pixels, vec![0.0, 0.0, 0.0, 1.0]);
+}
+
+#[test]
+fn window_functions() {
+    let exact = Window {
+        center: 100.0,
+        width: 50.0,
+        function: WindowFunction::LinearExact,
+    };
+    assert_eq!(exact.apply(100.0), 0.5);
+    assert_eq!(exact.apply(112.5), 0.75);
+    let sigmoid = Window {
+        function: WindowFunction::Sigmoid,
+        ..exact
+    };
+    // 1 / (1 + exp(-4 * 25 / 50)) = 1 / (1 + e^-2)
+    assert!((sigmoid.apply(125.0) - 1.0 / (1.0 + (-2.0f64).exp())).abs() < 1e-12);
+    assert_eq!(Window::linear(100.0, 51.0).apply(74.5), 0.0);
+}
+
+#[test]
+fn hostile_headers_get_clear_errors_without_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 KB file that claims 65535 x 65535 RGB 32-bit pixels must be refused up front.
+    let p = dir.path().join("huge.dcm");
+    let mut e = image_attrs(65535, 65535, 3, 32, 32, false, "RGB");
+    e.push(pixel_data_bytes(vec![0; 12]));
+    write_dicom(&p, e);
+    let err = DicomFile::open(&p)
+        .unwrap()
+        .stored_frame(0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("huge.dcm") && err.contains("limit"), "{err}");
+
+    let p = dir.path().join("short.dcm");
+    let mut e = image_attrs(4, 4, 1, 16, 16, false, "MONOCHROME2");
+    e.push(pixel_data_bytes(vec![0; 30]));
+    write_dicom(&p, e);
+    let err = read_dicom(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("short.dcm") && err.contains("truncated"),
+        "{err}"
+    );
+
+    let p = dir.path().join("nopix.dcm");
+    write_dicom(&p, image_attrs(4, 4, 1, 16, 16, false, "MONOCHROME2"));
+    let err = read_dicom(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("nopix.dcm") && err.contains("no Pixel Data"),
+        "{err}"
+    );
+
+    let p = dir.path().join("bits.dcm");
+    let mut e = image_attrs(2, 1, 1, 12, 12, false, "MONOCHROME2");
+    e.push(pixel_data_bytes(vec![0; 4]));
+    write_dicom(&p, e);
+    let err = read_dicom(&p).unwrap_err().to_string();
+    assert!(err.contains("12 bits allocated"), "{err}");
+}
+
+#[test]
+fn raw_and_display_png_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ct.dcm");
+    write_test_dicom(
+        &p,
+        3,
+        1,
+        &[0, 1000, 2000],
+        vec![DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, "-1024")],
+        "MONOCHROME2",
+    );
+    let f = DicomFile::open(&p).unwrap();
+    let out = dir.path().join("raw.png");
+    let r = write_raw_png(&f.raw_frame(0).unwrap(), &out).unwrap();
+    assert_eq!(
+        r,
+        RawPng {
+            offset: 1024,
+            rounded: false,
+            bits: 16
+        }
+    );
+    let png = image::open(&out).unwrap().into_luma16().into_raw();
+    assert_eq!(png, vec![0, 1000, 2000]);
+    let out = dir.path().join("display.png");
+    let im = f.display_frame(0).unwrap();
+    write_display_png(&im, &out).unwrap();
+    let back = crate::raster::read_raster(&out).unwrap();
+    for (a, b) in back.pixels.iter().zip(&im.pixels) {
+        assert!((a - b).abs() <= 0.5 / 65535.0 + 1e-7);
+    }
+}
