@@ -6,6 +6,9 @@ use crate::progress::{bar, LazyBar};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use radlens_core::observe::Count;
+use radlens_interp::concepts::{
+    probe_concepts, ConceptConfig, ConceptRequest, REPORT as CONCEPTS_REPORT,
+};
 use radlens_interp::eval::{evaluate_sae, EvalEvent, EvalRequest, SpliceRequest, REPORT};
 use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_interp::harvest::{harvest, HarvestConfig, HarvestProgress};
@@ -15,6 +18,7 @@ use radlens_report::{CorpusSpec, ReportPart, ReportSplit};
 use radlens_sae::formats::load_sae;
 use radlens_sae::report::report_text;
 use radlens_sae::run::{train_run, SaeSpec, TrainEvent, TrainRequest};
+use radlens_sae::tokens::TokenPolicy;
 use radlens_sae::{
     Activation, ActivationStore, AdamConfig, ComputePath, LinearDecay, Sae, TrainConfig,
     DEFAULT_GROUP_FRACTIONS,
@@ -35,6 +39,10 @@ pub enum SaeCommand {
     Eval(EvalArgs),
     /// Build the SQLite feature database: statistics and examples of every latent.
     Features(FeaturesArgs),
+    /// Clinical concept probes: per finding (IU X-ray tags), the feature whose report-level
+    /// maximum separates reports with and without it best (ranked on training reports,
+    /// AUROC with a bootstrap CI on held-out ones); writes concepts.json.
+    Concepts(ConceptsArgs),
 }
 
 pub fn run(cmd: SaeCommand) -> Result<()> {
@@ -43,6 +51,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Train(a) => train_cmd(a),
         SaeCommand::Eval(a) => eval_cmd(a),
         SaeCommand::Features(a) => features_cmd(a),
+        SaeCommand::Concepts(a) => concepts_cmd(a),
     }
 }
 
@@ -65,12 +74,16 @@ pub struct HarvestArgs {
     /// Which reports: train, heldout or all.
     #[arg(long, default_value = "train")]
     part: ReportPart,
-    /// Fraction of reports held out (the split is by report, seeded).
+    /// Fraction of distinct report texts held out (seeded).
     #[arg(long, default_value_t = 0.1)]
     heldout_fraction: f64,
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
-    /// raw (BOS + text) or chat (the text as the user turn of the chat template).
+    /// Keep word-for-word duplicate reports (after lower-casing and white-space folding)
+    /// and split by report, as stores harvested before de-duplication did.
+    #[arg(long)]
+    keep_duplicates: bool,
+    /// raw (<|endoftext|>, or BOS if the vocabulary lacks it, + text) or chat (the text as the user turn of the chat template).
     #[arg(long, default_value = "raw")]
     template: Template,
     /// Report tokens per context window (longer reports are cut into several).
@@ -94,6 +107,7 @@ fn harvest_cmd(a: HarvestArgs) -> Result<()> {
     let split = ReportSplit {
         heldout_fraction: a.heldout_fraction,
         seed: a.split_seed,
+        deduplicate: !a.keep_duplicates,
     };
     let reports = select_reports(&a.corpus, split, a.part, a.max_reports)?;
     let lm = load_model(&a.model)?;
@@ -176,6 +190,8 @@ pub struct TrainArgs {
     /// Matryoshka group fractions (the remainder goes to the last group).
     #[arg(long, value_delimiter = ',')]
     group_fractions: Option<Vec<f64>>,
+    #[command(flatten)]
+    tokens: TokenPolicyArgs,
     /// Tokens per step.
     #[arg(long, default_value_t = 4096)]
     batch: usize,
@@ -216,6 +232,28 @@ pub struct TrainArgs {
     /// Output directory: SAELens files, checkpoint, history.csv, train.json.
     #[arg(long)]
     out: PathBuf,
+}
+
+/// Which tokens an SAE is trained on; evaluation and splicing use the same, saved with it.
+#[derive(Args)]
+pub struct TokenPolicyArgs {
+    /// Exclude tokens at report positions below this (from 0; positions 0 and 1 hold the
+    /// attention-sink tokens with massive norms).
+    #[arg(long, default_value_t = TokenPolicy::default().min_position)]
+    min_position: u32,
+    /// Exclude tokens whose residual norm exceeds this multiple of the median (0: keep
+    /// every norm).
+    #[arg(long, default_value_t = TokenPolicy::default().max_norm_ratio.unwrap_or(0.0))]
+    max_norm_ratio: f64,
+}
+
+impl TokenPolicyArgs {
+    fn policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            min_position: self.min_position,
+            max_norm_ratio: (self.max_norm_ratio != 0.0).then_some(self.max_norm_ratio),
+        }
+    }
 }
 
 impl TrainArgs {
@@ -267,6 +305,7 @@ impl TrainArgs {
             out: self.out.clone(),
             sae: self.sae_spec()?,
             train: self.train_config(),
+            tokens: self.tokens.policy(),
             batch: self.batch,
             steps: self.steps,
             buffer_rows: self.buffer_rows,
@@ -305,11 +344,17 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     };
     let outcome = train_run(&a.request()?, &show)?;
     pb.finish();
+    let counts = outcome.report.token_counts;
     eprintln!(
-        "{}: SAE ({} latents) after {} steps",
+        "{}: SAE ({} latents) after {} steps, on {} of the store's {} tokens ({} excluded by \
+         position, {} by norm)",
         a.out.display(),
         outcome.report.sae.d_sae,
-        outcome.steps_done
+        outcome.steps_done,
+        counts.kept,
+        counts.total(),
+        counts.early_position,
+        counts.large_norm
     );
     Ok(())
 }
@@ -349,9 +394,6 @@ pub struct EvalArgs {
     /// Stop the spliced LM loss after about this many scored tokens.
     #[arg(long)]
     max_tokens: Option<usize>,
-    /// Rows encoded at a time.
-    #[arg(long, default_value_t = 4096)]
-    batch: usize,
     /// Worker threads sharing the model for the spliced loss (default: the available cores).
     #[arg(long)]
     workers: Option<usize>,
@@ -364,7 +406,6 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let request = EvalRequest {
         sae: a.input.sae.clone(),
         activations: a.input.activations.clone(),
-        batch: a.batch,
         language_model: a.model.as_ref().map(|model| SpliceRequest {
             model: model.clone(),
             corpus: a.corpus.clone(),
@@ -460,5 +501,61 @@ fn features_cmd(a: FeaturesArgs) -> Result<()> {
         summary.tokens,
         summary.examples
     );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ConceptsArgs {
+    /// SAE directory (trained by `radlens sae train`: its token filter is used).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Held-out activation store: the AUROCs and their intervals are measured here.
+    #[arg(long)]
+    activations: PathBuf,
+    /// Training activation store: features are ranked here.
+    #[arg(long)]
+    train_activations: PathBuf,
+    /// Corpus with the tags (default: the one the stores were harvested from).
+    #[arg(long)]
+    corpus: Option<CorpusSpec>,
+    /// Feature database of this SAE to store the table in (table `concepts`).
+    #[arg(long)]
+    features_db: Option<PathBuf>,
+    /// Features kept per finding.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 1000)]
+    resamples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory for concepts.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn concepts_cmd(a: ConceptsArgs) -> Result<()> {
+    let request = ConceptRequest {
+        sae: a.sae,
+        train: a.train_activations,
+        heldout: a.activations,
+        corpus: a.corpus,
+        feature_db: a.features_db,
+        out: a.out.clone(),
+    };
+    let cfg = ConceptConfig {
+        top_features: a.top,
+        resamples: a.resamples,
+        seed: a.seed,
+    };
+    let rows = probe_concepts(&request, &cfg)?;
+    println!("finding                  n+   n-  feature  AUROC [95% CI]");
+    for r in &rows {
+        println!(
+            "{:<22} {:>4} {:>4} {:>8}  {:.3} [{:.3}, {:.3}]",
+            r.finding, r.n_positive, r.n_negative, r.best_feature, r.auroc, r.ci_low, r.ci_high
+        );
+    }
+    eprintln!("wrote {}", a.out.join(CONCEPTS_REPORT).display());
     Ok(())
 }

@@ -1,14 +1,16 @@
 //! Segmentation metrics and their summaries: overlap (Dice, IoU), surface
 //! distances (HD95, ASSD) in millimetres, the distribution metrics of
 //! stochastic segmentation (GED^2, sample diversity), calibration (ECE, NLL),
-//! and bootstrap confidence intervals.
+//! bootstrap confidence intervals, and AUROC with a stratified bootstrap interval.
 
+pub mod auroc;
 pub mod calibration;
 pub mod distance;
 pub mod ged;
 pub mod overlap;
 pub mod stats;
 
+pub use auroc::{auroc, bootstrap_auroc_ci};
 pub use calibration::{expected_calibration_error, negative_log_likelihood};
 pub use distance::{surface_distances, SurfaceDistances};
 pub use ged::{generalized_energy_distance, GedResult};

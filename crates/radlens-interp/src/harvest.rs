@@ -2,8 +2,8 @@
 //! residual stream at one layer, one row per report token, with token metadata.
 //!
 //! The hook point is the output of block `layer` (`resid_post.{layer}`, dictionary_learning's
-//! `model.layers[layer]` output). Template tokens (BOS, system turn, user header) are run
-//! but not stored. Shards are written every `shard_tokens` rows at report boundaries, so
+//! `model.layers[layer]` output). Template tokens (document separator, system turn, user
+//! header) are run but not stored; the store's `meta.json` records them (`context_prefix`). Shards are written every `shard_tokens` rows at report boundaries, so
 //! an interrupted harvest resumes after the last report of its last shard.
 
 use crate::parallel::map_items;
@@ -12,7 +12,7 @@ use crate::{InterpError, Result};
 use candle_core::Tensor;
 use radlens_lm::{HookPoint, Hooks, LanguageModel};
 use radlens_report::{Report, ReportPart, ReportSplit};
-use radlens_sae::{ActivationStore, StoreMeta, TokenRecord};
+use radlens_sae::{ActivationStore, ContextPrefix, StoreMeta, TokenRecord};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -97,7 +97,11 @@ pub fn harvest(
     let windower = Windower::new(lm, &cfg.window)?;
     let d_model = lm.model.config().hidden_size;
     let source = serde_json::to_value(cfg).map_err(|e| InterpError::invalid(e.to_string()))?;
-    let mut store = open_or_create(out, model_name, d_model, cfg.layer, point, source)?;
+    let prefix = ContextPrefix {
+        ids: windower.prefix().to_vec(),
+        text: lm.tokenizer.decode(windower.prefix(), false)?,
+    };
+    let mut store = open_or_create(out, model_name, d_model, cfg.layer, point, source, prefix)?;
     let start = resume_point(&store)?;
     if store.meta.complete {
         return Ok(summary(&store, reports.len(), start));
@@ -171,11 +175,13 @@ fn open_or_create(
     layer: usize,
     point: HookPoint,
     source: serde_json::Value,
+    prefix: ContextPrefix,
 ) -> Result<ActivationStore> {
     if !out.join("meta.json").exists() {
         let meta = StoreMeta {
             hook: Some(point.to_string()),
             source: Some(source),
+            context_prefix: Some(prefix),
             ..StoreMeta::new(d_model, layer, model_name)
         };
         return Ok(ActivationStore::create(out, meta)?);
@@ -183,7 +189,8 @@ fn open_or_create(
     let store = ActivationStore::open_partial(out)?;
     let same = store.meta.model == model_name
         && store.meta.d_model == d_model
-        && store.meta.source.as_ref() == Some(&source);
+        && store.meta.source.as_ref() == Some(&source)
+        && store.meta.context_prefix.as_ref() == Some(&prefix);
     if !same {
         return Err(InterpError::invalid(format!(
             "{} holds activations of another harvest (model {}, settings {}): choose another \

@@ -6,9 +6,11 @@
 //! - [`splice`]: language-model loss with an SAE reconstruction spliced into the residual
 //!   stream (cross-entropy loss recovered vs zero-ablation, KL divergence);
 //! - [`features`]: per-latent statistics and examples in a SQLite feature database;
+//! - [`concepts`]: clinical concept probes (feature AUROC per finding, held-out CIs);
 //! - [`eval`]: an SAE's reconstruction metrics and spliced loss, as `metrics.json`;
 //! - [`inputs`]: the reports and language model a harvest (and its evaluation) reads.
 
+pub mod concepts;
 mod error;
 pub mod eval;
 pub mod features;

@@ -1,53 +1,101 @@
 //! Language-model loss with an SAE spliced into the residual stream.
 //!
-//! For each report window the model runs three times: clean, with the report tokens'
-//! residual at the SAE's layer replaced by the SAE reconstruction, and with it replaced by
-//! zeros. Next-token cross-entropy is scored on the report's own tokens (predictions made
-//! at report positions; template tokens are neither spliced nor scored, as the SAE never
-//! saw them). `ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)` (1 is a
-//! perfect SAE, 0 no better than deleting the residual); KL is KL(clean || edited) per
-//! scored token, in nats.
+//! For each report window the model runs four times: clean; with the residual at the SAE's
+//! layer replaced by the SAE reconstruction; with random noise of the same per-token norm as
+//! the SAE's error added instead (the control an SAE must beat: an error that size in a
+//! random direction); and with the residual zeroed. Edits apply only at the report tokens
+//! the SAE's [`TokenFilter`] keeps (the tokens it was trained and measured on); excluded
+//! tokens and template tokens keep their clean residual. Next-token cross-entropy is scored
+//! on every prediction made at a report position. `delta_ce = CE_spliced - CE_clean`,
+//! `ce_loss_recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean)`; KL is
+//! KL(clean || edited) per scored token, in nats.
 
 use crate::parallel::map_items;
 use crate::window::{Window, WindowSpec, Windower};
 use crate::{InterpError, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use radlens_lm::{HookPoint, HookedLlama, Hooks, LanguageModel};
 use radlens_report::Report;
+use radlens_sae::metrics::{position_bucket, POSITION_BUCKETS};
+use radlens_sae::tokens::{TokenClass, TokenCounts, TokenFilter};
 use radlens_sae::Sae;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 use std::sync::Arc;
 
-/// Loss of the model with the SAE spliced in, against the clean and zero-ablated model.
+/// Loss of the model with the SAE spliced in, against the clean, noise-control and
+/// zero-ablated model.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SpliceMetrics {
     /// Scored next-token predictions.
     pub tokens: usize,
     pub reports: usize,
+    /// Report tokens edited (kept by the filter) and left clean, by reason.
+    pub token_counts: TokenCounts,
     pub ce_clean: f64,
     pub ce_spliced: f64,
+    pub ce_noise: f64,
     pub ce_zero_ablation: f64,
+    /// `ce_spliced - ce_clean`.
+    pub delta_ce: f64,
+    /// `ce_noise - ce_clean`.
+    pub noise_delta_ce: f64,
     pub ce_loss_recovered: f64,
     pub kl_spliced: f64,
+    pub kl_noise: f64,
     pub kl_zero_ablation: f64,
+    /// The losses by the report position of the prediction.
+    pub per_position: Vec<PositionLoss>,
 }
 
-/// Running sums of the three runs.
+/// Mean losses of the predictions made at some report positions.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PositionLoss {
+    pub first_position: u32,
+    /// `None` for the open last bucket.
+    pub last_position: Option<u32>,
+    pub tokens: usize,
+    pub ce_clean: f64,
+    pub delta_ce: f64,
+    pub noise_delta_ce: f64,
+}
+
+/// The runs, in the order of [`Sums::ce`].
+const RUNS: usize = 4;
+const CLEAN: usize = 0;
+const SPLICED: usize = 1;
+const NOISE: usize = 2;
+const ZERO: usize = 3;
+
+/// Running sums of the runs.
 #[derive(Default)]
 struct Sums {
     tokens: usize,
-    ce: [f64; 3],
-    kl: [f64; 2],
+    ce: [f64; RUNS],
+    /// KL(clean || run) for each run (the clean entry stays 0).
+    kl: [f64; RUNS],
+    counts: TokenCounts,
+    /// Per position bucket: predictions and CE sums.
+    bucket_tokens: [usize; POSITION_BUCKETS.len()],
+    bucket_ce: [[f64; RUNS]; POSITION_BUCKETS.len()],
 }
 
 impl Sums {
     fn add(&mut self, other: &Sums) {
         self.tokens += other.tokens;
-        for (a, b) in self.ce.iter_mut().zip(other.ce) {
-            *a += b;
+        for r in 0..RUNS {
+            self.ce[r] += other.ce[r];
+            self.kl[r] += other.kl[r];
         }
-        for (a, b) in self.kl.iter_mut().zip(other.kl) {
-            *a += b;
+        self.counts.kept += other.counts.kept;
+        self.counts.early_position += other.counts.early_position;
+        self.counts.large_norm += other.counts.large_norm;
+        for b in 0..POSITION_BUCKETS.len() {
+            self.bucket_tokens[b] += other.bucket_tokens[b];
+            for r in 0..RUNS {
+                self.bucket_ce[b][r] += other.bucket_ce[b][r];
+            }
         }
     }
 }
@@ -55,12 +103,14 @@ impl Sums {
 /// Reports a worker takes per round.
 const REPORTS_PER_WORKER: usize = 4;
 
-/// Where to splice and how much to score.
+/// Where to splice, at which tokens and how much to score.
 #[derive(Debug, Clone)]
 pub struct SpliceConfig {
     /// The SAE replaces the output of this block.
     pub layer: usize,
     pub window: WindowSpec,
+    /// The tokens edited (the SAE's own filter).
+    pub tokens: TokenFilter,
     /// Stop after about this many scored predictions.
     pub max_tokens: Option<usize>,
     /// Threads running the model on different reports at once.
@@ -110,10 +160,7 @@ pub fn splice_metrics(
             .filter(|w| w.content().len() >= 2)
             .collect();
         let parts = map_items(&windows, workers, |w| {
-            let runs = [None, Some(Edit::Splice(sae.clone())), Some(Edit::Zero)]
-                .map(|edit| run(&lm.model, &w.ids, w.content_start, point, edit));
-            let [clean, spliced, zero] = runs;
-            score(&clean?, &spliced?, &zero?, &w.ids, w.content_start)
+            score_window(&lm.model, &sae, &cfg.tokens, point, w)
         })?;
         for p in parts {
             sums.add(&p);
@@ -130,48 +177,140 @@ pub fn splice_metrics(
         ));
     }
     let n = sums.tokens as f64;
-    let [clean, spliced, zero] = sums.ce.map(|c| c / n);
+    let ce = sums.ce.map(|c| c / n);
+    let kl = sums.kl.map(|c| c / n);
+    let per_position = (0..POSITION_BUCKETS.len())
+        .filter(|&b| sums.bucket_tokens[b] > 0)
+        .map(|b| {
+            let nb = sums.bucket_tokens[b] as f64;
+            let c = sums.bucket_ce[b].map(|v| v / nb);
+            PositionLoss {
+                first_position: POSITION_BUCKETS[b],
+                last_position: POSITION_BUCKETS.get(b + 1).map(|n| n - 1),
+                tokens: sums.bucket_tokens[b],
+                ce_clean: c[CLEAN],
+                delta_ce: c[SPLICED] - c[CLEAN],
+                noise_delta_ce: c[NOISE] - c[CLEAN],
+            }
+        })
+        .collect();
     Ok(SpliceMetrics {
         tokens: sums.tokens,
         reports: done,
-        ce_clean: clean,
-        ce_spliced: spliced,
-        ce_zero_ablation: zero,
-        ce_loss_recovered: (zero - spliced) / (zero - clean),
-        kl_spliced: sums.kl[0] / n,
-        kl_zero_ablation: sums.kl[1] / n,
+        token_counts: sums.counts,
+        ce_clean: ce[CLEAN],
+        ce_spliced: ce[SPLICED],
+        ce_noise: ce[NOISE],
+        ce_zero_ablation: ce[ZERO],
+        delta_ce: ce[SPLICED] - ce[CLEAN],
+        noise_delta_ce: ce[NOISE] - ce[CLEAN],
+        ce_loss_recovered: (ce[ZERO] - ce[SPLICED]) / (ce[ZERO] - ce[CLEAN]),
+        kl_spliced: kl[SPLICED],
+        kl_noise: kl[NOISE],
+        kl_zero_ablation: kl[ZERO],
+        per_position,
     })
 }
 
-/// What replaces the report positions' residual at the hook point.
+/// What replaces the kept report tokens' residual at the hook point.
+#[derive(Clone)]
 enum Edit {
     Splice(Arc<Sae>),
+    /// The residual plus a random direction scaled to the SAE error's norm, per token.
+    Noise(Arc<Sae>, u64),
     Zero,
 }
 
-/// Logits `(tokens, vocab)` of `ids` as a new sequence, with `edit` (if any) applied from
-/// row `from`.
+impl Edit {
+    fn apply(&self, rows: &Tensor) -> Result<Tensor> {
+        let recon = |sae: &Sae| -> Result<Tensor> { Ok(sae.decode(&sae.encode(rows)?)?) };
+        Ok(match self {
+            Edit::Zero => rows.zeros_like()?,
+            Edit::Splice(sae) => recon(sae)?,
+            Edit::Noise(sae, seed) => {
+                let err_norm = (rows - recon(sae)?)?.sqr()?.sum_keepdim(1)?.sqrt()?;
+                let (n, d) = rows.dims2()?;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(*seed);
+                let g: Vec<f32> = (0..n * d)
+                    .map(|_| StandardNormal.sample(&mut rng))
+                    .collect();
+                let g = Tensor::from_vec(g, (n, d), &Device::Cpu)?;
+                let unit = g.broadcast_div(&g.sqr()?.sum_keepdim(1)?.sqrt()?)?;
+                (rows + unit.broadcast_mul(&err_norm)?)?
+            }
+        })
+    }
+}
+
+/// The scores of one window: the clean run (capturing the residual to classify the report
+/// tokens), then each edit at the kept tokens.
+fn score_window(
+    model: &HookedLlama,
+    sae: &Arc<Sae>,
+    filter: &TokenFilter,
+    point: HookPoint,
+    w: &Window,
+) -> Result<Sums> {
+    let from = w.content_start;
+    let mut hooks = Hooks::new();
+    hooks.capture(point);
+    let clean = model.forward(&w.ids, &mut model.new_cache(), &mut hooks)?;
+    let resid = hooks
+        .store()
+        .get(point)?
+        .ok_or_else(|| InterpError::invalid(format!("no activation captured at {point}")))?;
+    let content = resid.narrow(0, from, w.ids.len() - from)?;
+    let positions: Vec<u32> = (0..w.content().len())
+        .map(|j| (w.first_position + j) as u32)
+        .collect();
+    let classes = filter.classes(&content, &positions)?;
+    let keep: Vec<f32> = classes
+        .iter()
+        .map(|&c| if c == TokenClass::Kept { 1.0 } else { 0.0 })
+        .collect();
+    let keep = Tensor::from_vec(keep, (classes.len(), 1), &Device::Cpu)?;
+    let seed = window_seed(&w.ids, w.first_position);
+    let mut logits = vec![clean];
+    for edit in [
+        Edit::Splice(sae.clone()),
+        Edit::Noise(sae.clone(), seed),
+        Edit::Zero,
+    ] {
+        logits.push(run(model, &w.ids, from, point, edit, keep.clone())?);
+    }
+    let mut sums = score(&logits, &w.ids, from, w.first_position)?;
+    classes.iter().for_each(|&c| sums.counts.add(c));
+    Ok(sums)
+}
+
+/// A seed that depends on the window only (not on which worker runs it): FNV-1a of its ids.
+fn window_seed(ids: &[u32], first_position: usize) -> u64 {
+    ids.iter()
+        .chain(std::iter::once(&(first_position as u32)))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &v| {
+            (h ^ v as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Logits `(tokens, vocab)` of `ids` as a new sequence, with `edit` applied from row `from`
+/// where `keep` (rows from `from`, 1 or 0) is 1.
 fn run(
     model: &HookedLlama,
     ids: &[u32],
     from: usize,
     point: HookPoint,
-    edit: Option<Edit>,
+    edit: Edit,
+    keep: Tensor,
 ) -> Result<Tensor> {
     let mut hooks = Hooks::new();
-    if let Some(edit) = edit {
-        hooks.replace(point, move |_, x| {
-            let rows = x.narrow(0, from, x.dim(0)? - from)?;
-            let new = match &edit {
-                Edit::Zero => rows.zeros_like()?,
-                Edit::Splice(sae) => sae
-                    .encode(&rows)
-                    .and_then(|c| sae.decode(&c))
-                    .map_err(|e| candle_core::Error::Msg(format!("SAE splice: {e}")))?,
-            };
-            Tensor::cat(&[x.narrow(0, 0, from)?, new], 0)
-        });
-    }
+    hooks.replace(point, move |_, x| {
+        let rows = x.narrow(0, from, x.dim(0)? - from)?;
+        let new = edit
+            .apply(&rows)
+            .map_err(|e| candle_core::Error::Msg(format!("SAE splice: {e}")))?;
+        let mixed = (rows.broadcast_mul(&(1.0 - &keep)?)? + new.broadcast_mul(&keep)?)?;
+        Tensor::cat(&[x.narrow(0, 0, from)?, mixed], 0)
+    });
     Ok(model.forward(ids, &mut model.new_cache(), &mut hooks)?)
 }
 
@@ -194,31 +333,29 @@ fn kl(p: &[f64], q: &[f64]) -> f64 {
     p.iter().zip(q).map(|(a, b)| a.exp() * (a - b)).sum()
 }
 
-/// The sums of the predictions at positions `from..len-1` (targets `ids[p + 1]`).
-fn score(
-    clean: &Tensor,
-    spliced: &Tensor,
-    zero: &Tensor,
-    ids: &[u32],
-    from: usize,
-) -> Result<Sums> {
+/// The sums of the predictions at positions `from..len-1` (targets `ids[p + 1]`) of the
+/// runs' logits (clean first); the window's first report token is at report position
+/// `first_position`.
+fn score(logits: &[Tensor], ids: &[u32], from: usize, first_position: usize) -> Result<Sums> {
     let mut sums = Sums::default();
-    let [clean, spliced, zero] = [clean, spliced, zero].map(log_probs);
-    let (clean, spliced, zero) = (clean?, spliced?, zero?);
+    let lps = logits.iter().map(log_probs).collect::<Result<Vec<_>>>()?;
     for p in from..ids.len() - 1 {
         let target = ids[p + 1] as usize;
-        let runs = [&clean[p], &spliced[p], &zero[p]];
-        for (ce, lp) in sums.ce.iter_mut().zip(runs) {
-            let v = -lp[target];
+        let bucket = position_bucket((first_position + p - from) as u32);
+        for (r, lp) in lps.iter().enumerate() {
+            let v = -lp[p][target];
             if !v.is_finite() {
                 return Err(InterpError::invalid(format!(
                     "non-finite cross-entropy at position {p}"
                 )));
             }
-            *ce += v;
+            sums.ce[r] += v;
+            sums.bucket_ce[bucket][r] += v;
+            if r != CLEAN {
+                sums.kl[r] += kl(&lps[CLEAN][p], &lp[p]);
+            }
         }
-        sums.kl[0] += kl(&clean[p], &spliced[p]);
-        sums.kl[1] += kl(&clean[p], &zero[p]);
+        sums.bucket_tokens[bucket] += 1;
         sums.tokens += 1;
     }
     Ok(sums)

@@ -1,7 +1,7 @@
 //! Report text to model inputs. Each report is tokenized alone and cut into windows of at
 //! most `context_tokens` content tokens; every window starts with the template's prefix
-//! (BOS for raw text, the system turn and user header for chat), whose tokens are never
-//! harvested, scored or spliced.
+//! (a document separator for raw text, the system turn and user header for chat), whose
+//! tokens are never harvested, scored or spliced.
 
 use crate::{InterpError, Result};
 use radlens_lm::LanguageModel;
@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Template {
-    /// BOS (when the model has one), then the text.
+    /// The document separator, then the text: `<|endoftext|>` when the vocabulary has it,
+    /// else BOS (when the model has one). SmolLM2's BOS is `<|im_start|>`, which opens a
+    /// chat turn; a report after it reads as an unclosed chat header, not as a document.
     Raw,
     /// The text as the user turn of the model's chat template.
     Chat,
@@ -27,6 +29,9 @@ impl std::str::FromStr for Template {
         }
     }
 }
+
+/// The token GPT-2-style vocabularies (SmolLM2's among them) put between documents.
+pub const DOCUMENT_SEPARATOR: &str = "<|endoftext|>";
 
 /// Template and window length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +72,12 @@ impl Windower {
             ));
         }
         let prefix = match spec.template {
-            Template::Raw => lm.tokenizer.bos_id().into_iter().collect(),
+            Template::Raw => lm
+                .tokenizer
+                .token_id(DOCUMENT_SEPARATOR)
+                .or(lm.tokenizer.bos_id())
+                .into_iter()
+                .collect(),
             Template::Chat => lm.tokenizer.encode_text(&lm.chat.user_prefix())?,
         };
         let limit = lm.model.config().context_length;

@@ -3,7 +3,9 @@
 use candle_core::{Device, Tensor};
 use radlens_core::observe::Count;
 use radlens_core::results::read_json;
-use radlens_interp::eval::{evaluate_sae, EvalEvent, EvalReport, EvalRequest, REPORT};
+use radlens_interp::eval::{
+    evaluate_sae, EvalEvent, EvalReport, EvalRequest, FilterSource, REPORT,
+};
 use radlens_sae::formats::save_saelens;
 use radlens_sae::{Activation, ActivationStore, SaeConfig, StoreMeta, TokenRecord, Trainer};
 use std::path::{Path, PathBuf};
@@ -39,7 +41,6 @@ fn reconstruction_report_is_written_and_read_by_the_same_type() {
     let request = EvalRequest {
         sae,
         activations: acts,
-        batch: 20,
         language_model: None,
         out: dir.path().join("eval"),
     };
@@ -48,16 +49,24 @@ fn reconstruction_report_is_written_and_read_by_the_same_type() {
         events.lock().unwrap().push(e.clone())
     })
     .unwrap();
-    let done: Vec<EvalEvent> = [20, 40, 50]
-        .map(|done| EvalEvent::Encoded(Count { done, total: 50 }))
-        .into();
+    let done = vec![EvalEvent::Encoded(Count {
+        done: 50,
+        total: 50,
+    })];
     assert_eq!(events.into_inner().unwrap(), done);
     assert_eq!(report.reconstruction.tokens, 50);
+    assert_eq!(report.fvu, report.reconstruction.fvu);
+    assert_eq!(report.ce_clean, None);
+    // The SAE has no token_filter.json: the default policy, fitted here, drops positions
+    // 0 and 1.
+    assert_eq!(report.token_filter_from, FilterSource::EvaluatedStore);
+    assert_eq!(report.reconstruction.token_counts.early_position, 2);
     let path = request.out.join(REPORT);
     assert_eq!(read_json::<EvalReport>(&path).unwrap(), report);
-    // Without a model there is no language-model section at all.
+    // Without a model there is no language-model section, and its headline numbers are null.
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("language_model"), "{text}");
+    assert!(text.contains("\"delta_ce\": null"), "{text}");
 }
 
 #[test]
@@ -69,7 +78,6 @@ fn an_sae_of_another_width_is_refused() {
     let request = EvalRequest {
         sae,
         activations: acts.clone(),
-        batch: 20,
         language_model: None,
         out: dir.path().join("eval"),
     };

@@ -9,6 +9,7 @@ use radlens_interp::splice::{splice_metrics, SpliceConfig};
 use radlens_interp::window::{Template, WindowSpec};
 use radlens_lm::{HookPoint, Hooks, LanguageModel, WeightFormat};
 use radlens_report::{read_iu_xray, Report, ReportPart, ReportSplit};
+use radlens_sae::tokens::{TokenFilter, TokenPolicy};
 use radlens_sae::{ActivationStore, SaeConfig, StoreMeta, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -41,6 +42,7 @@ fn config(template: Template, context: usize, shard_tokens: usize) -> HarvestCon
         split: ReportSplit {
             heldout_fraction: 0.0,
             seed: 0,
+            deduplicate: false,
         },
         layer: LAYER,
         window: WindowSpec {
@@ -56,6 +58,10 @@ fn splice(cfg: &HarvestConfig, workers: usize) -> SpliceConfig {
     SpliceConfig {
         layer: cfg.layer,
         window: cfg.window,
+        tokens: TokenFilter {
+            policy: TokenPolicy::keep_all(),
+            median_norm: 1.0,
+        },
         max_tokens: None,
         workers,
     }
@@ -108,10 +114,11 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
     assert_eq!(tokens[0].text, "The");
     assert_eq!(tokens[1].text, " cardiac");
 
-    // Rows equal the model's residual with the report after BOS, in its 40-token window.
+    // Rows equal the model's residual with the report after <|endoftext|> (SmolLM2's BOS
+    // is <|im_start|>, a chat-turn opener), in its 40-token window.
     let first = &reports[0];
     let ids = lm.tokenizer.encode_text(&first.text()).unwrap();
-    let mut input = vec![lm.tokenizer.bos_id().unwrap()];
+    let mut input = vec![lm.tokenizer.token_id("<|endoftext|>").unwrap()];
     input.extend(&ids[40..ids.len().min(80)]);
     let x = lm
         .model
@@ -240,9 +247,36 @@ fn splice_metrics_bracket_identity_and_zero_saes() {
             .abs()
             < 1e-12
     );
-    // The clean loss of the first report equals the model's own next-token loss.
+    assert_eq!(
+        (m.delta_ce, m.noise_delta_ce),
+        (m.ce_spliced - m.ce_clean, m.ce_noise - m.ce_clean)
+    );
+    assert!(m.kl_noise > 0.0, "{m:?}");
+    let per_position: usize = m.per_position.iter().map(|p| p.tokens).sum();
+    assert_eq!(per_position, m.tokens);
+    assert_eq!(m.token_counts.kept, n + reports.len());
+
+    // A filter that keeps no token edits nothing: every run is the clean one.
+    let mut none = splice(&cfg, 2);
+    none.tokens.policy.min_position = 10_000;
+    let m = splice_metrics(lm, sae.clone(), &none, &reports, &Silent).unwrap();
+    assert_eq!(
+        (m.ce_spliced, m.ce_noise, m.ce_zero_ablation),
+        (m.ce_clean, m.ce_clean, m.ce_clean)
+    );
+    assert_eq!(m.token_counts.early_position, n + reports.len());
+
+    // The clean loss of the first report, after the document separator the store records,
+    // equals the model's own next-token loss.
+    let prefix = store.meta.context_prefix.clone().unwrap();
+    assert_eq!(prefix.text, "<|endoftext|>");
+    assert_eq!(
+        prefix.ids,
+        [lm.tokenizer.token_id("<|endoftext|>").unwrap()]
+    );
+    assert_ne!(Some(prefix.ids[0]), lm.tokenizer.bos_id());
     let ids = {
-        let mut v = vec![lm.tokenizer.bos_id().unwrap()];
+        let mut v = prefix.ids.clone();
         v.extend(lm.tokenizer.encode_text(&reports[0].text()).unwrap());
         v
     };

@@ -3,13 +3,16 @@
 //! language-model side of radlens builds without the image and DICOM stack.
 //!
 //! - [`corpus`]: reading a corpus named on the command line into [`Report`]s.
-//! - [`split`]: which reports are held out.
+//! - [`split`]: which reports are held out (by de-duplicated, normalised text).
+//! - [`tags`]: the corpus' curated tags and the findings decided from them.
 
 pub mod corpus;
 pub mod split;
+pub mod tags;
 
 mod error;
 
 pub use corpus::{read_iu_xray, CorpusSpec, Report};
 pub use error::{ReportError, Result};
-pub use split::{ReportPart, ReportSplit};
+pub use split::{normalised_text, ReportPart, ReportSplit};
+pub use tags::{read_iu_xray_tags, Finding, ReportTags, FINDINGS};

@@ -29,7 +29,24 @@ fn iu_xray_reports_match_the_csv() {
     let split = ReportSplit {
         heldout_fraction: 0.1,
         seed: 0,
+        deduplicate: false,
     };
     let held = split.select(reports.clone(), ReportPart::Heldout).unwrap();
     assert_eq!(held.len(), 343); // round(343.0)
+
+    // 2,772 distinct normalised texts (2,774 before lower-casing); 277 (round(277.2)) are held out.
+    let dedup = ReportSplit {
+        deduplicate: true,
+        ..split
+    };
+    assert_eq!(
+        dedup
+            .select(reports.clone(), ReportPart::All)
+            .unwrap()
+            .len(),
+        2772
+    );
+    let held = dedup.select(reports.clone(), ReportPart::Heldout).unwrap();
+    let train = dedup.select(reports, ReportPart::Train).unwrap();
+    assert_eq!((train.len(), held.len()), (2495, 277));
 }

@@ -13,6 +13,8 @@
 //! - [`formats`]: SAELens layout (read/write), dictionary_learning `ae.pt` (read).
 //! - [`report`]: how report files (`train.json`, `metrics.json`) are written.
 //! - [`ActivationStore`]: activation shards written by the language-model side.
+//! - [`tokens`]: which tokens (by report position and norm) are trained on, measured and
+//!   spliced.
 
 mod config;
 mod error;
@@ -24,6 +26,7 @@ pub mod report;
 pub mod run;
 mod sae;
 mod store;
+pub mod tokens;
 mod train;
 
 pub use config::{group_sizes, Activation, SaeConfig, DEFAULT_GROUP_FRACTIONS};
@@ -32,6 +35,7 @@ pub use loss::ComputePath;
 pub use optim::{project_decoder_grad, AdamConfig, LinearDecay};
 pub use sae::{Codes, Sae};
 pub use store::{
-    shard_name, ActivationStore, Batches, ShardInfo, ShuffledBatches, StoreMeta, TokenRecord,
+    shard_name, ActivationStore, Batches, ContextPrefix, ShardInfo, ShuffledBatches, StoreMeta,
+    TokenRecord,
 };
 pub use train::{activation_scale, geometric_median, StepStats, TrainConfig, Trainer};

@@ -2,6 +2,11 @@
 //! (`checkpoint.safetensors`, `history.csv`, the SAELens files and `train.json`), started
 //! afresh or resumed from its checkpoint as if it had never stopped.
 //!
+//! The run trains only on the tokens its [`TokenPolicy`] keeps; the policy is fitted to the
+//! whole store (median norm), the activation scale is the kept rows' mean squared norm over
+//! the whole store, and the fitted filter is saved beside the SAE (`token_filter.json`) so
+//! that evaluation and splicing exclude the same tokens.
+//!
 //! The data stream is a function of the seed alone: a fresh run initialises from the first
 //! batch and then trains on it, and a resumed run skips the batches its checkpoint has
 //! seen, so the steps after a resume see exactly the batches they would have seen.
@@ -10,6 +15,7 @@ use crate::config::{group_sizes, Activation, SaeConfig};
 use crate::formats::save_saelens;
 use crate::report::write_report;
 use crate::store::{ActivationStore, StoreMeta};
+use crate::tokens::{fit_filter, TokenCounts, TokenFilter, TokenPolicy};
 use crate::train::{StepStats, TrainConfig, Trainer};
 use crate::{Result, SaeError};
 use candle_core::Tensor;
@@ -64,6 +70,8 @@ pub struct TrainRequest {
     /// checkpoint's settings except the learning-rate decay, taken from here so that a
     /// run can be extended.
     pub train: TrainConfig,
+    /// Which tokens to train on.
+    pub tokens: TokenPolicy,
     /// Tokens per step.
     pub batch: usize,
     /// Steps in all, counting those before a resume.
@@ -116,6 +124,9 @@ pub struct TrainReport {
     pub activations: PathBuf,
     pub store: StoreMeta,
     pub store_rows: usize,
+    /// The tokens trained on, and how many of the store's the filter kept and excluded.
+    pub token_filter: TokenFilter,
+    pub token_counts: TokenCounts,
     pub sae: SaeConfig,
     /// The settings trained with (a resumed run's are its checkpoint's).
     pub train: TrainConfig,
@@ -148,7 +159,18 @@ pub fn train_run(
     r.validate(&sae_cfg)?;
     let run = RunDir::open(&r.out, CHECKPOINT, r.resume)?;
     let ckpt = run.join(CHECKPOINT);
-    let mut batches = store.shuffled_batches(r.batch, r.buffer_rows, r.train.seed)?;
+    let fitted = fit_filter(&store, r.tokens)?;
+    if fitted.counts.kept < r.batch {
+        return Err(SaeError::Config(format!(
+            "{}: the token policy keeps {} rows, fewer than one batch of {}",
+            r.activations.display(),
+            fitted.counts.kept,
+            r.batch
+        )));
+    }
+    let mut batches = store
+        .shuffled_batches(r.batch, r.buffer_rows, r.train.seed)?
+        .filtered(Some(fitted.filter));
     let mut next_batch = || -> Result<Tensor> {
         batches
             .next()
@@ -173,7 +195,8 @@ pub fn train_run(
         t
     } else {
         let first = next_batch()?;
-        let t = Trainer::new(sae_cfg, r.train.clone(), &first)?;
+        let scale = (store.meta.d_model as f64 / fitted.kept_mean_squared_norm).sqrt() as f32;
+        let t = Trainer::with_scale(sae_cfg, r.train.clone(), scale, &first)?;
         pending = Some(first);
         t
     };
@@ -208,11 +231,14 @@ pub fn train_run(
         last = Some((stats, tokens_per_s));
     }
     save_saelens(trainer.sae(), run.root())?;
+    fitted.filter.save(run.root())?;
     let (last_step, tokens_per_s) = last.unzip();
     let report = TrainReport {
         activations: r.activations.clone(),
         store: store.meta.clone(),
         store_rows: store.rows(),
+        token_filter: fitted.filter,
+        token_counts: fitted.counts,
         sae: trainer.sae().config().clone(),
         train: trainer.config().clone(),
         batch: r.batch,

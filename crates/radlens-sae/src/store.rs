@@ -8,6 +8,7 @@
 //! `[start, end)`: which documents of the producer's list the shard covers, for resuming).
 //! Shards are written atomically, so a store interrupted mid-way holds only whole shards.
 
+use crate::tokens::{kept_rows, TokenFilter};
 use crate::{Result, Sae, SaeError};
 use candle_core::{DType, Device, Tensor};
 use radlens_core::atomic::write_atomic_at;
@@ -31,6 +32,10 @@ pub struct StoreMeta {
     /// How the producer made the store (opaque here; the harvester's settings).
     #[serde(default)]
     pub source: Option<serde_json::Value>,
+    /// The tokens every context window started with before the stored tokens (run, not
+    /// stored); `None` for stores that do not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_prefix: Option<ContextPrefix>,
     /// Whether the producer finished (false while a harvest is running or interrupted).
     #[serde(default = "default_complete")]
     pub complete: bool,
@@ -49,9 +54,17 @@ impl StoreMeta {
             model: model.into(),
             hook: None,
             source: None,
+            context_prefix: None,
             complete: true,
         }
     }
+}
+
+/// The context prefix of a store's windows: its token ids and their text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextPrefix {
+    pub ids: Vec<u32>,
+    pub text: String,
 }
 
 /// Where one activation row comes from.
@@ -292,6 +305,16 @@ impl ActivationStore {
         Ok((acts, token_records(info, &mut tensors)?))
     }
 
+    /// One shard's activations, only the rows `filter` keeps (every row without one).
+    pub fn read_shard_kept(&self, index: usize, filter: Option<&TokenFilter>) -> Result<Tensor> {
+        let Some(filter) = filter else {
+            return self.read_shard(index);
+        };
+        let (x, records) = self.read_shard_with_tokens(index)?;
+        let positions: Vec<u32> = records.iter().map(|r| r.position).collect();
+        kept_rows(&x, &filter.classes(&x, &positions)?)
+    }
+
     /// One shard's header info and all its tensors.
     fn load(&self, index: usize) -> Result<(&ShardInfo, HashMap<String, Tensor>)> {
         let info = self.shard(index)?;
@@ -317,6 +340,7 @@ impl ActivationStore {
             batch_size: batch_size.max(1),
             next_shard: 0,
             pending: Vec::new(),
+            filter: None,
         }
     }
 
@@ -348,6 +372,7 @@ impl ActivationStore {
             offset: 0,
             carry: None,
             chunk: 0,
+            filter: None,
         })
     }
 }
@@ -471,9 +496,15 @@ pub struct Batches<'a> {
     next_shard: usize,
     /// Row blocks not yet yielded.
     pending: Vec<Tensor>,
+    filter: Option<TokenFilter>,
 }
 
 impl Batches<'_> {
+    /// Only the rows `filter` keeps.
+    pub fn filtered(self, filter: Option<TokenFilter>) -> Self {
+        Self { filter, ..self }
+    }
+
     fn pending_rows(&self) -> usize {
         self.pending.iter().map(|t| t.dims()[0]).sum()
     }
@@ -498,7 +529,7 @@ impl Iterator for Batches<'_> {
         while self.pending_rows() < self.batch_size && self.next_shard < self.store.shards.len() {
             let i = self.next_shard;
             self.next_shard += 1;
-            match self.store.read_shard(i) {
+            match self.store.read_shard_kept(i, self.filter.as_ref()) {
                 Ok(t) => self.pending.push(t),
                 Err(e) => return Some(Err(e)),
             }
@@ -524,9 +555,15 @@ pub struct ShuffledBatches<'a> {
     /// Rows left over from the previous chunk (fewer than a batch).
     carry: Option<Tensor>,
     chunk: u64,
+    filter: Option<TokenFilter>,
 }
 
 impl ShuffledBatches<'_> {
+    /// Only the rows `filter` keeps.
+    pub fn filtered(self, filter: Option<TokenFilter>) -> Self {
+        Self { filter, ..self }
+    }
+
     fn rng(&self, salt: u64) -> rand::rngs::StdRng {
         rand::rngs::StdRng::seed_from_u64(
             self.seed ^ (self.epoch << 32) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -548,7 +585,7 @@ impl ShuffledBatches<'_> {
         if fits {
             if self.cached.is_none() {
                 let all: Vec<Tensor> = (0..self.store.shards.len())
-                    .map(|i| self.store.read_shard(i))
+                    .map(|i| self.store.read_shard_kept(i, self.filter.as_ref()))
                     .collect::<Result<_>>()?;
                 self.cached = Some(Tensor::cat(&all, 0)?);
             }
@@ -558,7 +595,7 @@ impl ShuffledBatches<'_> {
             let mut rows = 0;
             while rows < self.buffer_rows {
                 let Some(i) = self.order.pop() else { break };
-                let t = self.store.read_shard(i)?;
+                let t = self.store.read_shard_kept(i, self.filter.as_ref())?;
                 rows += t.dims()[0];
                 parts.push(t);
             }

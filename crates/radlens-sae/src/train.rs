@@ -90,8 +90,9 @@ const PARAMS: [&str; 4] = ["W_enc", "b_enc", "W_dec", "b_dec"];
 
 /// The factor that makes the mean squared norm of the rows of `x` equal to its width d
 /// (dictionary_learning normalises to 1 instead; with d the default learning rate and
-/// AuxK scale match the SAELens/Anthropic convention). Computed from the calibration batch
-/// given to [`Trainer::new`] and saved with the SAE.
+/// AuxK scale match the SAELens/Anthropic convention). [`Trainer::new`] computes it from
+/// its calibration batch; a training run on a store measures it over every kept row of the
+/// store instead (see [`crate::run`]). Saved with the SAE.
 pub fn activation_scale(x: &Tensor) -> Result<f32> {
     let (_, d) = x.dims2()?;
     let ms = x
@@ -158,10 +159,27 @@ impl Trainer {
     /// A fresh trainer. `calibration` (raw activations, e.g. the first batch or batches)
     /// sets the activation scale and the geometric-median `b_dec`.
     pub fn new(sae_cfg: SaeConfig, cfg: TrainConfig, calibration: &Tensor) -> Result<Self> {
+        let scale = activation_scale(&calibration.to_dtype(DType::F32)?)?;
+        Self::with_scale(sae_cfg, cfg, scale, calibration)
+    }
+
+    /// A fresh trainer with a given activation scale (e.g. measured over a whole store);
+    /// `calibration` sets the geometric-median `b_dec`.
+    pub fn with_scale(
+        sae_cfg: SaeConfig,
+        cfg: TrainConfig,
+        act_scale: f32,
+        calibration: &Tensor,
+    ) -> Result<Self> {
+        if !(act_scale.is_finite() && act_scale > 0.0) {
+            return Err(SaeError::Config(format!(
+                "the activation scale {act_scale} must be a positive number"
+            )));
+        }
         let mut sae = Sae::new(sae_cfg, cfg.seed)?;
         sae.check_width(calibration)?;
         let calibration = calibration.to_dtype(DType::F32)?;
-        sae.act_scale = activation_scale(&calibration)?;
+        sae.act_scale = act_scale;
         let x = (calibration * sae.act_scale as f64)?;
         sae.b_dec
             .set(&geometric_median(&x, cfg.geometric_median_iters)?)?;

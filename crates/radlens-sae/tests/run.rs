@@ -6,6 +6,7 @@ use common::{quick_train_config, Synthetic};
 use radlens_core::results::read_json;
 use radlens_sae::formats::load_saelens;
 use radlens_sae::run::{train_run, SaeSpec, TrainEvent, TrainReport, TrainRequest, HISTORY};
+use radlens_sae::tokens::{TokenFilter, TokenPolicy};
 use radlens_sae::{Activation, ActivationStore, StoreMeta, TokenRecord, Trainer};
 use std::path::Path;
 use std::sync::Mutex;
@@ -44,6 +45,7 @@ fn request(acts: &Path, out: &Path, steps: u64) -> TrainRequest {
             group_fractions: Some(vec![0.25, 0.75]),
         },
         train,
+        tokens: TokenPolicy::keep_all(),
         batch: 32,
         steps,
         buffer_rows: 64,
@@ -135,6 +137,53 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     other.sae.expansion = 2;
     let err = train_run(&other, &radlens_core::Silent).unwrap_err();
     assert!(err.to_string().contains("differs"), "{err}");
+}
+
+#[test]
+fn a_run_trains_on_the_kept_tokens_and_saves_their_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = store(dir.path());
+    let out = dir.path().join("sae");
+    let policy = TokenPolicy {
+        min_position: 50,
+        max_norm_ratio: None,
+    };
+    run(&TrainRequest {
+        tokens: policy,
+        ..request(&acts, &out, 3)
+    });
+    let report: TrainReport = read_json(&out.join("train.json")).unwrap();
+    assert_eq!(report.token_counts.kept, 100); // positions 50..100 of two shards
+    assert_eq!(report.token_counts.early_position, 100);
+    assert_eq!(TokenFilter::load(&out).unwrap(), Some(report.token_filter));
+    // The scale makes the kept rows' mean squared norm 8 (the width), over the whole store.
+    let store = ActivationStore::open(&acts).unwrap();
+    let mut sum_sq = 0f64;
+    for i in 0..2 {
+        let x = store.read_shard(i).unwrap().to_vec2::<f32>().unwrap();
+        for row in &x[50..] {
+            sum_sq += row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+        }
+    }
+    let want = (8.0 / (sum_sq / 100.0)).sqrt();
+    let got = Trainer::resume(&out.join("checkpoint.safetensors"))
+        .unwrap()
+        .sae()
+        .activation_scale() as f64;
+    assert!((got - want).abs() < 1e-5 * want, "{got} vs {want}");
+    // A policy that keeps fewer rows than a batch is refused.
+    let err = train_run(
+        &TrainRequest {
+            tokens: TokenPolicy {
+                min_position: 99,
+                max_norm_ratio: None,
+            },
+            ..request(&acts, &dir.path().join("few"), 3)
+        },
+        &radlens_core::Silent,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("keeps 2 rows"), "{err}");
 }
 
 #[test]

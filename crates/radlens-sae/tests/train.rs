@@ -4,9 +4,17 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{quick_train_config, Synthetic};
-use radlens_sae::metrics::{evaluate, fvu};
+use radlens_sae::metrics::{evaluate, fvu, PositionedBatch};
+use radlens_sae::tokens::{TokenFilter, TokenPolicy};
 use radlens_sae::{project_decoder_grad, Activation, SaeConfig, SaeError, Trainer};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn keep_all() -> TokenFilter {
+    TokenFilter {
+        policy: TokenPolicy::keep_all(),
+        median_norm: 1.0,
+    }
+}
 
 #[test]
 fn training_on_sparse_synthetic_data_reaches_low_fvu() {
@@ -23,8 +31,17 @@ fn training_on_sparse_synthetic_data_reaches_low_fvu() {
             assert!(trainer.step(&data.batch(256)).unwrap().loss.is_finite());
         }
         assert_eq!(trainer.steps_done(), 300);
-        let eval: Vec<_> = (0..4).map(|_| Ok(data.batch(256))).collect();
-        let m = evaluate(trainer.sae(), eval).unwrap();
+        let eval: Vec<_> = (0..4)
+            .map(|_| {
+                Ok(PositionedBatch {
+                    x: data.batch(256),
+                    positions: vec![5; 256],
+                })
+            })
+            .collect();
+        let m = evaluate(trainer.sae(), &keep_all(), eval).unwrap();
+        assert_eq!(m.fvu, m.fvu_all_tokens);
+        assert_eq!(m.token_counts.kept, 1024);
         assert!(m.fvu < 0.1, "{cfg:?}: {m:?}");
         assert_eq!(m.fvu_per_prefix.len(), cfg.group_sizes.len());
         // Nested prefixes explain more and more variance.
