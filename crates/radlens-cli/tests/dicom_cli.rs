@@ -1,6 +1,7 @@
 //! `radlens dicom info/export` on a DICOM file written byte by byte here (explicit VR
 //! little endian, a CR chest film of 3 x 2 pixels).
 
+#[allow(dead_code)] // helpers shared with the data-driven tests
 mod common;
 
 use common::{radlens, stderr};

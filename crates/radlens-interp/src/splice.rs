@@ -364,6 +364,41 @@ fn score(logits: &[Tensor], ids: &[u32], from: usize, first_position: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use radlens_sae::SaeConfig;
+
+    #[test]
+    fn noise_has_the_norm_of_the_sae_error_per_token() {
+        let sae = Arc::new(Sae::new(SaeConfig::matryoshka(8, 16, 2).unwrap(), 3).unwrap());
+        let rows = Tensor::randn(0f32, 1.0, (5, 8), &Device::Cpu).unwrap();
+        let norms = |t: &Tensor| -> Vec<f32> {
+            t.sqr()
+                .unwrap()
+                .sum(1)
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let recon = Edit::Splice(sae.clone()).apply(&rows).unwrap();
+        let noised = Edit::Noise(sae.clone(), 9).apply(&rows).unwrap();
+        let want = norms(&(&rows - &recon).unwrap());
+        let got = norms(&(&noised - &rows).unwrap());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4 * w.max(1.0), "{got:?} vs {want:?}");
+        }
+        // Seeded: the same seed gives the same noise, another seed other noise.
+        let again = Edit::Noise(sae.clone(), 9).apply(&rows).unwrap();
+        assert_eq!(
+            again.to_vec2::<f32>().unwrap(),
+            noised.to_vec2::<f32>().unwrap()
+        );
+        let other = Edit::Noise(sae, 10).apply(&rows).unwrap();
+        assert_ne!(
+            other.to_vec2::<f32>().unwrap(),
+            noised.to_vec2::<f32>().unwrap()
+        );
+    }
 
     #[test]
     fn log_probs_and_kl_match_hand_values() {
