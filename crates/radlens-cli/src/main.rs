@@ -4,6 +4,7 @@ mod alloc;
 mod bench;
 mod lm_cmd;
 mod progress;
+mod report_cmd;
 mod sae_cmd;
 mod seg_cmd;
 mod seg_progress;
@@ -36,6 +37,9 @@ enum Command {
     /// Sparse autoencoders on the LM's residual stream: harvest, train, eval, features.
     #[command(subcommand)]
     Sae(sae_cmd::SaeCommand),
+    /// Report engine: label reports with CheXpert observations and evaluate the labeller.
+    #[command(subcommand)]
+    Report(report_cmd::ReportCommand),
 }
 
 fn main() {
@@ -53,6 +57,7 @@ fn main() {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Lm(cmd) => lm_cmd::run(cmd),
         Command::Sae(cmd) => sae_cmd::run(cmd),
+        Command::Report(cmd) => report_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

@@ -1,7 +1,6 @@
 //! A reproducible report-level held-out split, so that a sparse autoencoder is trained on
 //! reports the held-out evaluation never sees.
 
-use crate::corpus::Report;
 use crate::error::{ReportError, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -47,8 +46,8 @@ pub struct ReportSplit {
 }
 
 impl ReportSplit {
-    /// The reports of `part`.
-    pub fn select(&self, reports: Vec<Report>, part: ReportPart) -> Result<Vec<Report>> {
+    /// The reports (or records) of `part`, in their order.
+    pub fn select<T>(&self, reports: Vec<T>, part: ReportPart) -> Result<Vec<T>> {
         if !(0.0..1.0).contains(&self.heldout_fraction) {
             return Err(ReportError::HeldoutFraction(self.heldout_fraction));
         }
@@ -74,6 +73,7 @@ impl ReportSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corpus::Report;
 
     fn corpus(n: usize) -> Vec<Report> {
         (0..n)
