@@ -5,6 +5,7 @@ mod bench;
 mod dicom_cmd;
 mod lm_cmd;
 mod progress;
+mod report_cmd;
 mod sae_cmd;
 mod seg_cmd;
 mod seg_progress;
@@ -40,6 +41,9 @@ enum Command {
     /// Inspect DICOM files and export frames as PNG.
     #[command(subcommand)]
     Dicom(dicom_cmd::DicomCommand),
+    /// Report engine: label reports with CheXpert observations and evaluate the labeller.
+    #[command(subcommand)]
+    Report(report_cmd::ReportCommand),
 }
 
 fn main() {
@@ -58,6 +62,7 @@ fn main() {
         Command::Lm(cmd) => lm_cmd::run(cmd),
         Command::Sae(cmd) => sae_cmd::run(cmd),
         Command::Dicom(cmd) => dicom_cmd::run(cmd),
+        Command::Report(cmd) => report_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

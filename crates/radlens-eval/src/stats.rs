@@ -60,21 +60,39 @@ impl SplitMix {
 
 /// 95% percentile-bootstrap interval of the mean from `resamples` resamples.
 pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
-    let n = values.len();
-    if n == 0 {
+    bootstrap_ci(values.len(), resamples, seed, |idx| {
+        idx.iter().map(|&i| values[i]).sum::<f64>() / idx.len() as f64
+    })
+}
+
+/// 95% percentile-bootstrap interval of any statistic of `n` cases: `statistic` gets
+/// the case indices of one resample (drawn with replacement). Non-finite values of the
+/// statistic (e.g. an F1 with no positives in a resample) are left out.
+pub fn bootstrap_ci(
+    n: usize,
+    resamples: usize,
+    seed: u64,
+    mut statistic: impl FnMut(&[usize]) -> f64,
+) -> (f64, f64) {
+    if n == 0 || resamples == 0 {
         return (f64::NAN, f64::NAN);
     }
     let mut rng = SplitMix(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| {
-            (0..n)
-                .map(|_| values[(rng.next() % n as u64) as usize])
-                .sum::<f64>()
-                / n as f64
+    let mut idx = vec![0usize; n];
+    let mut stats: Vec<f64> = (0..resamples)
+        .filter_map(|_| {
+            for i in idx.iter_mut() {
+                *i = (rng.next() % n as u64) as usize;
+            }
+            Some(statistic(&idx)).filter(|v| v.is_finite())
         })
         .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    if stats.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    stats.sort_by(f64::total_cmp);
+    let last = stats.len() - 1;
+    let at = |q: f64| stats[((q * last as f64).round() as usize).min(last)];
     (at(0.025), at(0.975))
 }
 
@@ -96,5 +114,18 @@ mod tests {
             bootstrap_mean_ci(&[1.0, 5.0, 2.0], 500, 3),
             bootstrap_mean_ci(&[1.0, 5.0, 2.0], 500, 3)
         );
+    }
+
+    #[test]
+    fn bootstrap_of_a_statistic_brackets_it_and_skips_undefined_resamples() {
+        let v = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0];
+        let (lo, hi) = bootstrap_ci(v.len(), 1000, 5, |idx| {
+            idx.iter().map(|&i| v[i]).sum::<f64>() / idx.len() as f64
+        });
+        assert_eq!((lo, hi), bootstrap_mean_ci(&v, 1000, 5));
+        assert!(lo < 0.625 && hi > 0.625 && lo >= 0.0 && hi <= 1.0);
+        // a statistic undefined on every resample has no interval
+        let (lo, _) = bootstrap_ci(3, 100, 1, |_| f64::NAN);
+        assert!(lo.is_nan());
     }
 }

@@ -59,8 +59,10 @@ pub struct Split {
 }
 
 impl Split {
-    /// Split samples per stratum (nodule status, where recorded): ids sorted, shuffled
-    /// with `seed`, then cut by the fractions.
+    /// Split samples per stratum (nodule status, where recorded): the patients of a
+    /// stratum (a sample whose patient is not recorded is its own patient) sorted by id,
+    /// shuffled with `seed` and cut by the fractions, so that all films of one patient
+    /// land in the same part. Without patient ids this is a split of the sorted case ids.
     pub fn stratified(
         dataset: &str,
         samples: &[Sample],
@@ -68,9 +70,19 @@ impl Split {
         train_fraction: f64,
         val_fraction: f64,
     ) -> Self {
-        let mut strata: BTreeMap<_, Vec<String>> = BTreeMap::new();
+        // stratum -> patient key -> case ids
+        let mut strata: BTreeMap<_, BTreeMap<String, Vec<String>>> = BTreeMap::new();
         for s in samples {
-            strata.entry(stratum(s)).or_default().push(s.id.clone());
+            let patient = match s.attributes.category(attributes::PATIENT_ID) {
+                Some(p) => format!("patient {p}"),
+                None => s.id.clone(),
+            };
+            strata
+                .entry(stratum(s))
+                .or_default()
+                .entry(patient)
+                .or_default()
+                .push(s.id.clone());
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut split = Split {
@@ -82,15 +94,18 @@ impl Split {
             val: vec![],
             test: vec![],
         };
-        for ids in strata.values_mut() {
-            ids.sort();
-            ids.shuffle(&mut rng);
-            let n = ids.len() as f64;
+        for patients in strata.values() {
+            let mut groups: Vec<&Vec<String>> = patients.values().collect();
+            groups.shuffle(&mut rng);
+            let n = groups.len() as f64;
             let n_train = (n * train_fraction).round() as usize;
-            let n_val = ((n * val_fraction).round() as usize).min(ids.len() - n_train);
-            split.train.extend_from_slice(&ids[..n_train]);
-            split.val.extend_from_slice(&ids[n_train..n_train + n_val]);
-            split.test.extend_from_slice(&ids[n_train + n_val..]);
+            let n_val = ((n * val_fraction).round() as usize).min(groups.len() - n_train);
+            let cut = |g: &[&Vec<String>]| -> Vec<String> {
+                g.iter().flat_map(|ids| ids.iter().cloned()).collect()
+            };
+            split.train.extend(cut(&groups[..n_train]));
+            split.val.extend(cut(&groups[n_train..n_train + n_val]));
+            split.test.extend(cut(&groups[n_train + n_val..]));
         }
         for part in [&mut split.train, &mut split.val, &mut split.test] {
             part.sort();
@@ -156,6 +171,37 @@ mod tests {
         let p = dir.path().join("split.json");
         a.write(&p).unwrap();
         assert_eq!(Split::read(&p).unwrap(), a);
+    }
+
+    #[test]
+    fn films_of_one_patient_stay_in_one_part() {
+        let samples: Vec<_> = (0..40)
+            .map(|i| {
+                let mut s = sample(&format!("f{i:02}"), false);
+                s.attributes = crate::Attributes::default();
+                s.attributes
+                    .insert(attributes::PATIENT_ID, format!("{}", i / 3).as_str());
+                s
+            })
+            .collect();
+        let split = Split::stratified("x", &samples, 3, 0.7, 0.1);
+        let part_of = |id: &str| {
+            [&split.train, &split.val, &split.test]
+                .iter()
+                .position(|p| p.iter().any(|i| i == id))
+                .unwrap()
+        };
+        for s in &samples {
+            let patient = s.attributes.category(attributes::PATIENT_ID).unwrap();
+            for t in &samples {
+                if t.attributes.category(attributes::PATIENT_ID) == Some(patient) {
+                    assert_eq!(part_of(&s.id), part_of(&t.id), "{} / {}", s.id, t.id);
+                }
+            }
+        }
+        // 14 patients: 10 train, 1 validation, 3 test
+        assert_eq!(split.ids(SplitPart::All).len(), 40);
+        assert!(split.train.len() >= 28 && !split.val.is_empty() && !split.test.is_empty());
     }
 
     #[test]

@@ -192,3 +192,39 @@ fn covid_cxr_counts_and_pasted_masks() {
         assert!(lab.labels.contains(&c), "class {c} empty in {}", s.id);
     }
 }
+
+#[test]
+fn covid_cxr_opacity_is_painted_over_the_lungs_and_split_by_patient() {
+    let ds = spec("covid-cxr+opacity", "covid-cxr").open().unwrap();
+    assert_eq!(ds.samples.len(), 70);
+    assert_eq!(ds.classes.id("opacity"), Some(4));
+    let with_opacity = ds
+        .samples
+        .iter()
+        .take(10)
+        .filter(|s| {
+            {
+                let i = s.load_image().unwrap();
+                s.load_labels((i.width, i.height))
+            }
+            .unwrap()
+            .labels
+            .contains(&4)
+        })
+        .count();
+    assert!(with_opacity > 0, "no opacity in the first 10 films");
+    let s = Split::stratified("covid-cxr+opacity", &ds.samples, 0, 0.7, 0.1);
+    let patient = |id: &String| {
+        let a = &ds.samples.iter().find(|s| &s.id == id).unwrap().attributes;
+        a.category(radlens_io::attributes::PATIENT_ID)
+            .map(str::to_string)
+    };
+    for test_id in &s.test {
+        assert!(
+            s.train
+                .iter()
+                .all(|t| patient(t) != patient(test_id) || patient(t).is_none()),
+            "{test_id} shares its patient with a training film"
+        );
+    }
+}

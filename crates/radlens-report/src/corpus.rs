@@ -55,8 +55,55 @@ impl CorpusSpec {
     }
 }
 
+/// One IU X-ray record: all its text sections and its curated MeSH terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IuRecord {
+    pub uid: String,
+    pub indication: String,
+    pub comparison: String,
+    pub findings: String,
+    pub impression: String,
+    /// `MeSH` split at `;`, each term as written (`Cardiomegaly/mild`).
+    pub mesh: Vec<String>,
+}
+
+impl IuRecord {
+    /// The report as one text with headings (`INDICATION: ...`), empty sections left
+    /// out: the form the labeller reads and its offsets refer to.
+    pub fn document(&self) -> String {
+        use crate::text::Section;
+        [
+            (Section::Indication, &self.indication),
+            (Section::Comparison, &self.comparison),
+            (Section::Findings, &self.findings),
+            (Section::Impression, &self.impression),
+        ]
+        .into_iter()
+        .filter(|(_, t)| !t.trim().is_empty())
+        .map(|(s, t)| format!("{}: {}", s.heading(), t.trim()))
+        .collect::<Vec<_>>()
+        .join("\n")
+    }
+
+    /// The findings and impression part.
+    pub fn report(&self) -> Report {
+        Report {
+            uid: self.uid.clone(),
+            findings: self.findings.clone(),
+            impression: self.impression.clone(),
+        }
+    }
+}
+
 /// Reads `indiana_reports.csv` in `dir`, keeping reports with some findings/impression text.
 pub fn read_iu_xray(dir: &Path) -> Result<Vec<Report>> {
+    Ok(read_iu_records(dir)?.iter().map(IuRecord::report).collect())
+}
+
+/// Reads every record of `indiana_reports.csv` in `dir` that has findings or impression
+/// text, with its other sections and MeSH terms (columns other than uid, findings and
+/// impression may be absent: they are then empty).
+pub fn read_iu_records(dir: &Path) -> Result<Vec<IuRecord>> {
     let path = dir.join("indiana_reports.csv");
     let bad = |e: csv::Error| ReportError::corpus(&path, e);
     // Rows may have fewer fields than the header; missing fields are empty.
@@ -65,39 +112,46 @@ pub fn read_iu_xray(dir: &Path) -> Result<Vec<Report>> {
         .from_path(&path)
         .map_err(bad)?;
     let header = rdr.headers().map_err(bad)?.clone();
+    let find = |name: &str| header.iter().position(|h| h.trim() == name);
     let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| ReportError::corpus(&path, format!("no '{name}' column")))
+        find(name).ok_or_else(|| ReportError::corpus(&path, format!("no '{name}' column")))
     };
     let (uid, findings, impression) = (column("uid")?, column("findings")?, column("impression")?);
-    let mut reports = Vec::new();
+    let (indication, comparison, mesh) = (find("indication"), find("comparison"), find("MeSH"));
+    let mut records = Vec::new();
     for row in rdr.records() {
         let row = row.map_err(bad)?;
-        let field = |i: usize| row.get(i).unwrap_or("").trim().to_string();
-        let report = Report {
-            uid: field(uid),
-            findings: field(findings),
-            impression: field(impression),
+        let field = |i: Option<usize>| i.and_then(|i| row.get(i)).unwrap_or("").trim().to_string();
+        let record = IuRecord {
+            uid: field(Some(uid)),
+            indication: field(indication),
+            comparison: field(comparison),
+            findings: field(Some(findings)),
+            impression: field(Some(impression)),
+            mesh: field(mesh)
+                .split(';')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
         };
-        if !report.text().is_empty() {
-            reports.push(report);
+        if !record.report().text().is_empty() {
+            records.push(record);
         }
     }
-    if let Some(r) = reports.iter().find(|r| r.uid.is_empty()) {
+    if let Some(r) = records.iter().find(|r| r.uid.is_empty()) {
         return Err(ReportError::corpus(
             &path,
-            format!("a report with text '{}' has no uid", r.text()),
+            format!("a report with text '{}' has no uid", r.report().text()),
         ));
     }
-    if reports.is_empty() {
+    if records.is_empty() {
         return Err(ReportError::corpus(
             &path,
             "no report has findings or impression text",
         ));
     }
-    Ok(reports)
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -145,6 +199,23 @@ mod tests {
         assert_eq!(uids, ["1", "4"]);
         assert_eq!(r[0].text(), "Clear, lungs. Normal.");
         assert_eq!(r[1].text(), "No acute disease.");
+    }
+
+    #[test]
+    fn records_keep_sections_and_mesh_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("indiana_reports.csv"),
+            "uid,MeSH,indication,comparison,findings,impression\n\
+             7,Cardiomegaly/mild;Pleural Effusion/left,Dyspnea,None.,Big heart.,Cardiomegaly.\n",
+        )
+        .unwrap();
+        let r = &read_iu_records(dir.path()).unwrap()[0];
+        assert_eq!(r.mesh, ["Cardiomegaly/mild", "Pleural Effusion/left"]);
+        assert_eq!(
+            r.document(),
+            "INDICATION: Dyspnea\nCOMPARISON: None.\nFINDINGS: Big heart.\nIMPRESSION: Cardiomegaly."
+        );
     }
 
     #[test]

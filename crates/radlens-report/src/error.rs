@@ -12,6 +12,18 @@ pub enum ReportError {
     UnknownCorpus(String),
     #[error("held-out fraction {0} must be in [0, 1)")]
     HeldoutFraction(f64),
+    /// A rule file line that cannot be used.
+    #[error("{file}:{line}: {reason}")]
+    Rules {
+        file: String,
+        line: usize,
+        reason: String,
+    },
+    /// A report or argument that cannot be processed.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    File(#[from] radlens_core::FileError),
 }
 
 /// Result alias for radlens-report.

@@ -3,7 +3,6 @@
 //! (3,430 reports, 2,774 distinct texts), so the split is by normalised text, not by report,
 //! and each part keeps one report per text.
 
-use crate::corpus::Report;
 use crate::error::{ReportError, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -65,8 +64,8 @@ pub fn normalised_text(report: &Report) -> String {
 }
 
 impl ReportSplit {
-    /// The reports of `part`.
-    pub fn select(&self, reports: Vec<Report>, part: ReportPart) -> Result<Vec<Report>> {
+    /// The reports (or records) of `part`, in their order.
+    pub fn select<T>(&self, reports: Vec<T>, part: ReportPart) -> Result<Vec<T>> {
         if !(0.0..1.0).contains(&self.heldout_fraction) {
             return Err(ReportError::HeldoutFraction(self.heldout_fraction));
         }
@@ -101,6 +100,7 @@ impl ReportSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corpus::Report;
 
     fn corpus(n: usize) -> Vec<Report> {
         (0..n)

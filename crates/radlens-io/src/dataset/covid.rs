@@ -22,6 +22,13 @@ const STRUCTURES: [(&str, &str); 3] = [
     ("COVID-19 Left Lung", "left_lung"),
 ];
 
+/// With `covid-cxr+opacity:`, ground-glass opacity and consolidation are merged into one
+/// `opacity` class painted over the lungs (they lie inside them).
+const OPACITY: [(&str, &str); 2] = [
+    ("COVID-19 Ground Glass Opacities", "opacity"),
+    ("COVID-19 Consolidation", "opacity"),
+];
+
 /// One structure's crop and where it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Crop {
@@ -70,9 +77,16 @@ fn parse_resolution(s: &str) -> Option<(usize, usize)> {
     Some((w.parse().ok()?, h.parse().ok()?))
 }
 
-/// Index a covid-cxr folder: images with lungs and cardiomediastinum labels.
-pub fn open(dir: &Path) -> Result<Dataset> {
-    let classes = ClassSchema::new(["background", "right_lung", "left_lung", "cardiomediastinum"]);
+/// Index a covid-cxr folder: images with lungs and cardiomediastinum labels, and
+/// with `with_opacity` the merged opacity class painted last.
+pub fn open(dir: &Path, with_opacity: bool) -> Result<Dataset> {
+    let mut names = vec!["background", "right_lung", "left_lung", "cardiomediastinum"];
+    let mut structures = STRUCTURES.to_vec();
+    if with_opacity {
+        names.push("opacity");
+        structures.extend(OPACITY);
+    }
+    let classes = ClassSchema::new(names);
     let structure = dir.join("structure.csv");
     let (h, rows) = read_csv(&structure)?;
     let [c_class, c_file, c_mask, c_res, c_top, c_left, c_w, c_h] = [
@@ -92,7 +106,7 @@ pub fn open(dir: &Path) -> Result<Dataset> {
     // file name -> (canvas size, crops tagged with their paint order)
     let mut per_image: BTreeMap<String, ImageCrops> = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
-        let Some(order) = STRUCTURES
+        let Some(order) = structures
             .iter()
             .position(|(c, _)| *c == r.get(c_class).unwrap_or(""))
         else {
@@ -111,7 +125,7 @@ pub fn open(dir: &Path) -> Result<Dataset> {
         let canvas = parse_resolution(r.get(c_res).unwrap_or(""))
             .ok_or_else(|| bad(format!("bad Resolution '{}'", r.get(c_res).unwrap_or(""))))?;
         let crop = Crop {
-            class: classes.id(STRUCTURES[order].1).expect("class in schema"),
+            class: classes.id(structures[order].1).expect("class in schema"),
             mask_path,
             left: num(c_left)?,
             top: num(c_top)?,

@@ -26,6 +26,8 @@ pub enum DatasetKind {
     /// JSRT with the clavicles as classes 4 and 5 (painted over the lungs).
     JsrtClavicles,
     CovidCxr,
+    /// covid-cxr with ground-glass opacity and consolidation merged into `opacity`.
+    CovidCxrOpacity,
     Nnunet,
 }
 
@@ -46,6 +48,7 @@ impl std::str::FromStr for DatasetSpec {
             "jsrt" => DatasetKind::Jsrt,
             "jsrt+clavicles" => DatasetKind::JsrtClavicles,
             "covid-cxr" | "covid" => DatasetKind::CovidCxr,
+            "covid-cxr+opacity" => DatasetKind::CovidCxrOpacity,
             "nnunet" | "nnunet-v2" => DatasetKind::Nnunet,
             _ => return Err(IoError::UnknownDatasetKind(kind.to_string())),
         };
@@ -62,6 +65,7 @@ impl std::fmt::Display for DatasetSpec {
             DatasetKind::Jsrt => "jsrt",
             DatasetKind::JsrtClavicles => "jsrt+clavicles",
             DatasetKind::CovidCxr => "covid-cxr",
+            DatasetKind::CovidCxrOpacity => "covid-cxr+opacity",
             DatasetKind::Nnunet => "nnunet",
         };
         write!(f, "{kind}:{}", self.dir.display())
@@ -77,7 +81,8 @@ impl DatasetSpec {
         match self.kind {
             DatasetKind::Jsrt => jsrt::open(&self.dir, false),
             DatasetKind::JsrtClavicles => jsrt::open(&self.dir, true),
-            DatasetKind::CovidCxr => covid::open(&self.dir),
+            DatasetKind::CovidCxr => covid::open(&self.dir, false),
+            DatasetKind::CovidCxrOpacity => covid::open(&self.dir, true),
             DatasetKind::Nnunet => nnunet::open(&self.dir),
         }
     }

@@ -1,0 +1,172 @@
+//! The engine on real films with the shipped JSRT model: measurements against the SCR
+//! reference masks, plausibility on images the model cannot handle, and draft, review
+//! and search end to end.
+
+use radlens_io::XrayImage;
+use radlens_report::analysis::{analyse, analyse_image, Models};
+use radlens_report::measure::geometry::{AnatomyIds, MaskMeasures};
+use radlens_report::measure::SampleConfig;
+use radlens_report::{Labeler, Observation};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shared() -> PathBuf {
+    std::env::var_os("RADLENS_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
+}
+
+fn models() -> Models {
+    let cfg = SampleConfig {
+        samples: 8,
+        temperature: 1.0,
+        seed: 0,
+    };
+    Models::load(&root().join("models/jsrt-ssn"), None, cfg).unwrap()
+}
+
+fn jsrt(case: &str) -> PathBuf {
+    shared().join(format!("data/jsrt/images/{case}.png"))
+}
+
+#[test]
+fn ctr_of_a_jsrt_film_matches_its_scr_masks() {
+    let m = models();
+    let a = analyse(&m, &jsrt("JPCNN010")).unwrap();
+    assert!(
+        a.measurements.plausibility.plausible,
+        "{:?}",
+        a.measurements.plausibility
+    );
+    // the reference CTR from the SCR masks of the same film
+    let ds: radlens_io::DatasetSpec = format!("jsrt:{}", shared().join("data/jsrt").display())
+        .parse()
+        .unwrap();
+    let ds = ds.open().unwrap();
+    let s = ds.samples.iter().find(|s| s.id == "JPCNN010").unwrap();
+    let lab = s.load_labels((1024, 1024)).unwrap();
+    let ids = AnatomyIds {
+        right_lung: 1,
+        left_lung: 2,
+        heart: Some(3),
+        opacity: None,
+    };
+    let reference = MaskMeasures::of(&lab, ids).ctr().unwrap();
+    let ctr = a.measurements.ctr.unwrap();
+    assert!(
+        (ctr.value - reference).abs() < 0.03,
+        "CTR {ctr:?} vs reference {reference}"
+    );
+    assert!(ctr.low <= ctr.value && ctr.value <= ctr.high);
+    assert_eq!(a.measurements.area_unit, "mm2");
+}
+
+fn transposed(img: &XrayImage) -> XrayImage {
+    let (w, h) = (img.width, img.height);
+    let mut p = vec![0f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            p[x * h + y] = img.pixels[y * w + x];
+        }
+    }
+    XrayImage {
+        width: h,
+        height: w,
+        pixels: p,
+        spacing: img.spacing,
+    }
+}
+
+#[test]
+fn images_the_model_cannot_handle_are_named_not_measured() {
+    let m = models();
+    let img = radlens_io::image::read_image(&jsrt("JPCNN010")).unwrap();
+    // a film turned on its side: the lungs stack vertically
+    let a = analyse_image(&m, Path::new("turned.png"), transposed(&img)).unwrap();
+    assert!(!a.measurements.plausibility.plausible);
+    assert!(a.measurements.ctr.is_none());
+    // seeded noise: no chest at all
+    let mut state = 12345u64;
+    let noise: Vec<f32> = (0..256 * 256)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    let a = analyse_image(
+        &m,
+        Path::new("noise.png"),
+        XrayImage::new(256, 256, noise).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        !a.measurements.plausibility.plausible,
+        "{:?}",
+        a.measurements
+    );
+    let labeler = Labeler::builtin().unwrap();
+    let r = radlens_report::review::review(&a, "Heart size is normal.", &labeler).unwrap();
+    assert!(r.flags.is_empty() && r.not_assessable.is_some());
+    let d = radlens_report::draft::draft(&a, None, None, None, &labeler);
+    assert!(d.not_assessable.is_some());
+    assert!(
+        d.sentences.iter().all(|s| s.observation.is_none()),
+        "no invented findings"
+    );
+    assert!(!radlens_report::search::search(&a, "heart").found);
+}
+
+#[test]
+fn draft_review_and_search_end_to_end() {
+    let m = models();
+    let labeler = Labeler::builtin().unwrap();
+    let a = analyse(&m, &jsrt("JPCLN001")).unwrap();
+    let d = radlens_report::draft::draft(&a, None, None, Some("cough"), &labeler);
+    let heart = d
+        .sentences
+        .iter()
+        .find(|s| s.observation == Some(Observation::Cardiomegaly))
+        .unwrap();
+    assert_eq!(heart.evidence[0].measurement, "ctr");
+    assert!(d.grounded().contains("<obj>") && d.grounded().contains("<box><x"));
+    assert!(d.text().starts_with("[AI DRAFT"));
+    // the draft's own text, reviewed, raises no contradiction
+    let r = radlens_report::review::review(&a, &d.text(), &labeler).unwrap();
+    assert!(
+        r.flags
+            .iter()
+            .all(|f| f.kind != radlens_report::review::FlagKind::Contradiction),
+        "{:?}",
+        r.flags
+    );
+    for q in [
+        "left costophrenic angle",
+        "right apex",
+        "hila",
+        "retrocardiac region",
+        "mediastinum",
+        "heart",
+        "lungs",
+        "Pleural Effusion",
+    ] {
+        let s = radlens_report::search::search(&a, q);
+        assert!(s.found && s.area_pixels > 0, "{q}: {}", s.note);
+    }
+    let left = radlens_report::search::search(&a, "left costophrenic angle")
+        .region_box
+        .unwrap();
+    let right = radlens_report::search::search(&a, "right costophrenic angle")
+        .region_box
+        .unwrap();
+    assert!(
+        left.pixels.x_min > right.pixels.x_max,
+        "the patient's left is on the image's right"
+    );
+    let unknown = radlens_report::search::search(&a, "spleen");
+    assert!(!unknown.found && unknown.note.contains("can search for"));
+}
