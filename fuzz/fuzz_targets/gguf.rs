@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = radlens_lm::LlamaConfig::from_gguf(&gguf);
     let _ = radlens_lm::Tokenizer::from_gguf(&gguf);
-    for name in ["token_embd.weight", "blk.0.attn_q.weight", "output_norm.weight"] {
+    for name in [
+        "token_embd.weight",
+        "blk.0.attn_q.weight",
+        "output_norm.weight",
+    ] {
         let _ = gguf.tensor(name, &candle_core::Device::Cpu);
     }
 });

@@ -27,10 +27,16 @@ impl GgufFile {
             source,
         })?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| LmError::InvalidGguf {
+        let invalid = |reason: String| LmError::InvalidGguf {
             path: path.clone(),
-            reason: candle_message(&e),
-        })?;
+            reason,
+        };
+        // candle's reader panics on some hostile headers (a `general.alignment` of 0 divides
+        // by zero); such a file is invalid, not a crash.
+        let content =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut reader)))
+                .map_err(|_| invalid("the GGUF header reader failed (malformed header)".into()))?
+                .map_err(|e| invalid(candle_message(&e)))?;
         Ok(Self {
             path,
             content,
@@ -219,5 +225,33 @@ impl LlamaConfig {
             rms_norm_eps,
             context_length,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF v3 header with no tensors and one metadata entry: `general.alignment` = 0.
+    fn zero_alignment_gguf() -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes()); // tensors
+        b.extend(1u64.to_le_bytes()); // metadata entries
+        let key = b"general.alignment";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(4u32.to_le_bytes()); // U32
+        b.extend(0u32.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn zero_alignment_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("align0.gguf");
+        std::fs::write(&p, zero_alignment_gguf()).unwrap();
+        let e = GgufFile::open(&p).err().expect("invalid").to_string();
+        assert!(e.contains("align0.gguf"), "{e}");
     }
 }
