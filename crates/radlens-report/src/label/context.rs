@@ -141,7 +141,9 @@ impl ContextRules {
                 g.span != f.span && g.span.start <= f.span.start && f.span.end <= g.span.end
             })
         });
-        found.dedup_by(|a, b| a.span == b.span && a.category == b.category);
+        found.dedup_by(|a, b| {
+            a.span == b.span && a.category == b.category && a.direction == b.direction
+        });
         let mut stops: Vec<Range<usize>> = self
             .terminate
             .iter()

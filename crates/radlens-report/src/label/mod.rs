@@ -80,6 +80,8 @@ pub struct Mention {
     pub trigger: Option<String>,
     /// Covered by a historical trigger ("history of", "prior"): it does not set the label.
     pub historical: bool,
+    /// Matched by a qualified phrase ("heart size"), which counts only with a trigger.
+    pub qualified: bool,
     pub laterality: Option<Laterality>,
     pub severity: Option<String>,
     pub change: Option<String>,
@@ -142,10 +144,27 @@ struct Modifier {
     pattern: Regex,
 }
 
+/// Mention patterns of one observation. Qualified patterns ("heart size") name where
+/// an observation is read without asserting it: they make a mention only when a trigger
+/// negates or qualifies them ("heart size is normal", "borderline heart size").
+#[derive(Debug, Clone)]
+struct MentionRules {
+    observation: Observation,
+    qualified: bool,
+    patterns: Vec<Regex>,
+    /// Phrases inside which a match does not count ("pericardial effusion").
+    excluded: Vec<Regex>,
+}
+
+/// The suffix of an observation header whose patterns are qualified.
+const QUALIFIED: &str = "(qualified)";
+/// The suffix of an observation header whose patterns exclude matches.
+const EXCLUDED: &str = "(not)";
+
 /// The compiled rules.
 #[derive(Debug, Clone)]
 pub struct Labeler {
-    mentions: Vec<(Observation, Vec<Regex>)>,
+    mentions: Vec<MentionRules>,
     context: ContextRules,
     modifiers: Vec<Modifier>,
 }
@@ -173,10 +192,27 @@ impl Labeler {
         let mentions = obs
             .into_iter()
             .map(|s| {
-                let o = Observation::parse(&s.header)
+                let (name, qualified, excluding) = if let Some(n) = s.header.strip_suffix(QUALIFIED) {
+                    (n, true, false)
+                } else if let Some(n) = s.header.strip_suffix(EXCLUDED) {
+                    (n, false, true)
+                } else {
+                    (s.header.as_str(), false, false)
+                };
+                let observation = Observation::parse(name)
                     .filter(|&o| o != Observation::NoFinding)
                     .ok_or_else(|| unknown("observations.txt", "observation", &s.header))?;
-                Ok((o, s.patterns))
+                let (patterns, excluded) = if excluding {
+                    (Vec::new(), s.patterns)
+                } else {
+                    (s.patterns, Vec::new())
+                };
+                Ok(MentionRules {
+                    observation,
+                    qualified,
+                    patterns,
+                    excluded,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let modifiers = mods
@@ -223,8 +259,11 @@ impl Labeler {
             let ctx = self.context.scan(s.text);
             let char_at = |byte: usize| report[..s.start + byte].chars().count();
             for (o, spans) in self.find(s.text) {
-                for span in spans {
+                for (span, qualified) in spans {
                     let q = ctx.qualify(&span);
+                    if qualified && q.status.is_none() {
+                        continue;
+                    }
                     let (status, trigger) = match q.status {
                         None => (Status::Positive, None),
                         Some((c, t)) => (
@@ -248,6 +287,7 @@ impl Labeler {
                         status,
                         trigger,
                         historical: q.historical,
+                        qualified,
                         laterality: self.laterality(clause),
                         severity: self.modifier(ModifierKind::Severity, clause),
                         change: self.modifier(ModifierKind::Change, clause),
@@ -266,11 +306,13 @@ impl Labeler {
     }
 
     /// The baseline without context rules: an observation is positive when any of its
-    /// mention patterns occurs in the findings or impression, whatever surrounds it.
+    /// (unqualified) mention phrases occurs in the findings or impression, whatever
+    /// surrounds it.
     pub fn keyword_labels(&self, report: &str) -> Labels {
         let mentions: Vec<Mention> = self
             .mentions(report)
             .into_iter()
+            .filter(|m| !m.qualified)
             .map(|m| Mention {
                 status: Status::Positive,
                 historical: false,
@@ -280,30 +322,43 @@ impl Labeler {
         Labels::from_mentions(&mentions)
     }
 
-    /// Mention spans per observation; overlapping matches of one observation merge.
-    fn find(&self, sentence: &str) -> Vec<(Observation, Vec<Range<usize>>)> {
-        let mut per: Vec<(Observation, Vec<Range<usize>>)> = Vec::new();
-        for (o, patterns) in &self.mentions {
-            let mut spans: Vec<Range<usize>> = patterns
+    /// Mention spans per observation, each with whether it is qualified; overlapping
+    /// matches of one observation merge (an unqualified match wins).
+    fn find(&self, sentence: &str) -> Vec<(Observation, Vec<(Range<usize>, bool)>)> {
+        let mut per: Vec<(Observation, Vec<(Range<usize>, bool)>)> = Vec::new();
+        for rules in &self.mentions {
+            let found = rules
+                .patterns
                 .iter()
-                .flat_map(|p| p.find_iter(sentence).map(|m| m.range()))
-                .collect();
-            if let Some((_, existing)) = per.iter_mut().find(|(x, _)| x == o) {
-                spans.append(existing);
-            }
-            spans.sort_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
-            let mut merged: Vec<Range<usize>> = Vec::new();
-            for r in spans {
-                match merged.last_mut() {
-                    Some(last) if r.start < last.end => last.end = last.end.max(r.end),
-                    _ => merged.push(r),
-                }
-            }
-            per.retain(|(x, _)| x != o);
-            if !merged.is_empty() {
-                per.push((*o, merged));
+                .flat_map(|p| p.find_iter(sentence).map(|m| (m.range(), rules.qualified)));
+            match per.iter_mut().find(|(x, _)| *x == rules.observation) {
+                Some((_, spans)) => spans.extend(found),
+                None => per.push((rules.observation, found.collect())),
             }
         }
+        for (o, spans) in per.iter_mut() {
+            let excluded: Vec<Range<usize>> = self
+                .mentions
+                .iter()
+                .filter(|r| r.observation == *o)
+                .flat_map(|r| r.excluded.iter())
+                .flat_map(|p| p.find_iter(sentence).map(|m| m.range()))
+                .collect();
+            spans.retain(|(r, _)| !excluded.iter().any(|e| e.start <= r.start && r.end <= e.end));
+            spans.sort_by_key(|(r, q)| (r.start, std::cmp::Reverse(r.end), *q));
+            let mut merged: Vec<(Range<usize>, bool)> = Vec::new();
+            for (r, q) in spans.drain(..) {
+                match merged.last_mut() {
+                    Some((last, lq)) if r.start < last.end => {
+                        last.end = last.end.max(r.end);
+                        *lq = *lq && q;
+                    }
+                    _ => merged.push((r, q)),
+                }
+            }
+            *spans = merged;
+        }
+        per.retain(|(_, s)| !s.is_empty());
         per
     }
 
