@@ -9,6 +9,8 @@ mod report_cmd;
 mod sae_cmd;
 mod seg_cmd;
 mod seg_progress;
+mod seg_robustness;
+mod seg_subgroups;
 
 /// The model radlens ships, relative to the repository root.
 pub const SHIPPED_MODEL: &str = "models/jsrt-ssn";

@@ -6,6 +6,7 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 use radlens_io::split::SplitPart;
 use radlens_io::DatasetSpec;
+use radlens_seg::calibrate;
 use radlens_seg::checkpoint::SegRun;
 use radlens_seg::config::{ConvBackend, RunConfig};
 use radlens_seg::evaluate::summary::PerClass;
@@ -23,6 +24,12 @@ pub enum SegCommand {
     Predict(PredictArgs),
     /// Evaluate a model on a dataset: per-image CSV and summary.json.
     Eval(EvalArgs),
+    /// Choose an SSN's sampling temperature on validation cases and store it with the model.
+    Calibrate(CalibrateArgs),
+    /// Score models on perturbed films (noise, blur, contrast, JPEG, rotation, ...), paired.
+    Robustness(crate::seg_robustness::RobustnessArgs),
+    /// Compare groups of patients (sex, age band, ...): gaps with CIs and permutation tests.
+    Subgroups(crate::seg_subgroups::SubgroupsArgs),
 }
 
 #[derive(Args)]
@@ -39,9 +46,10 @@ pub struct PredictArgs {
     /// Seed for the samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Scale of the samples' deviation from the mean (1 = the trained distribution, 0 = the mean).
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
+    /// Scale of the samples' deviation from the mean (1 = the trained distribution, 0 = the
+    /// mean). Default: the model's calibrated temperature (`seg calibrate`), else 1.
+    #[arg(long)]
+    temperature: Option<f64>,
     /// Pixel spacing in mm for images whose files do not record it (PNG/JPEG);
     /// areas are then also given in mm².
     #[arg(long)]
@@ -67,14 +75,34 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 100)]
     samples: usize,
     /// Scale of the samples' deviation from the mean (1 = the trained distribution).
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
+    /// Default: the model's calibrated temperature (`seg calibrate`), else 1.
+    #[arg(long)]
+    temperature: Option<f64>,
     /// Evaluate only the first N cases of the split (quick checks).
     #[arg(long)]
     limit: Option<usize>,
     /// Output folder for per_image.csv and summary.json.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// Run folder of a trained SSN; its calibration.json is written there.
+    #[arg(long)]
+    model: PathBuf,
+    /// Calibration data as <kind>:<dir> (the model's own validation cases by default).
+    #[arg(long)]
+    dataset: DatasetSpec,
+    /// Which cases (from the model's split.json).
+    #[arg(long, default_value = "val")]
+    split: SplitPart,
+    /// Samples per image.
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Temperatures to try, comma-separated (default 0.05, 0.10, ..., 1.0).
+    #[arg(long, value_delimiter = ',')]
+    grid: Option<Vec<f64>>,
 }
 
 #[derive(Args)]
@@ -125,6 +153,9 @@ pub fn run(cmd: SegCommand) -> Result<()> {
         SegCommand::Train(a) => train_cmd(a),
         SegCommand::Predict(a) => predict_cmd(a),
         SegCommand::Eval(a) => eval_cmd(a),
+        SegCommand::Calibrate(a) => calibrate_cmd(a),
+        SegCommand::Robustness(a) => crate::seg_robustness::robustness_cmd(a),
+        SegCommand::Subgroups(a) => crate::seg_subgroups::subgroups_cmd(a),
     }
 }
 
@@ -184,10 +215,20 @@ fn model_dir(given: Option<PathBuf>) -> Result<PathBuf> {
         })
 }
 
-fn load_predictor(model: Option<PathBuf>) -> Result<(PathBuf, radlens_seg::Predictor)> {
+pub(crate) fn load_predictor(model: Option<PathBuf>) -> Result<(PathBuf, radlens_seg::Predictor)> {
     let dir = model_dir(model)?;
-    let m = radlens_seg::checkpoint::load_model(&dir, &Device::Cpu, ConvBackend::Radlens)?;
-    Ok((dir, radlens_seg::Predictor::new(m, Device::Cpu)))
+    let predictor = radlens_seg::Predictor::load(&dir, &Device::Cpu)?;
+    Ok((dir, predictor))
+}
+
+/// The temperature asked for, else the model's own; checked to be usable.
+pub(crate) fn temperature(asked: Option<f64>, predictor: &radlens_seg::Predictor) -> Result<f64> {
+    let t = asked.unwrap_or(predictor.temperature);
+    anyhow::ensure!(
+        t >= 0.0 && t.is_finite(),
+        "--temperature must be a number >= 0, got {t}"
+    );
+    Ok(t)
 }
 
 fn predict_cmd(a: PredictArgs) -> Result<()> {
@@ -213,7 +254,7 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
         images: &images,
         out: &a.out,
         samples: a.samples,
-        temperature: a.temperature,
+        temperature: temperature(a.temperature, &predictor)?,
         seed: a.seed,
     };
     predict_images(&predictor, &req, &|w: &PredictionWritten| {
@@ -224,6 +265,7 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
     let (dir, predictor) = load_predictor(a.model)?;
+    let temperature = temperature(a.temperature, &predictor)?;
     let dataset = a.dataset.open()?;
     let cases = choose_cases(&SegRun::at(&dir), &a.dataset, &dataset, a.split, a.limit)?;
     let ev = evaluate(
@@ -231,7 +273,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         &dataset,
         &cases.samples,
         a.samples,
-        a.temperature,
+        temperature,
         &EvalProgress::default(),
     )?;
     let header = EvalHeader::new(
@@ -239,12 +281,56 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         &a.dataset,
         cases.part,
         predictor.model.config.image_size,
-        a.temperature,
+        temperature,
     );
     let summary = ev.summary(header);
     write_results(&a.out, &ev, &summary)?;
     print_summary(&summary);
     println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn calibrate_cmd(a: CalibrateArgs) -> Result<()> {
+    let predictor = radlens_seg::Predictor::load(&a.model, &Device::Cpu)?;
+    let dataset = a.dataset.open()?;
+    let run = SegRun::at(&a.model);
+    let cases = choose_cases(&run, &a.dataset, &dataset, Some(a.split), None)?;
+    let grid = a.grid.unwrap_or_else(calibrate::default_grid);
+    let scores = calibrate::score_temperatures(
+        &predictor,
+        &dataset,
+        &cases.samples,
+        &grid,
+        a.samples,
+        &EvalProgress::default(),
+    )?;
+    let chosen = calibrate::choose_temperature(&scores);
+    println!("temperature  GED^2   diversity  HM-IoU  implausible");
+    for s in &scores {
+        println!(
+            "{:>11.2}  {:.4}  {:.4}     {:.4}  {:.4}{}",
+            s.temperature,
+            s.ged_squared,
+            s.sample_diversity,
+            s.hm_iou,
+            s.implausible_sample_fraction,
+            if s.temperature == chosen {
+                "  <- chosen"
+            } else {
+                ""
+            }
+        );
+    }
+    run.write_calibration(&calibrate::TemperatureCalibration {
+        temperature: chosen,
+        criterion: calibrate::CRITERION.to_string(),
+        dataset: a.dataset.to_string(),
+        split: cases.part,
+        images: cases.samples.len(),
+        samples_per_image: a.samples,
+        scores,
+    })?;
+    println!("wrote {}", run.calibration().display());
     Ok(())
 }
 
@@ -266,9 +352,18 @@ fn print_summary(s: &EvalSummary) {
             mean(&m.assd)
         );
     }
+    println!("  temperature {}", s.header.temperature);
+    let st = &s.stochastic;
     for (v, label) in [
-        (&s.stochastic.ged_squared, "GED^2"),
-        (&s.stochastic.sample_diversity, "sample diversity"),
+        (&st.ged_squared, "GED^2"),
+        (&st.sample_diversity, "sample diversity"),
+        (&st.diversity_low_rank, "diversity, low-rank part only"),
+        (&st.diversity_diagonal, "diversity, diagonal part only"),
+        (&st.hm_iou, "HM-IoU"),
+        (
+            &st.implausible_sample_fraction,
+            "implausible-sample fraction",
+        ),
         (&s.calibration.ece_10_bins, "ECE"),
         (&s.calibration.nll_per_pixel, "NLL/pixel"),
     ] {

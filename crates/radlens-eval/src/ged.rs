@@ -83,6 +83,36 @@ pub fn generalized_energy_distance(
     }
 }
 
+/// Hungarian-matched IoU (Kohl et al. 2019, as in Flow-SSN): both sets are repeated
+/// to their least common multiple size, each sample is matched one-to-one to a
+/// reference so that the summed IoU (1 - [`label_distance`]) is largest, and the
+/// matched IoUs are averaged. With one reference it is the mean sample IoU.
+pub fn hungarian_matched_iou(samples: &[&[u8]], references: &[&[u8]], classes: &[u8]) -> f64 {
+    let (s, r) = (samples.len(), references.len());
+    assert!(s > 0 && r > 0, "HM-IoU needs samples and references");
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let n = s / gcd(s, r) * r;
+    let distance: Vec<f64> = samples
+        .iter()
+        .flat_map(|a| references.iter().map(|b| label_distance(a, b, classes)))
+        .collect();
+    let cost: Vec<f64> = (0..n * n)
+        .map(|k| distance[(k / n % s) * r + k % n % r])
+        .collect();
+    let matched = crate::assignment::min_cost_assignment(&cost, n);
+    let total: f64 = matched
+        .iter()
+        .enumerate()
+        .map(|(i, &j)| 1.0 - cost[i * n + j])
+        .sum();
+    total / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +147,26 @@ mod tests {
                 .sum::<f64>()
                 / 2.0;
         assert!((label_distance(&a, &b, &[1, 2]) - by_masks).abs() < 1e-12);
+    }
+
+    #[test]
+    fn hand_computed_hm_iou() {
+        let (y1, y2): (&[u8], &[u8]) = (&[1, 1, 0, 0], &[0, 0, 1, 1]);
+        let (s1, s2): (&[u8], &[u8]) = (&[0, 1, 1, 1], &[1, 1, 1, 0]);
+        // IoU(s1,y1) 1/4, IoU(s1,y2) 2/3, IoU(s2,y1) 2/3, IoU(s2,y2) 1/4: cross-matched
+        let hm = hungarian_matched_iou(&[s1, s2], &[y1, y2], &[1]);
+        assert!((hm - 2.0 / 3.0).abs() < 1e-12, "{hm}");
+        // one reference: the mean IoU of the samples
+        let hm = hungarian_matched_iou(&[s1, s2], &[y1], &[1]);
+        assert!((hm - (0.25 + 2.0 / 3.0) / 2.0).abs() < 1e-12, "{hm}");
+        // 2 samples vs 3 references: 6 x 6; each reference used twice, each sample
+        // three times; s1 = y1 exactly, s2 = y3 exactly, y2 matched at IoU 1/2 twice
+        let y3: &[u8] = &[0, 0, 0, 1];
+        let y2b: &[u8] = &[1, 0, 0, 0];
+        let (s1, s2): (&[u8], &[u8]) = (&[1, 1, 0, 0], &[0, 0, 0, 1]);
+        let hm = hungarian_matched_iou(&[s1, s2], &[s1, y2b, y3], &[1]);
+        // pairs: (s1,y1)=1 x2, (s2,y3)=1 x2, y2b: with s1 IoU 1/2 (one of s1's three
+        // copies), with s2 IoU 0 -> best uses s1 for one copy of y2b and s2 for the other
+        assert!((hm - (4.0 + 0.5 + 0.0) / 6.0).abs() < 1e-12, "{hm}");
     }
 }

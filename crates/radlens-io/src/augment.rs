@@ -89,7 +89,7 @@ pub fn augment<R: Rng>(
             let sx = (c * dx + s * dy) / scale + ctr;
             let sy = (-s * dx + c * dy) / scale + ctr;
             let o = y * size + x;
-            out_img[o] = bilinear(img, size, sx, sy);
+            out_img[o] = bilinear(img, (size, size), sx, sy);
             let (nx, ny) = (sx.round(), sy.round());
             if nx >= 0.0 && ny >= 0.0 && (nx as usize) < size && (ny as usize) < size {
                 out_lab[o] = labels[ny as usize * size + nx as usize];
@@ -103,14 +103,15 @@ pub fn augment<R: Rng>(
     (out_img, out_lab)
 }
 
-fn bilinear(img: &[f32], size: usize, x: f32, y: f32) -> f32 {
-    if x < 0.0 || y < 0.0 || x > (size - 1) as f32 || y > (size - 1) as f32 {
+/// `img` (`w` x `h`) at the point (x, y), bilinearly; 0 outside.
+pub(crate) fn bilinear(img: &[f32], (w, h): (usize, usize), x: f32, y: f32) -> f32 {
+    if x < 0.0 || y < 0.0 || x > (w - 1) as f32 || y > (h - 1) as f32 {
         return 0.0;
     }
     let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(size - 1), (y0 + 1).min(size - 1));
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let p = |xx: usize, yy: usize| img[yy * size + xx];
+    let p = |xx: usize, yy: usize| img[yy * w + xx];
     (p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx) * (1.0 - fy)
         + (p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx) * fy
 }

@@ -1,6 +1,6 @@
 //! Chest X-ray input/output for radlens: images (PNG, JPEG, DICOM), label maps,
 //! datasets (JSRT, covid-cxr, nnU-Net v2 raw layout) with typed patient attributes,
-//! splits, preprocessing and training augmentation.
+//! splits, preprocessing, training augmentation and robustness perturbations.
 
 pub mod attributes;
 pub mod augment;
@@ -10,6 +10,7 @@ pub mod dicom;
 pub mod error;
 pub mod image;
 pub mod mask;
+pub mod perturb;
 pub mod preprocess;
 pub mod raster;
 pub mod split;

@@ -7,12 +7,10 @@
 //! ```
 //!
 //! It prints, per structure, the area of the mean mask, how much that area varies over 16
-//! samples of the SSN, and the mean normalised entropy inside the structure; no files are
+//! samples of the SSN (at the temperature `radlens seg calibrate` stored with the model), and the mean normalised entropy inside the structure; no files are
 //! written.
 
 use candle_core::Device;
-use radlens_seg::checkpoint::load_model;
-use radlens_seg::config::ConvBackend;
 use radlens_seg::prediction_report::PredictionReport;
 use radlens_seg::Predictor;
 use std::path::PathBuf;
@@ -26,11 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model_dir = PathBuf::from(args.next().unwrap_or_else(|| "models/jsrt-ssn".into()));
 
     let img = radlens_io::read_image(&image)?;
-    let model = load_model(&model_dir, &Device::Cpu, ConvBackend::Radlens)?;
-    let classes = model.config.classes.clone();
-    let predictor = Predictor::new(model, Device::Cpu);
-    // 16 samples at temperature 1 (the trained distribution), seed 0.
-    let prediction = predictor.predict(&img, 16, 1.0, 0)?;
+    let predictor = Predictor::load(&model_dir, &Device::Cpu)?;
+    let classes = predictor.model.config.classes.clone();
+    // 16 samples at the model's calibrated temperature, seed 0.
+    let prediction = predictor.predict(&img, 16, predictor.temperature, 0)?;
     let report = PredictionReport::new(&image, &img, &prediction.on_image(), &classes);
 
     println!(

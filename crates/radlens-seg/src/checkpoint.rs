@@ -6,10 +6,12 @@
 //! <run>/model.safetensors    weights with the best validation Dice
 //! <run>/split.json           the train/val/test case ids
 //! <run>/history.csv          one row per epoch
+//! <run>/calibration.json     the SSN's sampling temperature (absent: 1)
 //! <run>/checkpoint/last.safetensors  weights + AdamW moments after the last epoch
 //! <run>/checkpoint/state.json        epoch, step, best score
 //! ```
 
+use crate::calibrate::TemperatureCalibration;
 use crate::config::{ModelConfig, TrainConfig};
 use crate::error::{Result, SegError};
 use crate::unet::SegModel;
@@ -96,6 +98,25 @@ impl SegRun {
     /// Write `config.json` (atomically, as every file of the run).
     pub fn write_info(&self, info: &RunInfo) -> Result<()> {
         Ok(write_json(&self.config(), info)?)
+    }
+
+    pub fn calibration(&self) -> PathBuf {
+        self.0.join("calibration.json")
+    }
+
+    /// Read `calibration.json`; `None` when the run has none (runs from before
+    /// calibration, or plain models), which means temperature 1.
+    pub fn read_calibration(&self) -> Result<Option<TemperatureCalibration>> {
+        let path = self.calibration();
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(read_json(&path)?))
+    }
+
+    /// Write `calibration.json`.
+    pub fn write_calibration(&self, calibration: &TemperatureCalibration) -> Result<()> {
+        Ok(write_json(&self.calibration(), calibration)?)
     }
 
     /// Read `checkpoint/state.json`.
@@ -211,7 +232,7 @@ mod tests {
                 rank: 2,
                 mc_samples: 4,
             }),
-            ..info
+            ..info.clone()
         };
         run.write_info(&other).unwrap();
         let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens)
@@ -222,6 +243,30 @@ mod tests {
             e.contains("model.safetensors") && e.contains("does not match"),
             "{e}"
         );
+        run.write_info(&info).unwrap();
+        // no calibration.json (as in runs from before calibration): temperature 1
+        let p = crate::Predictor::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(p.temperature, 1.0);
+        let calibration = TemperatureCalibration {
+            temperature: 0.35,
+            criterion: "test".into(),
+            dataset: "jsrt:x".into(),
+            split: radlens_io::split::SplitPart::Val,
+            images: 2,
+            samples_per_image: 4,
+            scores: Vec::new(),
+        };
+        run.write_calibration(&calibration).unwrap();
+        assert_eq!(run.read_calibration().unwrap(), Some(calibration));
+        let p = crate::Predictor::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(p.temperature, 0.35);
+        std::fs::write(run.calibration(), b"{\"temperature\": ").unwrap();
+        let e = crate::Predictor::load(dir.path(), &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("calibration.json"), "{e}");
+
         std::fs::write(run.model(), b"garbage").unwrap();
         let e = load_model(dir.path(), &Device::Cpu, ConvBackend::Radlens)
             .err()

@@ -3,6 +3,7 @@
 //! Segmentation Network head (Monteiro et al., NeurIPS 2020) that models the
 //! logit map as a low-rank multivariate normal.
 
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -13,7 +14,9 @@ pub mod predict;
 pub mod prediction_files;
 pub mod prediction_report;
 pub mod render;
+pub mod robustness;
 pub mod ssn;
+pub mod subgroups;
 pub mod train;
 pub mod unet;
 

@@ -2,29 +2,48 @@
 //! uncertainty (entropy of the mean predictive distribution and sample
 //! disagreement), at model resolution and mapped back to the image.
 
+use crate::checkpoint::{load_model, SegRun};
+use crate::config::ConvBackend;
 use crate::error::Result;
+use crate::ssn::CovariancePart;
 use crate::unet::{HeadOutput, SegModel};
 use candle_core::{Device, Tensor};
 use radlens_io::preprocess::{model_input, Letterbox};
 use radlens_io::{LabelMap, XrayImage};
 use rand::SeedableRng;
+use std::path::Path;
 
 /// A model ready for inference.
 pub struct Predictor {
     pub model: SegModel,
     pub device: Device,
+    /// The sampling temperature to use when the caller does not choose one: the
+    /// run's calibrated temperature (`calibration.json`), else 1.
+    pub temperature: f64,
+}
+
+/// The model's output for one image, before any sampling.
+pub struct ModelOutput {
+    pub head: HeadOutput,
+    pub letterbox: Letterbox,
 }
 
 /// Outputs at the model's resolution (S x S), and how to map them back.
 pub struct Prediction {
     pub letterbox: Letterbox,
     pub classes: usize,
-    /// Mean prediction: argmax of the mean logits (S*S).
+    /// Whether masks keep each class's largest component and fill enclosed holes.
+    pub clean: bool,
+    /// Mean logits, class-major (C x S*S).
+    pub mean_logits: Vec<f32>,
+    /// Mean prediction: argmax of the mean logits, cleaned (S*S).
     pub mean_mask: Vec<u8>,
     /// Predictive class probabilities, class-major (C x S*S): the mean of the
     /// samples' softmax when samples were drawn, else softmax of the mean logits.
     pub probs: Vec<f32>,
-    /// Sample masks (each S*S); empty for a plain model or zero samples.
+    /// Each sample's logits (C x S*S); empty for a plain model or zero samples.
+    pub sample_logits: Vec<Vec<f32>>,
+    /// Sample masks, cleaned (each S*S).
     pub samples: Vec<Vec<u8>>,
 }
 
@@ -41,9 +60,24 @@ pub struct ImageMaps {
 }
 
 impl Predictor {
-    /// Wrap a loaded model.
+    /// Wrap a loaded model; samples default to temperature 1.
     pub fn new(model: SegModel, device: Device) -> Self {
-        Self { model, device }
+        Self {
+            model,
+            device,
+            temperature: 1.0,
+        }
+    }
+
+    /// The model of the run in `run` with its calibrated temperature (1 for runs
+    /// calibrated before temperatures were stored, or never).
+    pub fn load(run: &Path, device: &Device) -> Result<Self> {
+        let model = load_model(run, device, ConvBackend::Radlens)?;
+        let calibration = SegRun::at(run).read_calibration()?;
+        Ok(Self {
+            temperature: calibration.map_or(1.0, |c| c.temperature),
+            ..Self::new(model, device.clone())
+        })
     }
 
     /// Predict one image with `samples` SSN samples (seeded). `temperature`
@@ -55,53 +89,116 @@ impl Predictor {
         temperature: f64,
         seed: u64,
     ) -> Result<Prediction> {
+        let out = self.forward(img)?;
+        self.draw(&out, samples, temperature, seed)
+    }
+
+    /// Run the network on one image.
+    pub fn forward(&self, img: &XrayImage) -> Result<ModelOutput> {
         let cfg = &self.model.config;
         let size = cfg.image_size;
         let (x, letterbox) = model_input(img, size, cfg.intensity);
         let x = Tensor::from_vec(x, (1, 1, size, size), &self.device)?;
-        let out = self.model.forward(&x)?;
-        let mean = out.mean_logits().clone();
-        let classes = cfg.classes.len();
-        let argmax = |t: &Tensor| -> Result<Vec<u8>> {
-            let labels = t
-                .argmax(0)?
-                .to_dtype(candle_core::DType::U8)?
-                .flatten_all()?
-                .to_vec1::<u8>()?;
-            if !cfg.largest_component {
-                return Ok(labels);
-            }
-            let mut map = LabelMap {
-                width: size,
-                height: size,
-                labels,
-            };
-            map.keep_largest_components();
-            map.fill_holes();
-            Ok(map.labels)
-        };
-        let mean_mask = argmax(&mean.squeeze(0)?)?;
-        let (probs, sample_masks) = match (&out, samples) {
+        Ok(ModelOutput {
+            head: self.model.forward(&x)?,
+            letterbox,
+        })
+    }
+
+    /// The prediction of `out` with `samples` samples at `temperature` (seeded), so
+    /// that one forward pass serves several temperatures.
+    pub fn draw(
+        &self,
+        out: &ModelOutput,
+        samples: usize,
+        temperature: f64,
+        seed: u64,
+    ) -> Result<Prediction> {
+        let classes = self.model.config.classes.len();
+        let clean = self.model.config.largest_component;
+        let size = self.model.config.image_size;
+        let mean = out.head.mean_logits().squeeze(0)?;
+        let mean_logits = mean.flatten_all()?.to_vec1::<f32>()?;
+        let mean_mask = argmax_labels(&mean_logits, classes, size, size, clean).labels;
+        let (probs, sample_logits) = match (&out.head, samples) {
             (HeadOutput::Ssn(p), n) if n > 0 => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
                 let draws = p.sample(n, temperature, &mut rng)?.squeeze(1)?; // (n, C, S, S)
-                let soft = candle_nn::ops::softmax(&draws, 1)?;
-                let probs = soft.mean(0)?;
-                let masks = (0..n)
-                    .map(|i| argmax(&draws.get(i)?))
-                    .collect::<Result<Vec<_>>>()?;
-                (probs, masks)
+                let probs = candle_nn::ops::softmax(&draws, 1)?.mean(0)?;
+                let logits = draws.flatten_from(1)?.to_vec2::<f32>()?;
+                (probs, logits)
             }
-            _ => (candle_nn::ops::softmax(&mean, 1)?.squeeze(0)?, Vec::new()),
+            _ => (candle_nn::ops::softmax(&mean, 0)?, Vec::new()),
         };
+        let samples = sample_logits
+            .iter()
+            .map(|l| argmax_labels(l, classes, size, size, clean).labels)
+            .collect();
         Ok(Prediction {
-            letterbox,
+            letterbox: out.letterbox,
             classes,
+            clean,
+            mean_logits,
             mean_mask,
             probs: probs.flatten_all()?.to_vec1::<f32>()?,
-            samples: sample_masks,
+            sample_logits,
+            samples,
         })
     }
+
+    /// `samples` cleaned sample masks (S*S) that vary along `part` of the covariance
+    /// only, for telling the low-rank modes' diversity from the per-pixel noise's.
+    pub fn draw_part(
+        &self,
+        out: &ModelOutput,
+        samples: usize,
+        temperature: f64,
+        part: CovariancePart,
+        seed: u64,
+    ) -> Result<Vec<Vec<u8>>> {
+        let HeadOutput::Ssn(p) = &out.head else {
+            return Ok(Vec::new());
+        };
+        let cfg = &self.model.config;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let draws = p.sample_part(samples, temperature, part, &mut rng)?;
+        let (classes, size) = (cfg.classes.len(), cfg.image_size);
+        Ok(draws
+            .flatten_from(1)?
+            .to_vec2::<f32>()?
+            .iter()
+            .map(|l| argmax_labels(l, classes, size, size, cfg.largest_component).labels)
+            .collect())
+    }
+}
+
+/// The label map of class-major logits (C x `width`*`height`): the largest class per
+/// pixel, then with `clean` each class's largest component kept and enclosed holes filled.
+pub fn argmax_labels(
+    logits: &[f32],
+    classes: usize,
+    width: usize,
+    height: usize,
+    clean: bool,
+) -> LabelMap {
+    let plane = width * height;
+    let labels = (0..plane)
+        .map(|i| {
+            (0..classes)
+                .max_by(|&a, &b| logits[a * plane + i].total_cmp(&logits[b * plane + i]))
+                .unwrap_or(0) as u8
+        })
+        .collect();
+    let mut map = LabelMap {
+        width,
+        height,
+        labels,
+    };
+    if clean {
+        map.keep_largest_components();
+        map.fill_holes();
+    }
+    map
 }
 
 impl Prediction {
@@ -147,16 +244,13 @@ impl Prediction {
         self.letterbox.invert_maps(map, 1)
     }
 
-    /// A label map (S*S) resampled to the source image grid: each class's
-    /// indicator is resampled bilinearly and the largest wins, which keeps
-    /// boundaries smooth instead of blocky.
-    pub fn labels_to_image(&self, labels: &[u8]) -> LabelMap {
-        let n = labels.len();
-        let mut onehot = vec![0f32; self.classes * n];
-        for (i, &l) in labels.iter().enumerate() {
-            onehot[l as usize * n + i] = 1.0;
-        }
-        self.argmax_to_image(&onehot)
+    /// Logits (C x S*S) resampled bilinearly to the source image grid, then labelled
+    /// (and cleaned) there: outlines follow the smooth logit surface instead of the
+    /// model's pixel staircase.
+    pub fn logits_to_image(&self, logits: &[f32]) -> LabelMap {
+        let (w, h) = self.letterbox.src;
+        let big = self.letterbox.invert_maps(logits, self.classes);
+        argmax_labels(&big, self.classes, w, h, self.clean)
     }
 
     /// Every map resampled to the source image grid.
@@ -164,9 +258,9 @@ impl Prediction {
         let ln_c = (self.classes as f32).ln();
         let entropy: Vec<f32> = self.entropy().iter().map(|e| e / ln_c).collect();
         let samples: Vec<LabelMap> = self
-            .samples
+            .sample_logits
             .iter()
-            .map(|s| self.labels_to_image(s))
+            .map(|l| self.logits_to_image(l))
             .collect();
         ImageMaps {
             mean: self.mean_mask_to_image(),
@@ -176,26 +270,65 @@ impl Prediction {
         }
     }
 
-    /// The mean mask on the source image grid (see [`Prediction::labels_to_image`]).
+    /// The mean mask on the source image grid (see [`Prediction::logits_to_image`]).
     pub fn mean_mask_to_image(&self) -> LabelMap {
-        self.labels_to_image(&self.mean_mask)
+        self.logits_to_image(&self.mean_logits)
     }
 
-    fn argmax_to_image(&self, maps: &[f32]) -> LabelMap {
-        let (w, h) = self.letterbox.src;
-        let big = self.letterbox.invert_maps(maps, self.classes);
-        let plane = w * h;
-        let labels = (0..plane)
-            .map(|i| {
-                (0..self.classes)
-                    .max_by(|&a, &b| big[a * plane + i].total_cmp(&big[b * plane + i]))
-                    .unwrap_or(0) as u8
-            })
-            .collect();
-        LabelMap {
-            width: w,
-            height: h,
-            labels,
+    /// Sample `i`'s mask before cleaning (S*S): what the plausibility check inspects.
+    pub fn raw_sample(&self, i: usize) -> Vec<u8> {
+        let size = self.letterbox.size;
+        argmax_labels(&self.sample_logits[i], self.classes, size, size, false).labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Class 1's logit is a ramp x + y - 3 over a 4 x 4 model grid (class 0's is 0);
+    /// on a 16 x 16 source the bilinear logit surface crosses 0 on the line
+    /// X + Y = 15 (pixel centres at (X + 0.5) / 4 - 0.5), so the mask on the image
+    /// is that diagonal, not the model's 4-pixel staircase.
+    #[test]
+    fn masks_on_the_image_follow_the_upsampled_logits() {
+        let letterbox = Letterbox::new((16, 16), 4);
+        let ramp: Vec<f32> = (0..16).map(|i| ((i % 4) + (i / 4)) as f32 - 3.0).collect();
+        let mean_logits = [vec![0.0; 16], ramp].concat();
+        let pred = Prediction {
+            letterbox,
+            classes: 2,
+            clean: false,
+            mean_mask: argmax_labels(&mean_logits, 2, 4, 4, false).labels,
+            probs: vec![0.5; 32],
+            mean_logits,
+            sample_logits: Vec::new(),
+            samples: Vec::new(),
+        };
+        let full = pred.mean_mask_to_image();
+        assert_eq!((full.width, full.height), (16, 16));
+        // inside the interpolated region (model coordinates 0..3), away from the tie line
+        for y in 2..14usize {
+            for x in 2..14usize {
+                if x + y != 15 {
+                    assert_eq!(full.labels[y * 16 + x], u8::from(x + y > 15), "({x}, {y})");
+                }
+            }
         }
+    }
+
+    #[test]
+    fn cleaning_keeps_the_largest_piece_and_fills_holes() {
+        // 7 x 7, class 1 logits high on a ring around pixel 16 and on one far pixel
+        let mut one = vec![-1.0f32; 49];
+        for i in [8, 9, 10, 15, 17, 22, 23, 24, 48] {
+            one[i] = 1.0;
+        }
+        let logits = [vec![0.0; 49], one].concat();
+        let raw = argmax_labels(&logits, 2, 7, 7, false);
+        assert_eq!(raw.labels.iter().filter(|&&l| l == 1).count(), 9);
+        let clean = argmax_labels(&logits, 2, 7, 7, true);
+        let ones: Vec<usize> = (0..49).filter(|&i| clean.labels[i] == 1).collect();
+        assert_eq!(ones, vec![8, 9, 10, 15, 16, 17, 22, 23, 24]);
     }
 }

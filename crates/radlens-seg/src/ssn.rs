@@ -67,6 +67,16 @@ impl SsnHead {
     }
 }
 
+/// Which part of the covariance P P^T + D samples vary along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CovariancePart {
+    Both,
+    /// P z only: the spatially coherent modes.
+    LowRank,
+    /// sqrt(D + jitter) e only: independent per-pixel noise.
+    Diagonal,
+}
+
 fn normals<R: Rng>(rng: &mut R, shape: &[usize], device: &Device) -> Result<Tensor> {
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.sample(StandardNormal)).collect();
@@ -136,8 +146,25 @@ impl SsnParams {
     /// Draw `count` logit maps, shape (count, B, C, H, W). `temperature` scales
     /// the deviation from the mean (0 gives the mean itself).
     pub fn sample<R: Rng>(&self, count: usize, temperature: f64, rng: &mut R) -> Result<Tensor> {
+        self.sample_part(count, temperature, CovariancePart::Both, rng)
+    }
+
+    /// [`SsnParams::sample`] with only `part` of the covariance (the same noise is
+    /// drawn whichever part is kept, so the parts of one seed match).
+    pub fn sample_part<R: Rng>(
+        &self,
+        count: usize,
+        temperature: f64,
+        part: CovariancePart,
+        rng: &mut R,
+    ) -> Result<Tensor> {
         let (b, c, h, w) = self.mean.dims4()?;
         let (z, e) = self.noise(count, rng)?;
+        let (z, e) = match part {
+            CovariancePart::Both => (z, e),
+            CovariancePart::LowRank => (z, e.zeros_like()?),
+            CovariancePart::Diagonal => (z.zeros_like()?, e),
+        };
         let dev = (self.deviations((&z, &e), SAMPLE_DIAG_JITTER)? * temperature)?;
         let mu = self.mean.reshape((1, b, c * h * w))?;
         Ok(mu.broadcast_add(&dev)?.reshape((count, b, c, h, w))?)

@@ -4,6 +4,7 @@
 use candle_core::Device;
 use radlens_io::split::{Split, SplitPart};
 use radlens_io::{ClassSchema, DatasetSpec};
+use radlens_seg::calibrate::score_temperatures;
 use radlens_seg::checkpoint::{load_model, SegRun};
 use radlens_seg::config::ConvBackend;
 use radlens_seg::evaluate::{choose_cases, evaluate};
@@ -191,6 +192,17 @@ fn evaluation_uses_the_models_test_cases_and_reports_each() {
     let seen = Recorder::new();
     let ev = evaluate(&predictor, &dataset, &cases.samples, 2, 1.0, &seen).unwrap();
     assert_eq!((ev.images.len(), ev.samples), (2, 2));
+    for i in &ev.images {
+        let unit = |v: Option<f64>| v.is_some_and(|v| (0.0..=1.0).contains(&v));
+        assert!(
+            unit(i.hm_iou) && unit(i.implausible_sample_fraction),
+            "{i:?}"
+        );
+        assert!(
+            unit(i.diversity_low_rank) && unit(i.diversity_diagonal),
+            "{i:?}"
+        );
+    }
     let count = |done, total| radlens_core::observe::Count { done, total };
     assert_eq!(
         seen.take(),
@@ -207,4 +219,46 @@ fn evaluation_uses_the_models_test_cases_and_reports_each() {
             EvalEvent::CaseFinished(count(2, 2)),
         ]
     );
+}
+
+/// The shipped SSN carries its calibrated temperature, and on validation cases a
+/// cooler temperature gives samples that vary less and are less often implausible.
+#[test]
+fn temperature_calibration_scores_the_validation_cases() {
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/jsrt-ssn");
+    let predictor = Predictor::load(&model_dir, &Device::Cpu).unwrap();
+    let calibration = SegRun::at(&model_dir).read_calibration().unwrap().unwrap();
+    assert_eq!(predictor.temperature, calibration.temperature);
+    assert!(predictor.temperature > 0.0 && predictor.temperature < 1.0);
+
+    let jsrt = spec("jsrt", "jsrt");
+    let dataset = jsrt.open().unwrap();
+    let run = SegRun::at(&model_dir);
+    let cases = choose_cases(&run, &jsrt, &dataset, Some(SplitPart::Val), Some(2)).unwrap();
+    let scores = score_temperatures(
+        &predictor,
+        &dataset,
+        &cases.samples,
+        &[0.05, 1.0],
+        8,
+        &radlens_core::Silent,
+    )
+    .unwrap();
+    let (cool, hot) = (&scores[0], &scores[1]);
+    assert!(cool.sample_diversity < hot.sample_diversity, "{scores:?}");
+    assert!(
+        cool.implausible_sample_fraction <= hot.implausible_sample_fraction,
+        "{scores:?}"
+    );
+    let e = score_temperatures(
+        &predictor,
+        &dataset,
+        &cases.samples,
+        &[0.0],
+        8,
+        &radlens_core::Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("temperatures must be positive"), "{e}");
 }

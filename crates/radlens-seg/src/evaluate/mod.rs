@@ -21,18 +21,20 @@ pub use summary::{EvalHeader, EvalSummary};
 
 use crate::data::ClassMap;
 use crate::error::{Result, SegError};
-use crate::predict::Predictor;
+use crate::predict::{Prediction, Predictor};
+use crate::ssn::CovariancePart;
 use radlens_core::observe::Count;
 use radlens_core::results::write_csv;
 use radlens_core::Observer;
+use radlens_eval::plausibility::sample_flaws;
 use radlens_eval::{ged, overlap};
-use radlens_io::{Dataset, Sample, Sex};
+use radlens_io::{Dataset, LabelMap, Sample, Sex, XrayImage};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 
 /// The evaluation protocol, recorded in every `summary.json`.
-pub const PROTOCOL: &str = "Dice/IoU/HD95/ASSD: mean prediction resampled to the original image grid vs the full-resolution reference; HD95 = 95th percentile of pooled boundary-to-boundary distances (both directions), ASSD = mean of the two directed mean distances, in mm when pixel spacing is known, else pixels; undefined (empty mask) distances are left out. GED^2 and sample diversity: d = 1 - IoU over the dataset's annotated classes, two empty masks IoU 1, at the model input resolution. ECE (10 bins of top-class confidence) and NLL per pixel of the predictive distribution (mean of sample softmaxes for the SSN) at the model input resolution, only when the dataset annotates every model class. Summaries: mean, sd, median, 95% percentile bootstrap (2000 resamples) over images.";
+pub const PROTOCOL: &str = "Dice/IoU/HD95/ASSD: mean prediction resampled to the original image grid vs the full-resolution reference; HD95 = 95th percentile of pooled boundary-to-boundary distances (both directions), ASSD = mean of the two directed mean distances, in mm when pixel spacing is known, else pixels; undefined (empty mask) distances are left out. GED^2, sample diversity (also of samples varying along only the low-rank factor or only the diagonal) and HM-IoU (Hungarian matching, sets repeated to their least common multiple): d = 1 - IoU over the dataset's annotated classes, two empty masks IoU 1, at the model input resolution. Implausible samples: before cleaning, some annotated structure is missing, has a second 8-connected piece of >= 2% of its pixels, or has Dice < 0.7 against the mean prediction. Masks on the original grid: logits resampled bilinearly, then argmax and cleaning. ECE (10 bins of top-class confidence) and NLL per pixel of the predictive distribution (mean of sample softmaxes for the SSN) at the model input resolution, only when the dataset annotates every model class. Summaries: mean, sd, median, 95% percentile bootstrap (2000 resamples) over images.";
 
 /// One image's metrics for one class.
 #[derive(Debug, Clone, Serialize)]
@@ -47,16 +49,60 @@ pub struct ClassRow {
     pub hd95: Option<f64>,
     pub assd: Option<f64>,
     pub distance_unit: &'static str,
+    /// Pixels of the class in the mean prediction and in the reference (original grid).
+    pub predicted_px: usize,
+    pub reference_px: usize,
 }
 
 /// One image's distribution and calibration metrics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ImageRow {
     pub id: String,
     pub ged_squared: Option<f64>,
     pub sample_diversity: Option<f64>,
+    /// Hungarian-matched IoU of the samples with the reference.
+    pub hm_iou: Option<f64>,
+    /// Fraction of samples with an implausible structure ([`radlens_eval::plausibility::SampleFlaws`]).
+    pub implausible_sample_fraction: Option<f64>,
+    /// Diversity of samples varying along the low-rank factor only.
+    pub diversity_low_rank: Option<f64>,
+    /// Diversity of samples varying along the diagonal only.
+    pub diversity_diagonal: Option<f64>,
     pub ece: Option<f64>,
     pub nll: Option<f64>,
+}
+
+/// The distribution metrics of one image's samples against its reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleMetrics {
+    pub ged_squared: f64,
+    pub sample_diversity: f64,
+    pub hm_iou: f64,
+    pub implausible_sample_fraction: f64,
+}
+
+impl SampleMetrics {
+    /// The metrics of `pred`'s samples against `reference` (at the model's
+    /// resolution) over `structures`; `None` without samples.
+    pub fn of(pred: &Prediction, reference: &[u8], structures: &[u8]) -> Option<Self> {
+        if pred.samples.is_empty() {
+            return None;
+        }
+        let ss: Vec<&[u8]> = pred.samples.iter().map(Vec::as_slice).collect();
+        let g = ged::generalized_energy_distance(&ss, &[reference], structures);
+        let size = pred.letterbox.size;
+        let implausible = (0..ss.len())
+            .filter(|&i| {
+                sample_flaws(&pred.raw_sample(i), &pred.mean_mask, size, structures).implausible()
+            })
+            .count();
+        Some(Self {
+            ged_squared: g.ged_squared,
+            sample_diversity: g.diversity,
+            hm_iou: ged::hungarian_matched_iou(&ss, &[reference], structures),
+            implausible_sample_fraction: implausible as f64 / ss.len() as f64,
+        })
+    }
 }
 
 /// Everything an evaluation produced.
@@ -75,15 +121,9 @@ pub enum EvalEvent {
     CaseFinished(Count),
 }
 
-/// Evaluate `predictor` on `cases` of `dataset` with `samples` SSN samples per image at `temperature`.
-pub fn evaluate(
-    predictor: &Predictor,
-    dataset: &Dataset,
-    cases: &[&Sample],
-    samples: usize,
-    temperature: f64,
-    observer: &dyn Observer<EvalEvent>,
-) -> Result<Evaluation> {
+/// The mapping of `dataset`'s classes to the model's; an error when it annotates
+/// none of them.
+pub(crate) fn class_map(predictor: &Predictor, dataset: &Dataset) -> Result<ClassMap> {
     let model_classes = &predictor.model.config.classes;
     let map = ClassMap::new(&dataset.classes, model_classes);
     if map.annotated.is_empty() {
@@ -93,7 +133,19 @@ pub fn evaluate(
             model_classes.names[1..].join(", ")
         )));
     }
-    let all_annotated = map.annotated.len() + 1 == model_classes.len();
+    Ok(map)
+}
+
+/// Evaluate `predictor` on `cases` of `dataset` with `samples` SSN samples per image at `temperature`.
+pub fn evaluate(
+    predictor: &Predictor,
+    dataset: &Dataset,
+    cases: &[&Sample],
+    samples: usize,
+    temperature: f64,
+    observer: &dyn Observer<EvalEvent>,
+) -> Result<Evaluation> {
+    let map = class_map(predictor, dataset)?;
     let samples = if predictor.model.config.is_stochastic() {
         samples
     } else {
@@ -103,7 +155,7 @@ pub fn evaluate(
         done: done as u64,
         total: cases.len() as u64,
     };
-    let mut out = Evaluation {
+    let mut out_rows = Evaluation {
         classes: Vec::new(),
         images: Vec::new(),
         samples,
@@ -116,35 +168,83 @@ pub fn evaluate(
         let img = s.load_image()?;
         let mut reference = s.load_labels((img.width, img.height))?;
         map.apply(&mut reference.labels);
-        let pred = predictor.predict(&img, samples, temperature, k as u64)?;
+        let scoring = ImageScoring {
+            predictor,
+            map: &map,
+            samples,
+            temperature,
+            seed: k as u64,
+        };
+        let (classes, image) = scoring.score(s, &img, &reference)?;
+        out_rows.classes.extend(classes);
+        out_rows.images.push(image);
+        observer.observe(&EvalEvent::CaseFinished(count(k + 1)));
+    }
+    Ok(out_rows)
+}
+
+/// How one image is scored: the model, the class mapping and the sampling.
+pub(crate) struct ImageScoring<'a> {
+    pub predictor: &'a Predictor,
+    pub map: &'a ClassMap,
+    /// SSN samples (0 for a plain model).
+    pub samples: usize,
+    pub temperature: f64,
+    pub seed: u64,
+}
+
+impl ImageScoring<'_> {
+    /// The per-class and per-image metrics of `img` of case `case` against `reference`
+    /// (already in model class ids).
+    pub fn score(
+        &self,
+        case: &Sample,
+        img: &XrayImage,
+        reference: &LabelMap,
+    ) -> Result<(Vec<ClassRow>, ImageRow)> {
+        let (predictor, map, samples) = (self.predictor, self.map, self.samples);
+        let model_classes = &predictor.model.config.classes;
+        let all_annotated = map.annotated.len() + 1 == model_classes.len();
+        let out = predictor.forward(img)?;
+        let pred = predictor.draw(&out, samples, self.temperature, self.seed)?;
         let full = pred.mean_mask_to_image();
         let (row_mm, col_mm, unit) = match img.spacing {
             Some(sp) => (sp.row_mm, sp.col_mm, "mm"),
             None => (1.0, 1.0, "px"),
         };
-        for &c in &map.annotated {
-            let (p, y) = (full.class_mask(c), reference.class_mask(c));
-            let d = radlens_eval::surface_distances(&p, &y, img.width, img.height, row_mm, col_mm);
-            out.classes.push(ClassRow {
-                id: s.id.clone(),
-                sex: s.attributes.sex(),
-                age_years: s.attributes.age_years(),
-                view: s.attributes.view().map(str::to_string),
-                class: model_classes.name(c).to_string(),
-                dice: overlap::dice(&p, &y),
-                iou: overlap::iou(&p, &y),
-                hd95: d.map(|d| d.hd95),
-                assd: d.map(|d| d.assd),
-                distance_unit: unit,
-            });
-        }
-        let small_ref = pred.letterbox.labels(&reference).labels;
-        let (ged_squared, sample_diversity) = if pred.samples.is_empty() {
-            (None, None)
-        } else {
-            let ss: Vec<&[u8]> = pred.samples.iter().map(Vec::as_slice).collect();
-            let g = ged::generalized_energy_distance(&ss, &[&small_ref], &map.annotated);
-            (Some(g.ged_squared), Some(g.diversity))
+        let classes = map
+            .annotated
+            .iter()
+            .map(|&c| {
+                let (p, y) = (full.class_mask(c), reference.class_mask(c));
+                let d =
+                    radlens_eval::surface_distances(&p, &y, img.width, img.height, row_mm, col_mm);
+                ClassRow {
+                    id: case.id.clone(),
+                    sex: case.attributes.sex(),
+                    age_years: case.attributes.age_years(),
+                    view: case.attributes.view().map(str::to_string),
+                    class: model_classes.name(c).to_string(),
+                    dice: overlap::dice(&p, &y),
+                    iou: overlap::iou(&p, &y),
+                    hd95: d.map(|d| d.hd95),
+                    assd: d.map(|d| d.assd),
+                    distance_unit: unit,
+                    predicted_px: p.iter().filter(|&&v| v).count(),
+                    reference_px: y.iter().filter(|&&v| v).count(),
+                }
+            })
+            .collect();
+        let small_ref = pred.letterbox.labels(reference).labels;
+        let metrics = SampleMetrics::of(&pred, &small_ref, &map.annotated);
+        let part_diversity = |part| -> Result<Option<f64>> {
+            if samples == 0 {
+                return Ok(None);
+            }
+            let masks = predictor.draw_part(&out, samples, self.temperature, part, self.seed)?;
+            let ms: Vec<&[u8]> = masks.iter().map(Vec::as_slice).collect();
+            let g = ged::generalized_energy_distance(&ms, &[&small_ref], &map.annotated);
+            Ok(Some(g.diversity))
         };
         let (ece, nll) = if all_annotated {
             (
@@ -162,16 +262,19 @@ pub fn evaluate(
         } else {
             (None, None)
         };
-        out.images.push(ImageRow {
-            id: s.id.clone(),
-            ged_squared,
-            sample_diversity,
+        let image = ImageRow {
+            id: case.id.clone(),
+            ged_squared: metrics.map(|m| m.ged_squared),
+            sample_diversity: metrics.map(|m| m.sample_diversity),
+            hm_iou: metrics.map(|m| m.hm_iou),
+            implausible_sample_fraction: metrics.map(|m| m.implausible_sample_fraction),
+            diversity_low_rank: part_diversity(CovariancePart::LowRank)?,
+            diversity_diagonal: part_diversity(CovariancePart::Diagonal)?,
             ece,
             nll,
-        });
-        observer.observe(&EvalEvent::CaseFinished(count(k + 1)));
+        };
+        Ok((classes, image))
     }
-    Ok(out)
 }
 
 /// The metrics of every image and class, in an evaluation's output folder.
@@ -181,15 +284,20 @@ pub const SUMMARY_FILE: &str = "summary.json";
 
 /// Writes `per_image.csv` and `summary.json` into `out`.
 pub fn write_results(out: &Path, evaluation: &Evaluation, summary: &EvalSummary) -> Result<()> {
-    write_csv(
-        &out.join(PER_IMAGE_FILE),
-        &PER_IMAGE_HEADER,
-        evaluation.per_image_rows(),
-    )?;
+    write_per_image(out, evaluation)?;
     summary.write(&out.join(SUMMARY_FILE))
 }
 
-const PER_IMAGE_HEADER: [&str; 14] = [
+/// Writes `per_image.csv` into `out`.
+pub fn write_per_image(out: &Path, evaluation: &Evaluation) -> Result<()> {
+    Ok(write_csv(
+        &out.join(PER_IMAGE_FILE),
+        &PER_IMAGE_HEADER,
+        evaluation.per_image_rows(),
+    )?)
+}
+
+const PER_IMAGE_HEADER: [&str; 18] = [
     "id",
     "sex",
     "age_years",
@@ -202,13 +310,17 @@ const PER_IMAGE_HEADER: [&str; 14] = [
     "distance_unit",
     "ged_squared",
     "sample_diversity",
+    "hm_iou",
+    "implausible_sample_fraction",
+    "diversity_low_rank",
+    "diversity_diagonal",
     "ece",
     "nll",
 ];
 
 impl Evaluation {
     /// The rows of `per_image.csv`: one per image and class, image-level metrics repeated.
-    fn per_image_rows(&self) -> impl Iterator<Item = [String; 14]> + '_ {
+    fn per_image_rows(&self) -> impl Iterator<Item = [String; 18]> + '_ {
         let mut images: HashMap<&str, &ImageRow> = HashMap::new();
         for i in &self.images {
             images.entry(&i.id).or_insert(i);
@@ -230,6 +342,10 @@ impl Evaluation {
                 r.distance_unit.to_string(),
                 image_metric(|i| i.ged_squared),
                 image_metric(|i| i.sample_diversity),
+                image_metric(|i| i.hm_iou),
+                image_metric(|i| i.implausible_sample_fraction),
+                image_metric(|i| i.diversity_low_rank),
+                image_metric(|i| i.diversity_diagonal),
                 image_metric(|i| i.ece),
                 image_metric(|i| i.nll),
             ]

@@ -60,11 +60,21 @@ pub struct MetricTables {
     pub assd: PerClass,
 }
 
-/// Metrics of the sample distribution (`None` without samples).
+/// Metrics of the sample distribution (`None` without samples; summaries written
+/// before a metric existed read back as `None`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StochasticMetrics {
     pub ged_squared: Option<Summary>,
     pub sample_diversity: Option<Summary>,
+    #[serde(default)]
+    pub hm_iou: Option<Summary>,
+    /// Per image, the fraction of its samples that are implausible.
+    #[serde(default)]
+    pub implausible_sample_fraction: Option<Summary>,
+    #[serde(default)]
+    pub diversity_low_rank: Option<Summary>,
+    #[serde(default)]
+    pub diversity_diagonal: Option<Summary>,
 }
 
 /// Calibration of the predictive distribution (`None` when the dataset does not
@@ -157,6 +167,10 @@ impl Evaluation {
             stochastic: StochasticMetrics {
                 ged_squared: image_metric(|r| r.ged_squared, 6),
                 sample_diversity: image_metric(|r| r.sample_diversity, 7),
+                hm_iou: image_metric(|r| r.hm_iou, 10),
+                implausible_sample_fraction: image_metric(|r| r.implausible_sample_fraction, 11),
+                diversity_low_rank: image_metric(|r| r.diversity_low_rank, 12),
+                diversity_diagonal: image_metric(|r| r.diversity_diagonal, 13),
             },
             calibration: CalibrationMetrics {
                 ece_10_bins: image_metric(|r| r.ece, 8),
@@ -200,6 +214,8 @@ mod tests {
             hd95: (dice > 0.0).then_some(3.0),
             assd: None,
             distance_unit: "mm",
+            predicted_px: 10,
+            reference_px: 12,
         }
     }
 
@@ -208,8 +224,8 @@ mod tests {
             id: id.into(),
             ged_squared: ged,
             sample_diversity: ged,
-            ece: None,
-            nll: None,
+            implausible_sample_fraction: ged.map(|_| 0.25),
+            ..ImageRow::default()
         }
     }
 
@@ -238,6 +254,15 @@ mod tests {
         assert_eq!(s.metrics.hd95["heart"].as_ref().unwrap().n, 1);
         assert_eq!(s.metrics.assd["lung"], None);
         assert_eq!(s.stochastic.ged_squared.as_ref().unwrap().n, 1);
+        assert_eq!(
+            s.stochastic
+                .implausible_sample_fraction
+                .as_ref()
+                .unwrap()
+                .mean,
+            0.25
+        );
+        assert_eq!(s.stochastic.hm_iou, None);
         assert_eq!(s.calibration.ece_10_bins, None);
         let groups: Vec<_> = s
             .subgroups
@@ -260,12 +285,12 @@ mod tests {
         );
         let csv = std::fs::read_to_string(dir.path().join(PER_IMAGE_FILE)).unwrap();
         let lines: Vec<_> = csv.lines().collect();
-        assert_eq!(lines[0], "id,sex,age_years,view,class,dice,iou,hd95,assd,distance_unit,ged_squared,sample_diversity,ece,nll");
+        assert_eq!(lines[0], "id,sex,age_years,view,class,dice,iou,hd95,assd,distance_unit,ged_squared,sample_diversity,hm_iou,implausible_sample_fraction,diversity_low_rank,diversity_diagonal,ece,nll");
         assert_eq!(
             lines[1],
-            "\"a,1\",female,35,PA,lung,0.900000,0.818182,3.000000,,mm,0.200000,0.200000,,"
+            "\"a,1\",female,35,PA,lung,0.900000,0.818182,3.000000,,mm,0.200000,0.200000,,0.250000,,,,"
         );
-        assert_eq!(lines[4], "b,,61.5,PA,heart,0.000000,0.000000,,,mm,,,,");
+        assert_eq!(lines[4], "b,,61.5,PA,heart,0.000000,0.000000,,,mm,,,,,,,,");
     }
 
     #[test]

@@ -1,0 +1,106 @@
+//! `radlens seg subgroups`: parses, evaluates, runs [`radlens_seg::subgroups`], prints.
+
+use crate::seg_cmd::load_predictor;
+use crate::seg_progress::EvalProgress;
+use anyhow::Result;
+use clap::Args;
+use radlens_io::split::SplitPart;
+use radlens_io::DatasetSpec;
+use radlens_seg::checkpoint::SegRun;
+use radlens_seg::evaluate::{choose_cases, evaluate, write_per_image};
+use radlens_seg::subgroups::{analyse, confounders, SubgroupSummary, PROTOCOL};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct SubgroupsArgs {
+    /// Run folder of a trained model (default: the shipped models/jsrt-ssn).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Evaluation data as <kind>:<dir>.
+    #[arg(long)]
+    dataset: DatasetSpec,
+    /// Which cases (default as `seg eval`: test on the model's own kind of data, else all).
+    #[arg(long)]
+    split: Option<SplitPart>,
+    /// Attributes to group by, comma-separated: any the dataset records (sex, view,
+    /// nodule, finding, ...) and age_band.
+    #[arg(long, value_delimiter = ',', default_value = "sex,age_band")]
+    by: Vec<String>,
+    /// Seed of the bootstrap and permutations.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder for per_image.csv and summary.json.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
+    let (dir, predictor) = load_predictor(a.model)?;
+    let dataset = a.dataset.open()?;
+    let cases = choose_cases(&SegRun::at(&dir), &a.dataset, &dataset, a.split, None)?;
+    let known: Vec<&str> =
+        a.by.iter()
+            .filter(|name| {
+                name.as_str() == radlens_io::attributes::AGE_BAND
+                    || cases
+                        .samples
+                        .iter()
+                        .any(|c| c.attributes.get(name).is_some())
+            })
+            .map(String::as_str)
+            .collect();
+    if let Some(unknown) = a.by.iter().find(|n| !known.contains(&n.as_str())) {
+        anyhow::bail!(
+            "--by {unknown}: no case of {} records that attribute",
+            a.dataset
+        );
+    }
+    // Subgroups compare the mean prediction: no samples are drawn.
+    let ev = evaluate(
+        &predictor,
+        &dataset,
+        &cases.samples,
+        0,
+        0.0,
+        &EvalProgress::default(),
+    )?;
+    let (conf, statement) = confounders(a.dataset.kind);
+    let attributes = analyse(&ev, &cases.samples, &a.by, &conf, a.seed);
+    let summary = SubgroupSummary {
+        model: dir.display().to_string(),
+        dataset: a.dataset.to_string(),
+        images: cases.samples.len(),
+        attributes,
+        confounders: statement.to_string(),
+        protocol: PROTOCOL.to_string(),
+    };
+    write_per_image(&a.out, &ev)?;
+    radlens_core::results::write_json(&a.out.join("summary.json"), &summary)?;
+    for (name, at) in &summary.attributes {
+        println!("{name} ({} images without it)", at.missing);
+        for g in &at.groups {
+            println!(
+                "  {:<12} n {:>3}{}  Dice {:.4} [{:.4}, {:.4}]  signed area error {:+.4}",
+                g.group,
+                g.n,
+                if g.too_small { " (too small)" } else { "" },
+                g.dice_mean,
+                g.dice_ci[0],
+                g.dice_ci[1],
+                g.signed_area_error_mean
+            );
+        }
+        if let (Some(gap), Some(ci), Some(p), Some(ph)) = (at.gap, at.gap_ci, at.p_value, at.p_holm)
+        {
+            println!(
+                "  gap {gap:.4} [{:.4}, {:.4}]  permutation p {p:.4}  Holm {ph:.4}  skewed error ratio {:.2}",
+                ci[0],
+                ci[1],
+                at.skewed_error_ratio.unwrap_or(f64::NAN)
+            );
+        }
+    }
+    println!("confounders: {}", summary.confounders);
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
