@@ -63,9 +63,10 @@ struct ModelArgs {
     /// SSN samples per image for the intervals.
     #[arg(long, default_value_t = 32)]
     samples: usize,
-    /// Scale of the samples' deviation from the mean.
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
+    /// Scale of the samples' deviation from the mean [default: the model's calibrated
+    /// temperature].
+    #[arg(long)]
+    temperature: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -106,7 +107,8 @@ struct CorpusPart {
     /// Part of the corpus: train, heldout or all.
     #[arg(long, default_value = "all")]
     part: ReportPart,
-    /// Fraction of reports held out (the split is by report, seeded; as `sae harvest`).
+    /// Fraction of distinct report texts held out (seeded, duplicates dropped; as `sae
+    /// harvest`, so both hold out the same reports).
     #[arg(long, default_value_t = 0.1)]
     heldout_fraction: f64,
     #[arg(long, default_value_t = 0)]
@@ -121,6 +123,7 @@ impl CorpusPart {
         let split = ReportSplit {
             heldout_fraction: self.heldout_fraction,
             seed: self.split_seed,
+            deduplicate: true,
         };
         Ok(Some(split.select(read_iu_records(&spec.dir)?, self.part)?))
     }

@@ -45,5 +45,5 @@ mod error;
 pub use corpus::{read_iu_records, read_iu_xray, CorpusSpec, IuRecord, Report};
 pub use error::{ReportError, Result};
 pub use label::{Labeler, Labels, Mention, Observation, Status};
-pub use split::{normalised_text, ReportPart, ReportSplit};
+pub use split::{normalised_text, ReportPart, ReportSplit, SplitItem};
 pub use tags::{read_iu_xray_tags, Finding, ReportTags, FINDINGS};

@@ -4,6 +4,7 @@
 //! and each part keeps one report per text.
 
 use crate::error::{ReportError, Result};
+use crate::Report;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -63,9 +64,28 @@ pub fn normalised_text(report: &Report) -> String {
         .join(" ")
 }
 
+/// What a split places: a report, or a record holding one. Duplicates are judged on the
+/// report's [`normalised_text`], so a record and its report land in the same part.
+pub trait SplitItem {
+    /// The report's normalised findings and impression text.
+    fn split_text(&self) -> String;
+}
+
+impl SplitItem for Report {
+    fn split_text(&self) -> String {
+        normalised_text(self)
+    }
+}
+
+impl SplitItem for crate::IuRecord {
+    fn split_text(&self) -> String {
+        normalised_text(&self.report())
+    }
+}
+
 impl ReportSplit {
     /// The reports (or records) of `part`, in their order.
-    pub fn select<T>(&self, reports: Vec<T>, part: ReportPart) -> Result<Vec<T>> {
+    pub fn select<T: SplitItem>(&self, reports: Vec<T>, part: ReportPart) -> Result<Vec<T>> {
         if !(0.0..1.0).contains(&self.heldout_fraction) {
             return Err(ReportError::HeldoutFraction(self.heldout_fraction));
         }
@@ -73,7 +93,7 @@ impl ReportSplit {
             let mut seen = std::collections::HashSet::new();
             reports
                 .into_iter()
-                .filter(|r| seen.insert(normalised_text(r)))
+                .filter(|r| seen.insert(r.split_text()))
                 .collect()
         } else {
             reports

@@ -22,7 +22,7 @@ fn shared() -> PathBuf {
 fn models() -> Models {
     let cfg = SampleConfig {
         samples: 8,
-        temperature: 1.0,
+        temperature: None,
         seed: 0,
     };
     Models::load(&root().join("models/jsrt-ssn"), None, cfg).unwrap()

@@ -81,7 +81,7 @@ pub fn confounders(kind: DatasetKind) -> (Vec<String>, &'static str) {
             vec![attr::NODULE.into()],
             "JSRT: nodule status (154 of 247 films have a nodule, which can distort the lung outline); every film is PA from one population.",
         ),
-        DatasetKind::CovidCxr => (
+        DatasetKind::CovidCxr | DatasetKind::CovidCxrOpacity => (
             vec![attr::VIEW.into(), attr::FINDING.into()],
             "covid-cxr: projection (AP films of supine, sicker patients vs PA) and finding (opacities hide the lung border), both unevenly spread over sex and age; images come from many hospitals.",
         ),

@@ -79,8 +79,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SampleConfig {
     pub samples: usize,
-    /// Scale of the samples' deviation from the mean.
-    pub temperature: f64,
+    /// Scale of the samples' deviation from the mean; `None`: the model's calibrated
+    /// temperature (`calibration.json` of its run), so intervals are as wide as the
+    /// validation split says they should be.
+    pub temperature: Option<f64>,
     pub seed: u64,
 }
 
@@ -157,11 +159,16 @@ pub struct Masks {
 pub fn predict_masks(model: &MeasureModel, img: &XrayImage, cfg: SampleConfig) -> Result<Masks> {
     let p = model
         .predictor
-        .predict(img, cfg.samples, cfg.temperature, cfg.seed)
+        .predict(
+            img,
+            cfg.samples,
+            cfg.temperature.unwrap_or(model.predictor.temperature),
+            cfg.seed,
+        )
         .map_err(|e| ReportError::Invalid(format!("segmentation failed: {e}")))?;
     Ok(Masks {
         mean: p.mean_mask_to_image(),
-        samples: p.samples.iter().map(|s| p.labels_to_image(s)).collect(),
+        samples: p.sample_logits.iter().map(|l| p.logits_to_image(l)).collect(),
     })
 }
 
