@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn noise_has_the_norm_of_the_sae_error_per_token() {
-        let sae = Arc::new(Sae::new(SaeConfig::matryoshka(8, 16, 2).unwrap(), 3).unwrap());
+        let sae = Arc::new(Sae::new(SaeConfig::matryoshka(8, 64, 2).unwrap(), 3).unwrap());
         let rows = Tensor::randn(0f32, 1.0, (5, 8), &Device::Cpu).unwrap();
         let norms = |t: &Tensor| -> Vec<f32> {
             t.sqr()

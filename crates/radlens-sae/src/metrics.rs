@@ -278,7 +278,7 @@ mod tests {
         data[7 * 8..8 * 8].iter_mut().for_each(|v| *v *= 50.0);
         let x = Tensor::from_vec(data, (40, 8), &Device::Cpu).unwrap();
         let positions: Vec<u32> = (0..40).map(|i| i % 20).collect();
-        let sae = Sae::new(SaeConfig::matryoshka(8, 16, 3).unwrap(), 1).unwrap();
+        let sae = Sae::new(SaeConfig::matryoshka(8, 64, 3).unwrap(), 1).unwrap();
         let filter = TokenFilter {
             policy: TokenPolicy::default(),
             median_norm: 1.6,
@@ -315,7 +315,7 @@ mod tests {
         // Mean (3, 3): (4 + 1) + (0 + 9) + (4 + 4) = 22.
         assert!((m.centred(&m.mean()) - 22.0).abs() < 1e-12);
         assert_eq!(position_bucket(0), 0);
-        assert_eq!(position_bucket(3), 3);
+        assert_eq!(position_bucket(3), 2);
         assert_eq!(position_bucket(1000), POSITION_BUCKETS.len() - 1);
     }
 }

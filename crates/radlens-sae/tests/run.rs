@@ -219,7 +219,7 @@ fn bad_requests_are_refused_before_training() {
             batch: 500,
             ..base()
         },
-        "batch size 500",
+        "fewer than one batch of 500",
     );
     refused(
         TrainRequest {
