@@ -57,9 +57,10 @@ struct ModelArgs {
     /// Anatomy model (lungs and heart) run folder.
     #[arg(long, default_value = crate::SHIPPED_MODEL)]
     model: PathBuf,
-    /// Opacity model (lungs and opacity) run folder; `none` to go without.
-    #[arg(long, default_value = OPACITY_MODEL)]
-    opacity_model: String,
+    /// Opacity model (lungs and opacity) run folder [default: models/covid-cxr-opacity when
+    /// it exists; without one, opacity is not measured].
+    #[arg(long)]
+    opacity_model: Option<PathBuf>,
     /// SSN samples per image for the intervals.
     #[arg(long, default_value_t = 32)]
     samples: usize,
