@@ -84,7 +84,11 @@ impl ModelArgs {
     }
 
     fn load(&self) -> Result<Models> {
-        let opacity = (self.opacity_model != "none").then(|| PathBuf::from(&self.opacity_model));
+        let shipped = PathBuf::from(OPACITY_MODEL);
+        let opacity = self
+            .opacity_model
+            .clone()
+            .or_else(|| shipped.is_dir().then_some(shipped));
         Ok(Models::load(
             &self.model,
             opacity.as_deref(),
