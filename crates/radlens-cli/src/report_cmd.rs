@@ -57,9 +57,10 @@ struct ModelArgs {
     /// Anatomy model (lungs and heart) run folder.
     #[arg(long, default_value = crate::SHIPPED_MODEL)]
     model: PathBuf,
-    /// Opacity model (lungs and opacity) run folder; `none` to go without.
-    #[arg(long, default_value = OPACITY_MODEL)]
-    opacity_model: String,
+    /// Opacity model (lungs and opacity) run folder [default: models/covid-cxr-opacity when
+    /// it exists; without one, opacity is not measured].
+    #[arg(long)]
+    opacity_model: Option<PathBuf>,
     /// SSN samples per image for the intervals.
     #[arg(long, default_value_t = 32)]
     samples: usize,
@@ -84,7 +85,11 @@ impl ModelArgs {
     }
 
     fn load(&self) -> Result<Models> {
-        let opacity = (self.opacity_model != "none").then(|| PathBuf::from(&self.opacity_model));
+        let shipped = PathBuf::from(OPACITY_MODEL);
+        let opacity = self
+            .opacity_model
+            .clone()
+            .or_else(|| shipped.is_dir().then_some(shipped));
         Ok(Models::load(
             &self.model,
             opacity.as_deref(),

@@ -192,7 +192,8 @@ impl Labeler {
         let mentions = obs
             .into_iter()
             .map(|s| {
-                let (name, qualified, excluding) = if let Some(n) = s.header.strip_suffix(QUALIFIED) {
+                let (name, qualified, excluding) = if let Some(n) = s.header.strip_suffix(QUALIFIED)
+                {
                     (n, true, false)
                 } else if let Some(n) = s.header.strip_suffix(EXCLUDED) {
                     (n, false, true)
@@ -344,7 +345,11 @@ impl Labeler {
                 .flat_map(|r| r.excluded.iter())
                 .flat_map(|p| p.find_iter(sentence).map(|m| m.range()))
                 .collect();
-            spans.retain(|(r, _)| !excluded.iter().any(|e| e.start <= r.start && r.end <= e.end));
+            spans.retain(|(r, _)| {
+                !excluded
+                    .iter()
+                    .any(|e| e.start <= r.start && r.end <= e.end)
+            });
             spans.sort_by_key(|(r, q)| (r.start, std::cmp::Reverse(r.end), *q));
             let mut merged: Vec<(Range<usize>, bool)> = Vec::new();
             for (r, q) in spans.drain(..) {

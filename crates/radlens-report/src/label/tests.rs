@@ -134,7 +134,7 @@ fn modifiers_laterality_severity_change() {
     let ptx = m.iter().find(|m| m.observation == Pneumothorax).unwrap();
     assert_eq!(ptx.laterality, Some(Laterality::Right));
     assert_eq!(ptx.severity.as_deref(), Some("severe"));
-    let m = labeler().mentions("Bilateral effusions, unchanged.");
+    let m = labeler().mentions("Bilateral effusions are unchanged.");
     assert_eq!(m[0].laterality, Some(Laterality::Bilateral));
     assert_eq!(m[0].change.as_deref(), Some("unchanged"));
     let m = labeler().mentions("New right lower lobe consolidation.");
