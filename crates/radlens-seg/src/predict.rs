@@ -244,12 +244,27 @@ impl Prediction {
         self.letterbox.invert_maps(map, 1)
     }
 
-    /// Logits (C x S*S) resampled bilinearly to the source image grid, then labelled
-    /// (and cleaned) there: outlines follow the smooth logit surface instead of the
-    /// model's pixel staircase.
+    /// Logits (C x S*S) turned into class probabilities, resampled bilinearly to the
+    /// source image grid, then labelled (and cleaned) there: outlines follow the smooth
+    /// probability surface instead of the model's pixel staircase. Probabilities rather
+    /// than raw logits (as nnU-Net resamples), since unbounded logits move the boundary
+    /// towards the less confident class between pixel centres.
     pub fn logits_to_image(&self, logits: &[f32]) -> LabelMap {
         let (w, h) = self.letterbox.src;
-        let big = self.letterbox.invert_maps(logits, self.classes);
+        let plane = logits.len() / self.classes.max(1);
+        let mut probs = logits.to_vec();
+        for i in 0..plane {
+            let max = (0..self.classes)
+                .map(|c| logits[c * plane + i])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let total: f32 = (0..self.classes)
+                .map(|c| (logits[c * plane + i] - max).exp())
+                .sum();
+            for c in 0..self.classes {
+                probs[c * plane + i] = (logits[c * plane + i] - max).exp() / total;
+            }
+        }
+        let big = self.letterbox.invert_maps(&probs, self.classes);
         argmax_labels(&big, self.classes, w, h, self.clean)
     }
 
