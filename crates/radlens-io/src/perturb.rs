@@ -313,8 +313,10 @@ mod tests {
 
     #[test]
     fn every_perturbation_is_seeded_bounded_and_grows_with_level() {
-        let img = textured(64, 48);
-        let labels = LabelMap::empty(64, 48);
+        // blur sigmas are given at 1024 px and scaled to the image: at 256 px level 1 is
+        // sigma 0.25 px, still a visible change
+        let img = textured(256, 192);
+        let labels = LabelMap::empty(256, 192);
         for p in Perturbation::ALL {
             let mut last = 0.0;
             for level in 1..=LEVELS {
@@ -322,7 +324,7 @@ mod tests {
                 let (b, _) = p.apply(level, &img, &labels, 7).unwrap();
                 assert_eq!(a.pixels, b.pixels, "{p:?} is not reproducible");
                 assert!(a.pixels.iter().all(|v| (0.0..=1.0).contains(v)), "{p:?}");
-                assert_eq!((a.width, a.height), (64, 48));
+                assert_eq!((a.width, a.height), (256, 192));
                 let change: f64 = a
                     .pixels
                     .iter()

@@ -168,7 +168,11 @@ pub fn predict_masks(model: &MeasureModel, img: &XrayImage, cfg: SampleConfig) -
         .map_err(|e| ReportError::Invalid(format!("segmentation failed: {e}")))?;
     Ok(Masks {
         mean: p.mean_mask_to_image(),
-        samples: p.sample_logits.iter().map(|l| p.logits_to_image(l)).collect(),
+        samples: p
+            .sample_logits
+            .iter()
+            .map(|l| p.logits_to_image(l))
+            .collect(),
     })
 }
 
