@@ -16,7 +16,7 @@ const D: usize = 4;
 
 /// Report `uid` has cardiomegaly when uid % 3 == 0.
 fn cardiomegaly(uid: usize) -> bool {
-    uid % 3 == 0
+    uid.is_multiple_of(3)
 }
 
 /// Reports `uids`, 6 tokens each; token 3 of a cardiomegaly report has coordinate 2 at 5.

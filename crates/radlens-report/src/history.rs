@@ -91,7 +91,7 @@ pub fn patients(ds: &Dataset) -> Vec<(String, usize)> {
         }
     }
     let mut v: Vec<_> = m.into_iter().collect();
-    v.sort_by(|a, b| natural(&a.0).cmp(&natural(&b.0)));
+    v.sort_by_key(|a| natural(&a.0));
     v
 }
 

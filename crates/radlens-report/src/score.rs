@@ -61,7 +61,7 @@ pub fn bleu4(pairs: &[(Vec<String>, Vec<String>)]) -> f64 {
             }
         }
     }
-    if c == 0 || matched.iter().any(|&m| m == 0) {
+    if c == 0 || matched.contains(&0) {
         return 0.0;
     }
     let log_p: f64 = (0..4)

@@ -92,20 +92,32 @@ pub fn confounders(kind: DatasetKind) -> (Vec<String>, &'static str) {
 /// One image: mean Dice, mean HD95 (if any structure has one), mean signed area error.
 type Row = (f64, Option<f64>, f64);
 
+/// One image's per-structure values: Dice, HD95 where defined, signed area error.
+#[derive(Default)]
+struct Structures {
+    dice: Vec<f64>,
+    hd95: Vec<f64>,
+    area_error: Vec<f64>,
+}
+
 /// Each image's [`Row`], by image id.
 fn per_image(ev: &Evaluation) -> BTreeMap<&str, Row> {
-    let mut acc: BTreeMap<&str, (Vec<f64>, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut acc: BTreeMap<&str, Structures> = BTreeMap::new();
     for r in &ev.classes {
         let e = acc.entry(r.id.as_str()).or_default();
-        e.0.push(r.dice);
-        e.1.extend(r.hd95);
+        e.dice.push(r.dice);
+        e.hd95.extend(r.hd95);
         if r.reference_px > 0 {
-            e.2.push((r.predicted_px as f64 - r.reference_px as f64) / r.reference_px as f64);
+            e.area_error
+                .push((r.predicted_px as f64 - r.reference_px as f64) / r.reference_px as f64);
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     acc.into_iter()
-        .map(|(id, (d, h, a))| (id, (mean(&d), (!h.is_empty()).then(|| mean(&h)), mean(&a))))
+        .map(|(id, s)| {
+            let hd95 = (!s.hd95.is_empty()).then(|| mean(&s.hd95));
+            (id, (mean(&s.dice), hd95, mean(&s.area_error)))
+        })
         .collect()
 }
 

@@ -24,6 +24,9 @@ const OBSERVATIONS: &str = include_str!("../../rules/observations.txt");
 const CONTEXT: &str = include_str!("../../rules/context.txt");
 const MODIFIERS: &str = include_str!("../../rules/modifiers.txt");
 
+/// A mention's byte range in its sentence, and whether only a trigger makes it count.
+type MatchedSpan = (Range<usize>, bool);
+
 /// A mention's status, and a label's value in CheXpert's convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -325,8 +328,8 @@ impl Labeler {
 
     /// Mention spans per observation, each with whether it is qualified; overlapping
     /// matches of one observation merge (an unqualified match wins).
-    fn find(&self, sentence: &str) -> Vec<(Observation, Vec<(Range<usize>, bool)>)> {
-        let mut per: Vec<(Observation, Vec<(Range<usize>, bool)>)> = Vec::new();
+    fn find(&self, sentence: &str) -> Vec<(Observation, Vec<MatchedSpan>)> {
+        let mut per: Vec<(Observation, Vec<MatchedSpan>)> = Vec::new();
         for rules in &self.mentions {
             let found = rules
                 .patterns
@@ -351,7 +354,7 @@ impl Labeler {
                     .any(|e| e.start <= r.start && r.end <= e.end)
             });
             spans.sort_by_key(|(r, q)| (r.start, std::cmp::Reverse(r.end), *q));
-            let mut merged: Vec<(Range<usize>, bool)> = Vec::new();
+            let mut merged: Vec<MatchedSpan> = Vec::new();
             for (r, q) in spans.drain(..) {
                 match merged.last_mut() {
                     Some((last, lq)) if r.start < last.end => {
