@@ -282,12 +282,8 @@ fn measure_cmd(a: MeasureArgs) -> Result<()> {
     let ds = a.dataset.open()?;
     let run = radlens_seg::checkpoint::SegRun::at(&a.models.model);
     let cases = radlens_seg::evaluate::choose_cases(&run, &a.dataset, &ds, a.split, a.limit)?;
-    let m = radlens_seg::checkpoint::load_model(
-        &a.models.model,
-        &candle_core::Device::Cpu,
-        radlens_seg::config::ConvBackend::Radlens,
-    )?;
-    let model = MeasureModel::new(radlens_seg::Predictor::new(m, candle_core::Device::Cpu))?;
+    let predictor = radlens_seg::Predictor::load(&a.models.model, &candle_core::Device::Cpu)?;
+    let model = MeasureModel::new(predictor)?;
     let pb = bar(
         cases.samples.len() as u64,
         "measuring {bar:30} {pos}/{len} {elapsed}",

@@ -5,8 +5,6 @@ use crate::error::{ReportError, Result};
 use crate::measure::geometry::AnatomyIds;
 use crate::measure::{measure, predict_masks, Masks, MeasureModel, Measurements, SampleConfig};
 use radlens_io::XrayImage;
-use radlens_seg::checkpoint::load_model;
-use radlens_seg::config::ConvBackend;
 use radlens_seg::Predictor;
 use std::path::{Path, PathBuf};
 
@@ -20,10 +18,10 @@ pub struct Models {
 }
 
 fn load(dir: &Path) -> Result<MeasureModel> {
-    let m = load_model(dir, &candle_core::Device::Cpu, ConvBackend::Radlens)
+    // with the run's calibrated sampling temperature, which sets the intervals' width
+    let p = Predictor::load(dir, &candle_core::Device::Cpu)
         .map_err(|e| ReportError::Invalid(format!("{}: {e}", dir.display())))?;
-    MeasureModel::new(Predictor::new(m, candle_core::Device::Cpu))
-        .map_err(|e| ReportError::Invalid(format!("{}: {e}", dir.display())))
+    MeasureModel::new(p).map_err(|e| ReportError::Invalid(format!("{}: {e}", dir.display())))
 }
 
 impl Models {
