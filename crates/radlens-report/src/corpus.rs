@@ -104,19 +104,15 @@ pub fn read_iu_xray(dir: &Path) -> Result<Vec<Report>> {
 /// text, with its other sections and MeSH terms (columns other than uid, findings and
 /// impression may be absent: they are then empty).
 pub fn read_iu_records(dir: &Path) -> Result<Vec<IuRecord>> {
-    let path = dir.join("indiana_reports.csv");
+    let (mut rdr, columns) = open_iu_csv(dir)?;
+    let path = columns.path.clone();
     let bad = |e: csv::Error| ReportError::corpus(&path, e);
-    // Rows may have fewer fields than the header; missing fields are empty.
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(&path)
-        .map_err(bad)?;
-    let header = rdr.headers().map_err(bad)?.clone();
-    let find = |name: &str| header.iter().position(|h| h.trim() == name);
-    let column = |name: &str| {
-        find(name).ok_or_else(|| ReportError::corpus(&path, format!("no '{name}' column")))
-    };
-    let (uid, findings, impression) = (column("uid")?, column("findings")?, column("impression")?);
+    let find = |name: &str| columns.find(name);
+    let (uid, findings, impression) = (
+        columns.require("uid")?,
+        columns.require("findings")?,
+        columns.require("impression")?,
+    );
     let (indication, comparison, mesh) = (find("indication"), find("comparison"), find("MeSH"));
     let mut records = Vec::new();
     for row in rdr.records() {
@@ -128,12 +124,7 @@ pub fn read_iu_records(dir: &Path) -> Result<Vec<IuRecord>> {
             comparison: field(comparison),
             findings: field(Some(findings)),
             impression: field(Some(impression)),
-            mesh: field(mesh)
-                .split(';')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect(),
+            mesh: split_terms(&field(mesh)),
         };
         if !record.report().text().is_empty() {
             records.push(record);
@@ -152,6 +143,48 @@ pub fn read_iu_records(dir: &Path) -> Result<Vec<IuRecord>> {
         ));
     }
     Ok(records)
+}
+
+/// The header of `indiana_reports.csv`, to find its columns by name.
+pub(crate) struct IuColumns {
+    pub(crate) path: PathBuf,
+    header: csv::StringRecord,
+}
+
+impl IuColumns {
+    /// The index of column `name`, if the file has it.
+    pub(crate) fn find(&self, name: &str) -> Option<usize> {
+        self.header.iter().position(|h| h.trim() == name)
+    }
+
+    /// The index of column `name`, or an error naming the file and the column.
+    pub(crate) fn require(&self, name: &str) -> Result<usize> {
+        self.find(name)
+            .ok_or_else(|| ReportError::corpus(&self.path, format!("no '{name}' column")))
+    }
+}
+
+/// Opens `indiana_reports.csv` in `dir` with its header. Rows may have fewer fields than
+/// the header; missing fields read as empty.
+pub(crate) fn open_iu_csv(dir: &Path) -> Result<(csv::Reader<std::fs::File>, IuColumns)> {
+    let path = dir.join("indiana_reports.csv");
+    let bad = |e: csv::Error| ReportError::corpus(&path, e);
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&path)
+        .map_err(bad)?;
+    let header = rdr.headers().map_err(bad)?.clone();
+    Ok((rdr, IuColumns { path, header }))
+}
+
+/// A `;`-separated list of curated terms (`MeSH`, `Problems`), trimmed, empties dropped.
+pub(crate) fn split_terms(field: &str) -> Vec<String> {
+    field
+        .split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! collection's indexers) and, for comparison with earlier studies, from the report's
 //! words. A stand-in until radlens has its own report labeler.
 
-use crate::corpus::Report;
+use crate::corpus::{open_iu_csv, split_terms, Report};
 use crate::error::{ReportError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -17,31 +17,12 @@ pub struct ReportTags {
 
 /// Reads the `Problems` column of `indiana_reports.csv` in `dir`, by report uid.
 pub fn read_iu_xray_tags(dir: &Path) -> Result<HashMap<String, ReportTags>> {
-    let path = dir.join("indiana_reports.csv");
-    let bad = |e: csv::Error| ReportError::corpus(&path, e);
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(&path)
-        .map_err(bad)?;
-    let header = rdr.headers().map_err(bad)?.clone();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| ReportError::corpus(&path, format!("no '{name}' column")))
-    };
-    let (uid, problems) = (column("uid")?, column("Problems")?);
+    let (mut rdr, columns) = open_iu_csv(dir)?;
+    let (uid, problems) = (columns.require("uid")?, columns.require("Problems")?);
     let mut tags = HashMap::new();
     for row in rdr.records() {
-        let row = row.map_err(bad)?;
-        let problems = row
-            .get(problems)
-            .unwrap_or("")
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
+        let row = row.map_err(|e| ReportError::corpus(&columns.path, e))?;
+        let problems = split_terms(row.get(problems).unwrap_or(""));
         tags.insert(
             row.get(uid).unwrap_or("").trim().to_string(),
             ReportTags { problems },
