@@ -89,9 +89,7 @@ pub fn score_temperatures(
             id: s.id.clone(),
             progress: count(k),
         });
-        let img = s.load_image()?;
-        let mut reference = s.load_labels((img.width, img.height))?;
-        map.apply(&mut reference.labels);
+        let (img, reference) = map.load_case(s)?;
         let out = predictor.forward(&img)?;
         let small_ref = out.letterbox.labels(&reference).labels;
         for (sum, &t) in sums.iter_mut().zip(grid) {

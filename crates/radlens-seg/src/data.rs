@@ -7,7 +7,7 @@ use radlens_core::observe::Count;
 use radlens_core::Observer;
 use radlens_io::augment::{augment, AugmentConfig};
 use radlens_io::preprocess::{finish_intensity, IntensityConfig, Letterbox};
-use radlens_io::{ClassId, ClassSchema, Sample};
+use radlens_io::{ClassId, ClassSchema, LabelMap, Sample, XrayImage};
 use rand::Rng;
 
 /// Maps a dataset's class ids to a model's by class name; classes the model
@@ -43,6 +43,14 @@ impl ClassMap {
             *l = self.to_model.get(*l as usize).copied().unwrap_or(0);
         }
     }
+
+    /// A case's image and its reference labels on the image grid, in model ids.
+    pub fn load_case(&self, sample: &Sample) -> Result<(XrayImage, LabelMap)> {
+        let img = sample.load_image()?;
+        let mut labels = sample.load_labels((img.width, img.height))?;
+        self.apply(&mut labels.labels);
+        Ok((img, labels))
+    }
 }
 
 /// Cases letterboxed to `size` x `size`: intensities in [0, 1] (before
@@ -69,9 +77,7 @@ impl PreparedSet {
             labels: Vec::new(),
         };
         for (done, s) in (1..).zip(samples) {
-            let img = s.load_image()?;
-            let mut lab = s.load_labels((img.width, img.height))?;
-            map.apply(&mut lab.labels);
+            let (img, lab) = map.load_case(s)?;
             let lb = Letterbox::new((img.width, img.height), size);
             set.ids.push(s.id.clone());
             set.images.push(lb.image(&img));

@@ -88,9 +88,7 @@ pub fn run_robustness(
             id: case.id.clone(),
             progress: count(k),
         });
-        let img = case.load_image()?;
-        let mut reference = case.load_labels((img.width, img.height))?;
-        map.apply(&mut reference.labels);
+        let (img, reference) = map.load_case(case)?;
         let mut conditions = vec![("clean".to_string(), 0, 0.0, img.clone(), reference.clone())];
         for (pi, p) in perturbations.iter().enumerate() {
             for level in 1..=LEVELS {

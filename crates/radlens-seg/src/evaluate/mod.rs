@@ -165,9 +165,7 @@ pub fn evaluate(
             id: s.id.clone(),
             progress: count(k),
         });
-        let img = s.load_image()?;
-        let mut reference = s.load_labels((img.width, img.height))?;
-        map.apply(&mut reference.labels);
+        let (img, reference) = map.load_case(s)?;
         let scoring = ImageScoring {
             predictor,
             map: &map,
