@@ -10,6 +10,7 @@ mod sae_cmd;
 mod seg_cmd;
 mod seg_progress;
 mod seg_robustness;
+mod seg_shift;
 mod seg_subgroups;
 
 /// The model radlens ships, relative to the repository root.

@@ -22,7 +22,7 @@ pub enum SegCommand {
     Train(TrainArgs),
     /// Segment radiographs: mean mask, sample masks, uncertainty maps, overlay, areas.
     Predict(PredictArgs),
-    /// Evaluate a model on a dataset: per-image CSV and summary.json.
+    /// Evaluate a model on a dataset: per-image CSV, summary.json and report.html.
     Eval(EvalArgs),
     /// Choose an SSN's sampling temperature on validation cases and store it with the model.
     Calibrate(CalibrateArgs),
@@ -30,6 +30,9 @@ pub enum SegCommand {
     Robustness(crate::seg_robustness::RobustnessArgs),
     /// Compare groups of patients (sex, age band, ...): gaps with CIs and permutation tests.
     Subgroups(crate::seg_subgroups::SubgroupsArgs),
+    /// One model on in-domain and out-of-domain data: the Dice drop per class with CIs,
+    /// and the part of it the labelling protocol explains.
+    Shift(crate::seg_shift::ShiftArgs),
 }
 
 #[derive(Args)]
@@ -156,6 +159,7 @@ pub fn run(cmd: SegCommand) -> Result<()> {
         SegCommand::Calibrate(a) => calibrate_cmd(a),
         SegCommand::Robustness(a) => crate::seg_robustness::robustness_cmd(a),
         SegCommand::Subgroups(a) => crate::seg_subgroups::subgroups_cmd(a),
+        SegCommand::Shift(a) => crate::seg_shift::shift_cmd(a),
     }
 }
 

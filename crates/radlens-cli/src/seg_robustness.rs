@@ -43,7 +43,7 @@ pub struct RobustnessArgs {
     /// Only the first N cases (quick checks).
     #[arg(long)]
     limit: Option<usize>,
-    /// Output folder for per_image.csv and summary.json.
+    /// Output folder for per_image.csv, summary.json and report.html.
     #[arg(long)]
     out: PathBuf,
 }
@@ -112,6 +112,7 @@ pub fn robustness_cmd(a: RobustnessArgs) -> Result<()> {
         rows.iter().map(csv_row),
     )?;
     radlens_core::results::write_json(&a.out.join("summary.json"), &summary)?;
+    radlens_seg::html::write_report(&a.out, &radlens_seg::html::robustness_report(&summary)?)?;
     for (name, m) in &summary.models {
         println!("{name}: clean Dice {:.4}", m.clean.dice_mean);
         for (p, levels) in &m.perturbations {

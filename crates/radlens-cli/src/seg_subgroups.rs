@@ -29,7 +29,7 @@ pub struct SubgroupsArgs {
     /// Seed of the bootstrap and permutations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output folder for per_image.csv and summary.json.
+    /// Output folder for per_image.csv, summary.json and report.html.
     #[arg(long)]
     out: PathBuf,
 }
@@ -76,6 +76,7 @@ pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
     };
     write_per_image(&a.out, &ev)?;
     radlens_core::results::write_json(&a.out.join("summary.json"), &summary)?;
+    radlens_seg::html::write_report(&a.out, &radlens_seg::html::subgroups_report(&summary)?)?;
     for (name, at) in &summary.attributes {
         println!("{name} ({} images without it)", at.missing);
         for g in &at.groups {

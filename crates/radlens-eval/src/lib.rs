@@ -3,7 +3,7 @@
 //! stochastic segmentation (GED^2, sample diversity, Hungarian-matched IoU,
 //! sample plausibility), calibration (ECE, NLL), bootstrap confidence intervals,
 //! AUROC with a stratified bootstrap interval, paired comparisons of two models, and
-//! subgroup differences.
+//! subgroup differences; and the reports that show them (SVG plots in offline HTML).
 
 pub mod assignment;
 pub mod auroc;
@@ -12,8 +12,10 @@ pub mod compare;
 pub mod distance;
 pub mod ged;
 pub mod groups;
+pub mod html;
 pub mod overlap;
 pub mod plausibility;
+pub mod plot;
 pub mod stats;
 
 pub use auroc::{auroc, bootstrap_auroc_ci};

@@ -245,10 +245,16 @@ impl Prediction {
     }
 
     /// Logits (C x S*S) turned into class probabilities, resampled bilinearly to the
-    /// source image grid, then labelled (and cleaned) there: outlines follow the smooth
-    /// probability surface instead of the model's pixel staircase. Probabilities rather
-    /// than raw logits (as nnU-Net resamples), since unbounded logits move the boundary
-    /// towards the less confident class between pixel centres.
+    /// source image grid, then labelled there: outlines follow the smooth probability
+    /// surface instead of the model's pixel staircase. Probabilities rather than raw
+    /// logits (as nnU-Net resamples), since unbounded logits move the boundary towards
+    /// the less confident class between pixel centres.
+    ///
+    /// Cleaning (largest component, hole filling) happens at the model's resolution,
+    /// where the mask was judged, and the pixels it relabels are pinned to their new
+    /// class before resampling. Cleaning on the full grid instead lets smooth outlines
+    /// close gaps that the model grid leaves open (the mediastinum between lungs and
+    /// heart becomes an enclosed "hole" and is filled with lung).
     pub fn logits_to_image(&self, logits: &[f32]) -> LabelMap {
         let (w, h) = self.letterbox.src;
         let plane = logits.len() / self.classes.max(1);
@@ -264,8 +270,20 @@ impl Prediction {
                 probs[c * plane + i] = (logits[c * plane + i] - max).exp() / total;
             }
         }
+        if self.clean {
+            let size = self.letterbox.size;
+            let raw = argmax_labels(logits, self.classes, size, size, false).labels;
+            let cleaned = argmax_labels(logits, self.classes, size, size, true).labels;
+            for (i, (&r, &c)) in raw.iter().zip(&cleaned).enumerate() {
+                if r != c {
+                    for k in 0..self.classes {
+                        probs[k * plane + i] = f32::from(k == c as usize);
+                    }
+                }
+            }
+        }
         let big = self.letterbox.invert_maps(&probs, self.classes);
-        argmax_labels(&big, self.classes, w, h, self.clean)
+        argmax_labels(&big, self.classes, w, h, false)
     }
 
     /// Every map resampled to the source image grid.
@@ -345,5 +363,38 @@ mod tests {
         let clean = argmax_labels(&logits, 2, 7, 7, true);
         let ones: Vec<usize> = (0..49).filter(|&i| clean.labels[i] == 1).collect();
         assert_eq!(ones, vec![8, 9, 10, 15, 16, 17, 22, 23, 24]);
+    }
+
+    /// The ring of the test above on a 28 x 28 film: on the full grid the hole at
+    /// model pixel 16 is filled and the far piece at model pixel 48 is gone, since
+    /// cleaning at the model grid pins those pixels before resampling.
+    #[test]
+    fn cleaning_at_the_model_grid_carries_to_the_image() {
+        let mut one = vec![-1.0f32; 49];
+        for i in [8, 9, 10, 15, 17, 22, 23, 24, 48] {
+            one[i] = 1.0;
+        }
+        let mean_logits = [vec![0.0; 49], one].concat();
+        let pred = Prediction {
+            letterbox: Letterbox::new((28, 28), 7),
+            classes: 2,
+            clean: true,
+            mean_mask: argmax_labels(&mean_logits, 2, 7, 7, true).labels,
+            probs: vec![0.5; 98],
+            mean_logits,
+            sample_logits: Vec::new(),
+            samples: Vec::new(),
+        };
+        let full = pred.mean_mask_to_image();
+        let at = |x: usize, y: usize| full.labels[y * 28 + x];
+        // model pixel (2, 2) covers film pixels 8..12 in x and y
+        assert_eq!(at(10, 10), 1, "the enclosed hole is filled");
+        // model pixel (6, 6) covers film pixels 24..28
+        assert!(
+            (24..28).all(|y| (24..28).all(|x| at(x, y) == 0)),
+            "far piece kept"
+        );
+        // the ring itself stays
+        assert_eq!(at(6, 6), 1);
     }
 }

@@ -5,6 +5,7 @@
 //! and shown to every model, so models are compared on identical films (paired).
 //! Per image: Dice and HD95 of the mean prediction averaged over the annotated
 //! structures (the `seg eval` protocol), ECE and, for the SSN, sample diversity.
+//! Cases are scored in parallel; rows come back in case order.
 //! Summaries: means with 95% bootstrap intervals per level; with two models, the
 //! corruption error of the first relative to the second and, per level, a paired
 //! bootstrap of the Dice difference and a Wilcoxon signed-rank test, Holm-adjusted
@@ -20,8 +21,10 @@ use radlens_eval::compare::{corruption_error, holm, paired_bootstrap, wilcoxon_s
 use radlens_eval::Summary;
 use radlens_io::perturb::{Perturbation, LEVELS};
 use radlens_io::{Dataset, Sample};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A model under test and how to sample it.
 pub struct ModelUnderTest<'a> {
@@ -82,47 +85,51 @@ pub fn run_robustness(
         done: done as u64,
         total: cases.len() as u64,
     };
-    let mut rows = Vec::new();
-    for (k, case) in cases.iter().enumerate() {
-        observer.observe(&EvalEvent::CaseStarted {
-            id: case.id.clone(),
-            progress: count(k),
-        });
-        let (img, reference) = map.load_case(case)?;
-        let mut conditions = vec![("clean".to_string(), 0, 0.0, img.clone(), reference.clone())];
-        for (pi, p) in perturbations.iter().enumerate() {
-            for level in 1..=LEVELS {
-                let (pimg, pref) = p.apply(
-                    level,
-                    &img,
-                    &reference,
-                    perturbation_seed(seed, k, pi, level),
-                )?;
-                conditions.push((
-                    p.name().to_string(),
-                    level,
-                    p.params()[level - 1],
-                    pimg,
-                    pref,
-                ));
+    // Cases run in parallel (most of the work is single-threaded full-resolution
+    // scoring); each perturbed film is made, scored by every model and dropped.
+    let finished = AtomicUsize::new(0);
+    let per_case = cases
+        .par_iter()
+        .enumerate()
+        .map(|(k, case)| -> Result<Vec<RobustnessRow>> {
+            observer.observe(&EvalEvent::CaseStarted {
+                id: case.id.clone(),
+                progress: count(finished.load(Ordering::Relaxed)),
+            });
+            let (img, reference) = map.load_case(case)?;
+            let mut rows = Vec::new();
+            let mut score_all = |name: &str,
+                                 level: usize,
+                                 param: f64,
+                                 pimg: &radlens_io::XrayImage,
+                                 pref: &radlens_io::LabelMap|
+             -> Result<()> {
+                for m in models {
+                    rows.push(RobustnessRow {
+                        model: m.name.clone(),
+                        id: case.id.clone(),
+                        perturbation: name.to_string(),
+                        level,
+                        param,
+                        ..score(m, &map, case, k, pimg, pref)?
+                    });
+                }
+                Ok(())
+            };
+            score_all("clean", 0, 0.0, &img, &reference)?;
+            for (pi, p) in perturbations.iter().enumerate() {
+                for level in 1..=LEVELS {
+                    let seed = perturbation_seed(seed, k, pi, level);
+                    let (pimg, pref) = p.apply(level, &img, &reference, seed)?;
+                    score_all(p.name(), level, p.params()[level - 1], &pimg, &pref)?;
+                }
             }
-        }
-        for (name, level, param, pimg, pref) in &conditions {
-            for m in models {
-                let row = score(m, &map, case, k, pimg, pref)?;
-                rows.push(RobustnessRow {
-                    model: m.name.clone(),
-                    id: case.id.clone(),
-                    perturbation: name.clone(),
-                    level: *level,
-                    param: *param,
-                    ..row
-                });
-            }
-        }
-        observer.observe(&EvalEvent::CaseFinished(count(k + 1)));
-    }
-    Ok(rows)
+            let done = finished.fetch_add(1, Ordering::Relaxed) + 1;
+            observer.observe(&EvalEvent::CaseFinished(count(done)));
+            Ok(rows)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(per_case.into_iter().flatten().collect())
 }
 
 fn score(

@@ -39,6 +39,10 @@ pub struct GroupSummary {
     /// Mean of (predicted - reference) / reference area over structures and images.
     pub signed_area_error_mean: f64,
     pub signed_area_error_ci: [f64; 2],
+    /// Each image's mean Dice over the structures, in case order (the report's
+    /// distribution plot).
+    #[serde(default)]
+    pub dice_values: Vec<f64>,
     /// Per confounding attribute, how many of the group's images have each value.
     pub confounders: BTreeMap<String, BTreeMap<String, usize>>,
 }
@@ -217,6 +221,7 @@ fn analyse_attribute(
                 hd95_ci: hd.map(|h| h.1),
                 signed_area_error_mean: am,
                 signed_area_error_ci: aci,
+                dice_values: groups[names[gi]].iter().map(|r| r.0).collect(),
                 confounders: mix.remove(names[gi].as_str()).unwrap_or_default(),
             }
         })

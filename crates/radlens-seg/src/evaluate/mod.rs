@@ -26,6 +26,7 @@ use crate::ssn::CovariancePart;
 use radlens_core::observe::Count;
 use radlens_core::results::write_csv;
 use radlens_core::Observer;
+use radlens_eval::calibration::ConfidenceBins;
 use radlens_eval::plausibility::sample_flaws;
 use radlens_eval::{ged, overlap};
 use radlens_io::{Dataset, LabelMap, Sample, Sex, XrayImage};
@@ -34,7 +35,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The evaluation protocol, recorded in every `summary.json`.
-pub const PROTOCOL: &str = "Dice/IoU/HD95/ASSD: mean prediction resampled to the original image grid vs the full-resolution reference; HD95 = 95th percentile of pooled boundary-to-boundary distances (both directions), ASSD = mean of the two directed mean distances, in mm when pixel spacing is known, else pixels; undefined (empty mask) distances are left out. GED^2, sample diversity (also of samples varying along only the low-rank factor or only the diagonal) and HM-IoU (Hungarian matching, sets repeated to their least common multiple): d = 1 - IoU over the dataset's annotated classes, two empty masks IoU 1, at the model input resolution. Implausible samples: before cleaning, some annotated structure is missing, has a second 8-connected piece of >= 2% of its pixels, or has Dice < 0.7 against the mean prediction. Masks on the original grid: class probabilities resampled bilinearly, then argmax and cleaning. ECE (10 bins of top-class confidence) and NLL per pixel of the predictive distribution (mean of sample softmaxes for the SSN) at the model input resolution, only when the dataset annotates every model class. Summaries: mean, sd, median, 95% percentile bootstrap (2000 resamples) over images.";
+pub const PROTOCOL: &str = "Dice/IoU/HD95/ASSD: mean prediction resampled to the original image grid vs the full-resolution reference; HD95 = 95th percentile of pooled boundary-to-boundary distances (both directions), ASSD = mean of the two directed mean distances, in mm when pixel spacing is known, else pixels; undefined (empty mask) distances are left out. GED^2, sample diversity (also of samples varying along only the low-rank factor or only the diagonal) and HM-IoU (Hungarian matching, sets repeated to their least common multiple): d = 1 - IoU over the dataset's annotated classes, two empty masks IoU 1, at the model input resolution. Implausible samples: before cleaning, some annotated structure is missing, has a second 8-connected piece of >= 2% of its pixels, or has Dice < 0.7 against the mean prediction. Masks on the original grid: cleaned at the model input resolution (pixels relabelled by cleaning pinned to their new class), class probabilities resampled bilinearly, then argmax. ECE (10 bins of top-class confidence; the report's reliability diagram pools every image's pixels) and NLL per pixel of the predictive distribution (mean of sample softmaxes for the SSN) at the model input resolution, only when the dataset annotates every model class. Summaries: mean, sd, median, 95% percentile bootstrap (2000 resamples) over images.";
 
 /// One image's metrics for one class.
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +71,10 @@ pub struct ImageRow {
     pub diversity_diagonal: Option<f64>,
     pub ece: Option<f64>,
     pub nll: Option<f64>,
+    /// The image's pixels in confidence bins (for the pooled reliability diagram);
+    /// `None` as for `ece`.
+    #[serde(skip)]
+    pub confidence_bins: Option<ConfidenceBins>,
 }
 
 /// The distribution metrics of one image's samples against its reference.
@@ -244,19 +249,11 @@ impl ImageScoring<'_> {
             let g = ged::generalized_energy_distance(&ms, &[&small_ref], &map.annotated);
             Ok(Some(g.diversity))
         };
-        let (ece, nll) = if all_annotated {
-            (
-                Some(radlens_eval::expected_calibration_error(
-                    &pred.probs,
-                    pred.classes,
-                    &small_ref,
-                    10,
-                )),
-                Some(radlens_eval::negative_log_likelihood(
-                    &pred.probs,
-                    &small_ref,
-                )),
-            )
+        let (bins, nll) = if all_annotated {
+            let mut bins = ConfidenceBins::new(ECE_BINS);
+            bins.add(&pred.probs, pred.classes, &small_ref);
+            let nll = radlens_eval::negative_log_likelihood(&pred.probs, &small_ref);
+            (Some(bins), Some(nll))
         } else {
             (None, None)
         };
@@ -268,22 +265,27 @@ impl ImageScoring<'_> {
             implausible_sample_fraction: metrics.map(|m| m.implausible_sample_fraction),
             diversity_low_rank: part_diversity(CovariancePart::LowRank)?,
             diversity_diagonal: part_diversity(CovariancePart::Diagonal)?,
-            ece,
+            ece: bins.as_ref().map(ConfidenceBins::ece),
             nll,
+            confidence_bins: bins,
         };
         Ok((classes, image))
     }
 }
+
+/// Confidence bins of ECE and the reliability diagram.
+pub const ECE_BINS: usize = 10;
 
 /// The metrics of every image and class, in an evaluation's output folder.
 pub const PER_IMAGE_FILE: &str = "per_image.csv";
 /// The [`EvalSummary`], in an evaluation's output folder.
 pub const SUMMARY_FILE: &str = "summary.json";
 
-/// Writes `per_image.csv` and `summary.json` into `out`.
+/// Writes `per_image.csv`, `summary.json` and `report.html` into `out`.
 pub fn write_results(out: &Path, evaluation: &Evaluation, summary: &EvalSummary) -> Result<()> {
     write_per_image(out, evaluation)?;
-    summary.write(&out.join(SUMMARY_FILE))
+    summary.write(&out.join(SUMMARY_FILE))?;
+    crate::html::write_report(out, &crate::html::eval_report(summary, evaluation)?)
 }
 
 /// Writes `per_image.csv` into `out`.

@@ -5,6 +5,7 @@ use super::{ClassRow, Evaluation, ImageRow, PROTOCOL};
 use crate::error::Result;
 use crate::sorted_json::write_sorted_json;
 use radlens_core::results::read_json;
+use radlens_eval::calibration::ConfidenceBins;
 use radlens_eval::Summary;
 use radlens_io::split::SplitPart;
 use radlens_io::DatasetSpec;
@@ -83,6 +84,9 @@ pub struct StochasticMetrics {
 pub struct CalibrationMetrics {
     pub ece_10_bins: Option<Summary>,
     pub nll_per_pixel: Option<Summary>,
+    /// Every image's pixels pooled into the ECE bins: the reliability diagram.
+    #[serde(default)]
+    pub reliability: Option<ConfidenceBins>,
 }
 
 /// Dice within one subgroup of patients.
@@ -121,6 +125,19 @@ impl EvalSummary {
 }
 
 impl Evaluation {
+    /// Every image's confidence bins added up; `None` when no image has them.
+    fn pooled_confidence_bins(&self) -> Option<ConfidenceBins> {
+        let mut bins = self
+            .images
+            .iter()
+            .filter_map(|i| i.confidence_bins.as_ref());
+        let mut total = bins.next()?.clone();
+        for b in bins {
+            total.merge(b);
+        }
+        Some(total)
+    }
+
     /// Summaries over images: mean, sd, median and a seeded bootstrap interval, each
     /// table with its own seed so that adding one does not move the others.
     pub fn summary(&self, header: EvalHeader) -> EvalSummary {
@@ -175,6 +192,7 @@ impl Evaluation {
             calibration: CalibrationMetrics {
                 ece_10_bins: image_metric(|r| r.ece, 8),
                 nll_per_pixel: image_metric(|r| r.nll, 9),
+                reliability: self.pooled_confidence_bins(),
             },
             subgroups,
         }
@@ -273,6 +291,8 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         write_results(dir.path(), &ev, &s).unwrap();
+        let html = std::fs::read_to_string(dir.path().join(crate::html::REPORT_FILE)).unwrap();
+        assert!(html.contains("Dice per image") && html.contains("<svg"));
         let text = std::fs::read_to_string(dir.path().join(SUMMARY_FILE)).unwrap();
         assert!(
             text.starts_with("{\n  \"calibration\": {\n    \"ece_10_bins\": null,"),
