@@ -115,8 +115,25 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// The smallest box `[x0, x1) x [y0, y1)` holding every true pixel of `a` and `b`.
+fn bounding_box(a: &[bool], b: &[bool], width: usize) -> Option<[usize; 4]> {
+    let mut bbox: Option<[usize; 4]> = None;
+    for (i, _) in a.iter().zip(b).enumerate().filter(|(_, (&p, &q))| p || q) {
+        let (x, y) = (i % width, i / width);
+        bbox = Some(match bbox {
+            None => [x, y, x + 1, y + 1],
+            Some([x0, y0, x1, y1]) => [x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1)],
+        });
+    }
+    bbox
+}
+
 /// HD95, ASSD and Hausdorff distance between the boundaries of `a` and `b`.
 /// `None` when either mask is empty (the distances are undefined).
+///
+/// The distance transforms run on the box around both masks only: every boundary
+/// pixel lies inside it, so the distances are exact, and an organ's box is a
+/// fraction of a film.
 pub fn surface_distances(
     a: &[bool],
     b: &[bool],
@@ -129,9 +146,17 @@ pub fn surface_distances(
     if !ba.iter().any(|&x| x) || !bb.iter().any(|&x| x) {
         return None;
     }
+    let [x0, y0, x1, y1] = bounding_box(a, b, width)?;
+    let crop = |m: &[bool]| -> Vec<bool> {
+        (y0..y1)
+            .flat_map(|y| m[y * width + x0..y * width + x1].iter().copied())
+            .collect()
+    };
+    let (ba, bb) = (crop(&ba), crop(&bb));
+    let (w, h) = (x1 - x0, y1 - y0);
     let (da, db) = (
-        distance_transform(&ba, width, height, row_mm, col_mm),
-        distance_transform(&bb, width, height, row_mm, col_mm),
+        distance_transform(&ba, w, h, row_mm, col_mm),
+        distance_transform(&bb, w, h, row_mm, col_mm),
     );
     let a_to_b: Vec<f64> = (0..ba.len()).filter(|&i| ba[i]).map(|i| db[i]).collect();
     let b_to_a: Vec<f64> = (0..bb.len()).filter(|&i| bb[i]).map(|i| da[i]).collect();
@@ -195,6 +220,55 @@ mod tests {
         assert!(surface_distances(&sq(2), &[false; 100], 10, 10, 1.0, 1.0).is_none());
         let same = surface_distances(&sq(2), &sq(2), 10, 10, 1.0, 1.0).unwrap();
         assert_eq!((same.hd95, same.assd), (0.0, 0.0));
+    }
+
+    /// Blobs in a corner of a larger film, one touching the film's edge: the
+    /// distances equal brute force over every pair of boundary pixels.
+    #[test]
+    fn distances_match_brute_force_over_boundary_pairs() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (w, h) = (40, 30);
+        for _ in 0..5 {
+            let blob = |rng: &mut rand::rngs::StdRng, x0: usize, y0: usize| -> Vec<bool> {
+                let (rx, ry) = (rng.gen_range(2.0..6.0), rng.gen_range(2.0..6.0));
+                (0..w * h)
+                    .map(|i| {
+                        let (x, y) = ((i % w) as f64 - x0 as f64, (i / w) as f64 - y0 as f64);
+                        (x / rx).powi(2) + (y / ry).powi(2) <= 1.0
+                    })
+                    .collect()
+            };
+            let a = blob(&mut rng, 8, 10);
+            let b = blob(&mut rng, 0, 12); // cut by the film's left edge
+            let (ba, bb) = (boundary(&a, w, h), boundary(&b, w, h));
+            let dist = |i: usize, j: usize| {
+                let dy = (i / w) as f64 - (j / w) as f64;
+                let dx = (i % w) as f64 - (j % w) as f64;
+                ((dy * 0.7).powi(2) + (dx * 0.35).powi(2)).sqrt()
+            };
+            let directed = |from: &[bool], to: &[bool]| -> Vec<f64> {
+                (0..w * h)
+                    .filter(|&i| from[i])
+                    .map(|i| {
+                        (0..w * h)
+                            .filter(|&j| to[j])
+                            .map(|j| dist(i, j))
+                            .fold(f64::INFINITY, f64::min)
+                    })
+                    .collect()
+            };
+            let (ab, ba_) = (directed(&ba, &bb), directed(&bb, &ba));
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let mut all: Vec<f64> = ab.iter().chain(&ba_).copied().collect();
+            all.sort_by(f64::total_cmp);
+            let d = surface_distances(&a, &b, w, h, 0.7, 0.35).unwrap();
+            assert!(
+                (d.assd - (mean(&ab) + mean(&ba_)) / 2.0).abs() < 1e-9,
+                "{d:?}"
+            );
+            assert!((d.hd95 - percentile(&all, 95.0)).abs() < 1e-9, "{d:?}");
+            assert!((d.hausdorff - all[all.len() - 1]).abs() < 1e-9, "{d:?}");
+        }
     }
 
     #[test]
