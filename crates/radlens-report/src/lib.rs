@@ -13,7 +13,8 @@
 //! - [`measure`]: CTR, lung areas, opacity extent with SSN-sample intervals, plausibility.
 //! - [`analysis`]: one image analysed once; [`findings`]: measurements as findings.
 //! - [`regions`]: anatomical regions from the masks; [`search`]: queries in words.
-//! - [`draft`], [`review`], [`history`]: the workbench's three other concepts.
+//! - [`draft`], [`review`], [`history`]: the workbench's three other concepts;
+//!   [`phrasing`]: draft sentences worded from real reports (all-MiniLM-L6-v2 retrieval).
 
 pub mod corpus;
 pub mod label;
@@ -33,6 +34,8 @@ pub mod findings;
 pub mod history;
 #[cfg(feature = "imaging")]
 pub mod measure;
+#[cfg(feature = "imaging")]
+pub mod phrasing;
 #[cfg(feature = "imaging")]
 pub mod regions;
 #[cfg(feature = "imaging")]

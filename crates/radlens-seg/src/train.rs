@@ -36,6 +36,9 @@ pub struct TrainRequest {
     pub split_file: Option<PathBuf>,
     /// Train on at most this many cases (quick checks).
     pub max_train_cases: Option<usize>,
+    /// Start a new run from these weights (a `model.safetensors` of the same
+    /// architecture and class count) instead of a random initialisation: fine-tuning.
+    pub init: Option<PathBuf>,
     pub device: Device,
 }
 
@@ -190,6 +193,11 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
             (st.epochs_done, st.best_val_dice, st.best_epoch)
         }
         None => {
+            if let Some(init) = &req.init {
+                model
+                    .params
+                    .assign_from(&load_tensors(init, &req.device)?, init)?;
+            }
             split.write(&run.split())?;
             let info = RunInfo {
                 model: model_cfg.clone(),
@@ -197,6 +205,7 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
                 dataset: req.dataset.to_string(),
                 parameters: model.params.count(),
                 radlens_version: env!("CARGO_PKG_VERSION").to_string(),
+                init: req.init.as_ref().map(|p| p.display().to_string()),
             };
             run.write_info(&info)?;
             (0, f64::NEG_INFINITY, 0)

@@ -90,6 +90,7 @@ fn training_reports_cases_steps_and_epochs_and_resumes() {
         epochs,
         split_file: Some(split_file.clone()),
         max_train_cases: None,
+        init: None,
         device: Device::Cpu,
     };
     let seen = Recorder::new();
@@ -158,6 +159,7 @@ fn a_bad_dataset_leaves_no_run_folder() {
         epochs: None,
         split_file: None,
         max_train_cases: None,
+        init: None,
         device: Device::Cpu,
     };
     let e = train(req, &radlens_core::Silent).unwrap_err().to_string();
