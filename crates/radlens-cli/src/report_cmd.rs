@@ -43,6 +43,9 @@ pub enum ReportCommand {
     History(HistoryArgs),
     /// Score generated reports against references: BLEU-4, ROUGE-L, CheXpert-label F1.
     Score(ScoreArgs),
+    /// Run draft, review, search and history on every image and patient of a dataset;
+    /// writes the counts and any failures as JSON (exit status 1 on a failure).
+    Sweep(SweepArgs),
 }
 
 pub fn run(cmd: ReportCommand) -> Result<()> {
@@ -56,6 +59,7 @@ pub fn run(cmd: ReportCommand) -> Result<()> {
         ReportCommand::Search(a) => search_cmd(a),
         ReportCommand::History(a) => history_cmd(a),
         ReportCommand::Score(a) => score_cmd(a),
+        ReportCommand::Sweep(a) => sweep_cmd(a),
     }
 }
 
@@ -786,6 +790,56 @@ fn score_cmd(a: ScoreArgs) -> Result<()> {
     );
     if let Some(out) = &a.out {
         radlens_core::results::write_json(out, &s)?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Dataset, `<kind>:<dir>` (covid-cxr: has patients, study days and clinical notes).
+    #[arg(long)]
+    dataset: DatasetSpec,
+    #[command(flatten)]
+    phrasing: PhrasingArgs,
+    /// Output JSON.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn sweep_cmd(a: SweepArgs) -> Result<()> {
+    let ds = a.dataset.open()?;
+    let models = a.models.load()?;
+    let labeler = Labeler::builtin()?;
+    let phrases = a.phrasing.bank(&labeler)?;
+    let pb = bar(
+        ds.samples.len() as u64,
+        "sweeping {bar:30} {pos}/{len} {elapsed}",
+    );
+    let s = radlens_report::sweep::sweep(
+        &models,
+        &ds,
+        &a.dataset.dir,
+        &labeler,
+        phrases.as_ref(),
+        &|c: &Count| pb.set_position(c.done),
+    );
+    pb.finish_and_clear();
+    radlens_core::results::write_json(&a.out, &s)?;
+    println!(
+        "{} images of {} patients: {} analysed ({} not assessable, named); {} drafts ({} with the previous film as prior; {} finding sentences, {} worded from real reports); {} reviews ({} of clinical notes, {} flags; {} notes refused); {} searches ({} resolved, {} unknown queries answered with the list); {} histories ({} intervals); {} failures",
+        s.images, s.patients, s.analysed, s.not_assessable.len(), s.drafts, s.drafts_with_prior,
+        s.draft_finding_sentences, s.phrased_sentences, s.reviews, s.reviews_of_notes,
+        s.review_flags, s.notes_refused.len(), s.searches, s.searches_resolved,
+        s.searches_explained, s.histories, s.history_intervals, s.failures.len()
+    );
+    for f in &s.failures {
+        println!("  {} {}: {}", f.command, f.case, f.message);
+    }
+    println!("-> {}", a.out.display());
+    if !s.failures.is_empty() {
+        bail!("{} failures", s.failures.len());
     }
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! - [`analysis`]: one image analysed once; [`findings`]: measurements as findings.
 //! - [`regions`]: anatomical regions from the masks; [`search`]: queries in words.
 //! - [`draft`], [`review`], [`history`]: the workbench's three other concepts;
-//!   [`phrasing`]: draft sentences worded from real reports (all-MiniLM-L6-v2 retrieval).
+//!   [`phrasing`]: draft sentences worded from real reports (all-MiniLM-L6-v2 retrieval);
+//!   [`sweep`]: all of them on every image and patient of a dataset, with counts.
 
 pub mod corpus;
 pub mod label;
@@ -42,6 +43,8 @@ pub mod regions;
 pub mod review;
 #[cfg(feature = "imaging")]
 pub mod search;
+#[cfg(feature = "imaging")]
+pub mod sweep;
 
 mod error;
 

@@ -280,3 +280,34 @@ fn draft_findings_are_worded_from_real_iu_sentences() {
         r.flags
     );
 }
+
+#[test]
+fn sweep_runs_every_command_on_a_patients_films() {
+    let dir = shared().join("data/covid-cxr");
+    let spec: radlens_io::DatasetSpec = format!("covid-cxr:{}", dir.display()).parse().unwrap();
+    let mut ds = spec.open().unwrap();
+    // patient 2: four films days apart (the full dataset is `radlens report sweep`)
+    ds.samples
+        .retain(|s| s.attributes.category(radlens_io::attributes::PATIENT_ID) == Some("2"));
+    let n = ds.samples.len();
+    assert_eq!(n, 4);
+    let labeler = Labeler::builtin().unwrap();
+    let s = radlens_report::sweep::sweep(
+        &models(),
+        &ds,
+        &dir,
+        &labeler,
+        None,
+        &radlens_core::observe::Silent,
+    );
+    assert!(s.failures.is_empty(), "{:?}", s.failures);
+    assert_eq!((s.images, s.patients, s.analysed), (n, 1, n));
+    assert_eq!((s.drafts, s.drafts_with_prior, s.reviews), (n, n - 1, n));
+    let q = radlens_report::sweep::QUERIES.len();
+    assert_eq!(s.searches, q * n);
+    // the unknown query ("spleen") is answered with the list on every film
+    assert_eq!(s.searches_explained, n);
+    assert_eq!((s.histories, s.history_intervals), (1, n - 1));
+    // patient 2's films all carry clinical notes, which are reviewed
+    assert_eq!(s.reviews_of_notes + s.notes_refused.len(), n);
+}
