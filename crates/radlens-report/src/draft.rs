@@ -453,8 +453,14 @@ impl Draft {
             .iter()
             .filter(|s| !s.evidence.is_empty())
             .map(|s| {
+                let wording = s.phrasing.as_ref().map_or(String::new(), |p| {
+                    format!(
+                        "\n  wording: report {} ({:?}, used word for word in {} reports), similarity {:.2} to radlens' sentence among {} sentences stating the same claim",
+                        p.uid, p.section, p.reports, p.similarity, p.candidates
+                    )
+                });
                 format!(
-                    "- {}\n  evidence: {}",
+                    "- {}\n  evidence: {}{wording}",
                     s.text,
                     describe_evidence(&s.evidence)
                 )
