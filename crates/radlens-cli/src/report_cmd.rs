@@ -545,6 +545,12 @@ fn draft_cmd(a: DraftArgs) -> Result<()> {
     }
     print!("{}", d.text());
     println!("\nEvidence:\n{}\n{}", d.evidence_text(), d.caveat);
+    if let Some(b) = &phrases {
+        println!(
+            "Wording chosen among {} distinct corpus sentences that state one claim.",
+            b.len()
+        );
+    }
     Ok(())
 }
 
