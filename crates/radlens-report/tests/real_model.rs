@@ -292,8 +292,26 @@ fn sweep_runs_every_command_on_a_patients_films() {
     let n = ds.samples.len();
     assert_eq!(n, 4);
     let labeler = Labeler::builtin().unwrap();
+    // with the shipped opacity model, as the CLI loads it by default
+    let cfg = SampleConfig {
+        samples: 4,
+        temperature: None,
+        seed: 0,
+    };
+    let m = Models::load(
+        &root().join("models/jsrt-ssn"),
+        Some(&root().join("models/covid-cxr-opacity")),
+        cfg,
+    )
+    .unwrap();
+    let a = radlens_report::history::analyse_sample(&m, &ds.samples[0]).unwrap();
+    let op = a.measurements.opacity.expect("opacity extent is measured");
+    for i in [op.right, op.left] {
+        assert!((0.0..=1.0).contains(&i.value) && i.low <= i.value && i.value <= i.high);
+    }
+    assert!(radlens_report::search::search(&a, "opacity").found);
     let s = radlens_report::sweep::sweep(
-        &models(),
+        &m,
         &ds,
         &dir,
         &labeler,
@@ -310,4 +328,7 @@ fn sweep_runs_every_command_on_a_patients_films() {
     assert_eq!((s.histories, s.history_intervals), (1, n - 1));
     // patient 2's films all carry clinical notes, which are reviewed
     assert_eq!(s.reviews_of_notes + s.notes_refused.len(), n);
+    // every plausible film states heart size and opacity
+    let plausible = n - s.not_assessable.len();
+    assert!(s.draft_finding_sentences >= 2 * plausible, "{s:?}");
 }
