@@ -3,8 +3,8 @@
 //! and search end to end.
 
 use radlens_io::XrayImage;
-use radlens_report::analysis::{analyse, analyse_image, Models};
-use radlens_report::draft::DraftInputs;
+use radlens_report::analysis::{analyse, analyse_image, Analysis, Models};
+use radlens_report::draft::{Draft, DraftInputs, DraftSentence};
 use radlens_report::measure::conformal::{IntervalCalibration, Margin, METHOD};
 use radlens_report::measure::geometry::{AnatomyIds, MaskMeasures};
 use radlens_report::measure::SampleConfig;
@@ -29,6 +29,26 @@ fn models() -> Models {
         seed: 0,
     };
     Models::load(&root().join("models/jsrt-ssn"), None, cfg).unwrap()
+}
+
+/// The draft's heart-size sentence.
+fn heart_sentence(d: &Draft) -> &DraftSentence {
+    d.sentences
+        .iter()
+        .find(|s| s.observation == Some(Observation::Cardiomegaly))
+        .unwrap()
+}
+
+/// The draft's own text, reviewed against the same image, raises no contradiction.
+fn assert_no_contradiction(a: &Analysis, d: &Draft, labeler: &Labeler) {
+    let r = radlens_report::review::review(a, &d.text(), labeler).unwrap();
+    assert!(
+        r.flags
+            .iter()
+            .all(|f| f.kind != radlens_report::review::FlagKind::Contradiction),
+        "{:?}",
+        r.flags
+    );
 }
 
 fn jsrt(case: &str) -> PathBuf {
@@ -135,23 +155,12 @@ fn draft_review_and_search_end_to_end() {
         ..DraftInputs::default()
     };
     let d = radlens_report::draft::draft(&a, inputs, &labeler).unwrap();
-    let heart = d
-        .sentences
-        .iter()
-        .find(|s| s.observation == Some(Observation::Cardiomegaly))
-        .unwrap();
+    let heart = heart_sentence(&d);
     assert_eq!(heart.evidence[0].measurement, "ctr");
     assert!(d.grounded().contains("<obj>") && d.grounded().contains("<box><x"));
     assert!(d.text().starts_with("[AI DRAFT"));
     // the draft's own text, reviewed, raises no contradiction
-    let r = radlens_report::review::review(&a, &d.text(), &labeler).unwrap();
-    assert!(
-        r.flags
-            .iter()
-            .all(|f| f.kind != radlens_report::review::FlagKind::Contradiction),
-        "{:?}",
-        r.flags
-    );
+    assert_no_contradiction(&a, &d, &labeler);
     for q in [
         "left costophrenic angle",
         "right apex",
@@ -240,11 +249,7 @@ fn draft_findings_are_worded_from_real_iu_sentences() {
         ..DraftInputs::default()
     };
     let d = radlens_report::draft::draft(&a, inputs, &labeler).unwrap();
-    let heart = d
-        .sentences
-        .iter()
-        .find(|s| s.observation == Some(Observation::Cardiomegaly))
-        .unwrap();
+    let heart = heart_sentence(&d);
     let ctr = heart.evidence[0].interval;
     let p = heart.phrasing.as_ref().expect("heart size is phrased");
     // a real sentence of the report it names, stating the same claim as the measurement
@@ -271,14 +276,7 @@ fn draft_findings_are_worded_from_real_iu_sentences() {
         heart.text
     );
     assert_eq!(heart.evidence[0].measurement, "ctr");
-    let r = radlens_report::review::review(&a, &d.text(), &labeler).unwrap();
-    assert!(
-        r.flags
-            .iter()
-            .all(|f| f.kind != radlens_report::review::FlagKind::Contradiction),
-        "{:?}",
-        r.flags
-    );
+    assert_no_contradiction(&a, &d, &labeler);
 }
 
 #[test]
