@@ -368,8 +368,24 @@ pub fn draft(current: &Analysis, inputs: DraftInputs, labeler: &Labeler) -> Resu
     let impression = match (&not_assessable, present.is_empty()) {
         (Some(why), _) => why.clone(),
         (None, true) => {
-            "No abnormality among the findings radlens measures (heart size, airspace opacity)."
-                .to_string()
+            let open: Vec<&str> = findings
+                .iter()
+                .filter(|f| f.assessment == Assessment::Uncertain)
+                .map(|f| match f.observation {
+                    Observation::Cardiomegaly => "heart size",
+                    _ => "airspace opacity",
+                })
+                .collect();
+            if open.is_empty() {
+                "No abnormality among the findings radlens measures (heart size, airspace opacity)."
+                    .to_string()
+            } else {
+                // an uncertain finding is no evidence of normality
+                format!(
+                    "No abnormality measured with confidence; {} cannot be assessed reliably.",
+                    open.join(" and ")
+                )
+            }
         }
         (None, false) => present
             .iter()

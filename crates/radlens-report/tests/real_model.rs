@@ -308,6 +308,17 @@ fn sweep_runs_every_command_on_a_patients_films() {
         assert!((0.0..=1.0).contains(&i.value) && i.low <= i.value && i.value <= i.high);
     }
     assert!(radlens_report::search::search(&a, "opacity").found);
+    // an uncertain finding is never summed up as "no abnormality"
+    let d = radlens_report::draft::draft(&a, DraftInputs::default(), &labeler).unwrap();
+    let uncertain = d
+        .sentences
+        .iter()
+        .any(|s| s.confidence == radlens_report::draft::Confidence::Uncertain);
+    let impression = &d.sentences.last().unwrap().text;
+    assert!(
+        !(uncertain && impression.starts_with("No abnormality among")),
+        "{impression}"
+    );
     let s = radlens_report::sweep::sweep(
         &m,
         &ds,
