@@ -150,6 +150,17 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
     if train_samples.is_empty() {
         return Err(SegError::Invalid("the training split is empty".into()));
     }
+    let mut model = SegModel::new(
+        &model_cfg,
+        &req.device,
+        train_cfg.seed,
+        train_cfg.conv_backend,
+    )?;
+    if let (Some(init), None) = (&req.init, &state) {
+        model
+            .params
+            .assign_from(&load_tensors(init, &req.device)?, init)?;
+    }
     // A new run's folder is made only now, so that a bad input leaves nothing behind.
     let run = SegRun::open(&req.out, req.resume)?;
     let map = ClassMap::new(&dataset.classes, &model_cfg.classes);
@@ -166,12 +177,6 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
     let train_set = PreparedSet::load(&train_samples, &map, size, &loaded(0))?;
     let val_set = PreparedSet::load(&val_samples, &map, size, &loaded(train_set.len() as u64))?;
 
-    let mut model = SegModel::new(
-        &model_cfg,
-        &req.device,
-        train_cfg.seed,
-        train_cfg.conv_backend,
-    )?;
     let mut opt = Adam::new(
         &model.params.var_refs(),
         AdamHyper {
@@ -193,11 +198,6 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
             (st.epochs_done, st.best_val_dice, st.best_epoch)
         }
         None => {
-            if let Some(init) = &req.init {
-                model
-                    .params
-                    .assign_from(&load_tensors(init, &req.device)?, init)?;
-            }
             split.write(&run.split())?;
             let info = RunInfo {
                 model: model_cfg.clone(),
