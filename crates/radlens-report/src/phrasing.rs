@@ -86,12 +86,36 @@ fn single_claim(
         .then_some((first.observation, first.status, first.laterality))
 }
 
+/// Locations finer than a side, which radlens' masks do not establish: a sentence
+/// naming one would claim more than was measured.
+const LOCATIONS: [&str; 14] = [
+    "lobe",
+    "lobes",
+    "base",
+    "bases",
+    "basilar",
+    "bibasilar",
+    "apex",
+    "apical",
+    "upper",
+    "lower",
+    "middle",
+    "lingula",
+    "perihilar",
+    "retrocardiac",
+];
+
 /// Whether a corpus sentence reads as a finished sentence radlens may reuse.
 fn reusable(sentence: &str) -> bool {
-    let words = sentence.split_whitespace().count();
-    (2..=MAX_WORDS).contains(&words)
+    let words: Vec<String> = sentence
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    (2..=MAX_WORDS).contains(&words.len())
         && !sentence.contains("XXXX")
         && !sentence.chars().any(|c| c.is_ascii_digit())
+        && !words.iter().any(|w| LOCATIONS.contains(&w.as_str()))
 }
 
 /// The sentences of `records` that state one claim about `wanted`, de-duplicated word
@@ -231,7 +255,7 @@ mod tests {
             record(
                 "1",
                 "The heart is enlarged. Heart size is normal. No pneumothorax.",
-                "Mild cardiomegaly.",
+                "Mild cardiomegaly. Right lower lobe opacity.",
             ),
             record(
                 "2",
@@ -239,13 +263,17 @@ mod tests {
                 "Heart size XXXX.",
             ),
         ];
-        let bank = collect(&records, &labeler, &[Observation::Cardiomegaly]);
+        let bank = collect(
+            &records,
+            &labeler,
+            &[Observation::Cardiomegaly, Observation::LungOpacity],
+        );
         let texts: Vec<(&str, Status, usize)> = bank
             .iter()
             .map(|s| (s.text.as_str(), s.status, s.reports))
             .collect();
         // severity ("mild"), change ("stable"), a second observation (effusion), an
-        // unwanted observation (pneumothorax) and anonymisation marks are left out;
+        // unwanted observation (pneumothorax), a lobe and anonymisation marks are left out;
         // the repeated sentence counts twice
         assert_eq!(
             texts,
