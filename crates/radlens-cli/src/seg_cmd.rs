@@ -131,6 +131,10 @@ pub struct TrainArgs {
     /// Train on at most this many cases (quick checks).
     #[arg(long)]
     max_cases: Option<usize>,
+    /// Start from these weights (model.safetensors of a run with the same architecture and
+    /// class count, e.g. models/jsrt-ssn/model.safetensors) instead of a random initialisation.
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Convolution kernels: radlens (fast CPU kernels) or candle (stock ops).
     #[arg(long, value_enum)]
     conv: Option<ConvArg>,
@@ -181,6 +185,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
             epochs: a.epochs,
             split_file: a.split_file,
             max_train_cases: a.max_cases,
+            init: a.init,
             device: Device::Cpu,
         },
         &TrainProgress::default(),

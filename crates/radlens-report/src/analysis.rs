@@ -5,7 +5,6 @@ use crate::error::{ReportError, Result};
 use crate::measure::geometry::AnatomyIds;
 use crate::measure::{measure, predict_masks, Masks, MeasureModel, Measurements, SampleConfig};
 use radlens_io::XrayImage;
-use radlens_seg::Predictor;
 use std::path::{Path, PathBuf};
 
 /// The models the engine reads images with.
@@ -17,25 +16,18 @@ pub struct Models {
     pub sampling: SampleConfig,
 }
 
-fn load(dir: &Path) -> Result<MeasureModel> {
-    // with the run's calibrated sampling temperature, which sets the intervals' width
-    let p = Predictor::load(dir, &candle_core::Device::Cpu)
-        .map_err(|e| ReportError::Invalid(format!("{}: {e}", dir.display())))?;
-    MeasureModel::new(p).map_err(|e| ReportError::Invalid(format!("{}: {e}", dir.display())))
-}
-
 impl Models {
     /// Load the anatomy model (it must have lungs and a heart) and the opacity model
     /// (lungs and opacity) from their run folders.
     pub fn load(anatomy: &Path, opacity: Option<&Path>, sampling: SampleConfig) -> Result<Self> {
-        let a = load(anatomy)?;
+        let a = MeasureModel::load(anatomy)?;
         if a.ids.heart.is_none() {
             return Err(ReportError::Invalid(format!(
                 "{}: the anatomy model has no 'heart' class",
                 anatomy.display()
             )));
         }
-        let o = opacity.map(load).transpose()?;
+        let o = opacity.map(MeasureModel::load).transpose()?;
         if let (Some(o), Some(p)) = (&o, opacity) {
             if o.ids.opacity.is_none() {
                 return Err(ReportError::Invalid(format!(
@@ -81,7 +73,7 @@ pub fn analyse_image(models: &Models, path: &Path, image: XrayImage) -> Result<A
         .transpose()?;
     let measurements = measure(
         &image,
-        (&anatomy, models.anatomy.ids),
+        (&anatomy, &models.anatomy),
         opacity.as_ref().map(|(m, ids)| (m, *ids)),
         cfg,
     );

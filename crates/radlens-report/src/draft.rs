@@ -3,9 +3,11 @@
 //! comparison with a prior image and report; text, JSON and MAIRA-2's grounded format.
 
 use crate::analysis::Analysis;
+use crate::error::Result;
 use crate::findings::{measured_findings, Assessment, Evidence, MeasuredFinding};
 use crate::label::{Labeler, Laterality, Observation, Status};
 use crate::measure::Interval;
+use crate::phrasing::{Claim, PhraseBank, Phrasing};
 use crate::review::describe_evidence;
 use crate::text::Section;
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,10 @@ pub struct DraftSentence {
     pub evidence: Vec<Evidence>,
     /// Prior-report sentences this sentence confirms or contradicts.
     pub prior: Vec<PriorLink>,
+    /// The real report sentence this sentence is worded from (with a phrase bank); the
+    /// claim and its numbers stay radlens' own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phrasing: Option<Phrasing>,
 }
 
 /// A prior-report sentence and how the current measurement bears on it.
@@ -101,25 +107,34 @@ fn side_words(l: Option<Laterality>) -> &'static str {
     }
 }
 
-/// The sentence radlens states for a measured finding.
-fn phrase(f: &MeasuredFinding) -> (String, Confidence) {
+/// What radlens states for a measured finding: the claim (no numbers), the numbers
+/// behind it, and how far it can be trusted.
+struct Statement {
+    claim: String,
+    numbers: String,
+    confidence: Confidence,
+}
+
+impl Statement {
+    /// `claim (numbers).`
+    fn sentence(&self) -> String {
+        format!("{} ({}).", self.claim, self.numbers)
+    }
+}
+
+/// The statement radlens makes for a measured finding.
+fn state(f: &MeasuredFinding) -> Statement {
     let ev = &f.evidence;
-    match (f.observation, f.assessment) {
+    let (claim, numbers, confidence) = match (f.observation, f.assessment) {
         (Observation::Cardiomegaly, a) => {
             let i = ev[0].interval;
             let n = format!("CTR {:.2} [{:.2}, {:.2}]", i.value, i.low, i.high);
             match a {
-                Assessment::Present => (
-                    format!("The heart is enlarged ({n})."),
-                    Confidence::Measured,
-                ),
-                Assessment::Absent => {
-                    (format!("Heart size is normal ({n})."), Confidence::Measured)
-                }
+                Assessment::Present => ("The heart is enlarged".into(), n, Confidence::Measured),
+                Assessment::Absent => ("Heart size is normal".into(), n, Confidence::Measured),
                 Assessment::Uncertain => (
-                    format!(
-                        "Heart size cannot be assessed reliably ({n}, across the 0.50 threshold)."
-                    ),
+                    "Heart size cannot be assessed reliably".into(),
+                    format!("{n}, across the 0.50 threshold"),
                     Confidence::Uncertain,
                 ),
             }
@@ -137,28 +152,46 @@ fn phrase(f: &MeasuredFinding) -> (String, Confidence) {
                     )
                 })
                 .collect();
-            let n = parts.join(", ");
+            let n = format!("extent of the lung: {}", parts.join(", "));
             match a {
                 Assessment::Present => (
-                    format!(
-                        "Airspace opacity in {} (extent of the lung: {n}).",
-                        side_words(f.laterality)
-                    ),
+                    format!("Airspace opacity in {}", side_words(f.laterality)),
+                    n,
                     Confidence::Measured,
                 ),
-                Assessment::Absent => (
-                    format!("No airspace opacity (extent of the lung: {n})."),
-                    Confidence::Measured,
-                ),
+                Assessment::Absent => ("No airspace opacity".into(), n, Confidence::Measured),
                 Assessment::Uncertain => (
-                    format!(
-                        "Airspace opacity cannot be assessed reliably (extent of the lung: {n})."
-                    ),
+                    "Airspace opacity cannot be assessed reliably".into(),
+                    n,
                     Confidence::Uncertain,
                 ),
             }
         }
+    };
+    Statement {
+        claim,
+        numbers,
+        confidence,
     }
+}
+
+/// The observations a draft states (and so the ones worth phrasing from a corpus).
+pub const STATED: [Observation; 2] = [Observation::Cardiomegaly, Observation::LungOpacity];
+
+/// The claim a measured finding makes, for phrasing; `None` when the evidence is
+/// uncertain (radlens then says so in its own words).
+fn claim(f: &MeasuredFinding, template: &str) -> Option<Claim> {
+    let status = match f.assessment {
+        Assessment::Present => Status::Positive,
+        Assessment::Absent => Status::Negative,
+        Assessment::Uncertain => return None,
+    };
+    Some(Claim {
+        observation: f.observation,
+        status,
+        laterality: f.laterality,
+        template: template.into(),
+    })
 }
 
 /// The measurement pairs compared with a prior.
@@ -248,14 +281,26 @@ fn prior_links(
         .collect()
 }
 
-/// Draft a report for `current`, with an optional prior image and report.
-pub fn draft(
-    current: &Analysis,
-    prior: Option<&Analysis>,
-    prior_report: Option<&str>,
-    indication: Option<&str>,
-    labeler: &Labeler,
-) -> Draft {
+/// What a draft is drafted from besides the current image.
+#[derive(Clone, Copy, Default)]
+pub struct DraftInputs<'a> {
+    pub prior: Option<&'a Analysis>,
+    pub prior_report: Option<&'a str>,
+    pub indication: Option<&'a str>,
+    /// Real report sentences to word the findings with.
+    pub phrases: Option<&'a PhraseBank>,
+}
+
+/// Draft a report for `current`, with an optional prior image and report; with a phrase
+/// bank each measured finding is worded as the closest real report sentence that states
+/// the same claim.
+pub fn draft(current: &Analysis, inputs: DraftInputs, labeler: &Labeler) -> Result<Draft> {
+    let DraftInputs {
+        prior,
+        prior_report,
+        indication,
+        phrases,
+    } = inputs;
     let m = &current.measurements;
     let mut sentences = Vec::new();
     let not_assessable = (!m.plausibility.plausible).then(|| {
@@ -266,14 +311,23 @@ pub fn draft(
     });
     let findings = measured_findings(current);
     for f in &findings {
-        let (text, confidence) = phrase(f);
+        let st = state(f);
+        let phrasing = match (phrases, claim(f, &format!("{}.", st.claim))) {
+            (Some(bank), Some(c)) => bank.closest(&c)?,
+            _ => None,
+        };
+        let text = match &phrasing {
+            Some(p) => format!("{} ({}).", p.sentence.trim_end_matches('.'), st.numbers),
+            None => st.sentence(),
+        };
         sentences.push(DraftSentence {
             section: Section::Findings,
             text,
             observation: Some(f.observation),
-            confidence,
+            confidence: st.confidence,
             evidence: f.evidence.clone(),
             prior: prior_links(f, prior_report, labeler),
+            phrasing,
         });
     }
     let changes = match prior {
@@ -298,6 +352,7 @@ pub fn draft(
             confidence: Confidence::Measured,
             evidence: vec![],
             prior: vec![],
+            phrasing: None,
         });
     }
     let present: Vec<&DraftSentence> = sentences
@@ -313,8 +368,24 @@ pub fn draft(
     let impression = match (&not_assessable, present.is_empty()) {
         (Some(why), _) => why.clone(),
         (None, true) => {
-            "No abnormality among the findings radlens measures (heart size, airspace opacity)."
-                .to_string()
+            let open: Vec<&str> = findings
+                .iter()
+                .filter(|f| f.assessment == Assessment::Uncertain)
+                .map(|f| match f.observation {
+                    Observation::Cardiomegaly => "heart size",
+                    _ => "airspace opacity",
+                })
+                .collect();
+            if open.is_empty() {
+                "No abnormality among the findings radlens measures (heart size, airspace opacity)."
+                    .to_string()
+            } else {
+                // an uncertain finding is no evidence of normality
+                format!(
+                    "No abnormality measured with confidence; {} cannot be assessed reliably.",
+                    open.join(" and ")
+                )
+            }
         }
         (None, false) => present
             .iter()
@@ -335,8 +406,9 @@ pub fn draft(
         },
         evidence,
         prior: vec![],
+        phrasing: None,
     });
-    Draft {
+    Ok(Draft {
         image: current.path.display().to_string(),
         ai_generated: true,
         indication: indication.map(str::to_string),
@@ -344,7 +416,7 @@ pub fn draft(
         sentences,
         changes,
         caveat: m.caveat.clone(),
-    }
+    })
 }
 
 impl Draft {
@@ -397,8 +469,14 @@ impl Draft {
             .iter()
             .filter(|s| !s.evidence.is_empty())
             .map(|s| {
+                let wording = s.phrasing.as_ref().map_or(String::new(), |p| {
+                    format!(
+                        "\n  wording: report {} ({:?}, used word for word in {} reports), similarity {:.2} to radlens' sentence among {} sentences stating the same claim",
+                        p.uid, p.section, p.reports, p.similarity, p.candidates
+                    )
+                });
                 format!(
-                    "- {}\n  evidence: {}",
+                    "- {}\n  evidence: {}{wording}",
                     s.text,
                     describe_evidence(&s.evidence)
                 )

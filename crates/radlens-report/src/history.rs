@@ -3,7 +3,7 @@
 //! change between consecutive studies with intervals, and the sentences of each study's
 //! clinical notes that the measurements confirm or contradict.
 
-use crate::analysis::{analyse_image, Models};
+use crate::analysis::{analyse_image, Analysis, Models};
 use crate::draft::{changes, Change, PriorLink};
 use crate::error::{ReportError, Result};
 use crate::findings::{measured_findings, Assessment, MeasuredFinding};
@@ -207,31 +207,52 @@ pub fn history(
     let samples = studies_of(ds, patient)?;
     let notes = read_notes(dataset_dir)?;
     let mut analyses = Vec::new();
-    let mut studies = Vec::new();
     for (done, s) in (1..).zip(&samples) {
-        let img = s
-            .load_image()
-            .map_err(|e| ReportError::Invalid(e.to_string()))?;
-        let a = analyse_image(models, &s.image_path, img)?;
-        let findings = measured_findings(&a);
-        let note = notes.get(&s.id).cloned();
-        studies.push(Study {
-            case: s.id.clone(),
-            offset_days: s.attributes.number(OFFSET_DAYS),
-            view: s.attributes.view().map(str::to_string),
-            measurements: a.measurements.clone(),
-            note_links: note
-                .as_deref()
-                .map_or_else(Vec::new, |n| note_links(n, &findings, labeler)),
-            findings,
-            notes: note,
-        });
-        analyses.push(a);
+        analyses.push(analyse_sample(models, s)?);
         progress.observe(&Count {
             done,
             total: samples.len() as u64,
         });
     }
+    Ok(timeline(patient, &samples, &analyses, &notes, labeler))
+}
+
+/// Read and analyse one study.
+pub fn analyse_sample(models: &Models, s: &Sample) -> Result<Analysis> {
+    let img = s
+        .load_image()
+        .map_err(|e| ReportError::Invalid(format!("{}: {e}", s.id)))?;
+    analyse_image(models, &s.image_path, img)
+}
+
+/// The history of `patient` from its studies in time order ([`studies_of`]), each
+/// already analysed, and the dataset's clinical notes ([`read_notes`]).
+pub fn timeline(
+    patient: &str,
+    samples: &[&Sample],
+    analyses: &[Analysis],
+    notes: &HashMap<String, String>,
+    labeler: &Labeler,
+) -> History {
+    let studies: Vec<Study> = samples
+        .iter()
+        .zip(analyses)
+        .map(|(s, a)| {
+            let findings = measured_findings(a);
+            let note = notes.get(&s.id).cloned();
+            Study {
+                case: s.id.clone(),
+                offset_days: s.attributes.number(OFFSET_DAYS),
+                view: s.attributes.view().map(str::to_string),
+                measurements: a.measurements.clone(),
+                note_links: note
+                    .as_deref()
+                    .map_or_else(Vec::new, |n| note_links(n, &findings, labeler)),
+                findings,
+                notes: note,
+            }
+        })
+        .collect();
     let intervals = (1..analyses.len())
         .map(|i| {
             let (p, c) = (&analyses[i - 1], &analyses[i]);
@@ -254,10 +275,10 @@ pub fn history(
             }
         })
         .collect();
-    Ok(History {
+    History {
         patient: patient.to_string(),
         ai_generated: true,
         studies,
         intervals,
-    })
+    }
 }

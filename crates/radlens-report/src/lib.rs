@@ -13,7 +13,9 @@
 //! - [`measure`]: CTR, lung areas, opacity extent with SSN-sample intervals, plausibility.
 //! - [`analysis`]: one image analysed once; [`findings`]: measurements as findings.
 //! - [`regions`]: anatomical regions from the masks; [`search`]: queries in words.
-//! - [`draft`], [`review`], [`history`]: the workbench's three other concepts.
+//! - [`draft`], [`review`], [`history`]: the workbench's three other concepts;
+//!   [`phrasing`]: draft sentences worded from real reports (all-MiniLM-L6-v2 retrieval);
+//!   [`sweep`]: all of them on every image and patient of a dataset, with counts.
 
 pub mod corpus;
 pub mod label;
@@ -34,11 +36,15 @@ pub mod history;
 #[cfg(feature = "imaging")]
 pub mod measure;
 #[cfg(feature = "imaging")]
+pub mod phrasing;
+#[cfg(feature = "imaging")]
 pub mod regions;
 #[cfg(feature = "imaging")]
 pub mod review;
 #[cfg(feature = "imaging")]
 pub mod search;
+#[cfg(feature = "imaging")]
+pub mod sweep;
 
 mod error;
 

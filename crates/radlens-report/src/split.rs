@@ -56,9 +56,12 @@ pub struct ReportSplit {
 /// The text a duplicate check compares: lower case, runs of white space as one space,
 /// trimmed.
 pub fn normalised_text(report: &Report) -> String {
-    report
-        .text()
-        .to_lowercase()
+    fold_text(&report.text())
+}
+
+/// `text` in lower case with runs of white space as one space, trimmed.
+pub fn fold_text(text: &str) -> String {
+    text.to_lowercase()
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")

@@ -34,6 +34,9 @@ pub struct RunInfo {
     pub dataset: String,
     pub parameters: usize,
     pub radlens_version: String,
+    /// The checkpoint the weights started from (`--init`), when not from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 impl RunInfo {
@@ -210,6 +213,7 @@ mod tests {
             dataset: "jsrt:x".into(),
             parameters: m.params.count(),
             radlens_version: "test".into(),
+            init: None,
         };
         run.write_info(&info).unwrap();
         save_tensors(&run.model(), &m.params.tensors()).unwrap();

@@ -36,6 +36,9 @@ pub struct TrainRequest {
     pub split_file: Option<PathBuf>,
     /// Train on at most this many cases (quick checks).
     pub max_train_cases: Option<usize>,
+    /// Start a new run from these weights (a `model.safetensors` of the same
+    /// architecture and class count) instead of a random initialisation: fine-tuning.
+    pub init: Option<PathBuf>,
     pub device: Device,
 }
 
@@ -147,6 +150,17 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
     if train_samples.is_empty() {
         return Err(SegError::Invalid("the training split is empty".into()));
     }
+    let mut model = SegModel::new(
+        &model_cfg,
+        &req.device,
+        train_cfg.seed,
+        train_cfg.conv_backend,
+    )?;
+    if let (Some(init), None) = (&req.init, &state) {
+        model
+            .params
+            .assign_from(&load_tensors(init, &req.device)?, init)?;
+    }
     // A new run's folder is made only now, so that a bad input leaves nothing behind.
     let run = SegRun::open(&req.out, req.resume)?;
     let map = ClassMap::new(&dataset.classes, &model_cfg.classes);
@@ -163,12 +177,6 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
     let train_set = PreparedSet::load(&train_samples, &map, size, &loaded(0))?;
     let val_set = PreparedSet::load(&val_samples, &map, size, &loaded(train_set.len() as u64))?;
 
-    let mut model = SegModel::new(
-        &model_cfg,
-        &req.device,
-        train_cfg.seed,
-        train_cfg.conv_backend,
-    )?;
     let mut opt = Adam::new(
         &model.params.var_refs(),
         AdamHyper {
@@ -197,6 +205,7 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
                 dataset: req.dataset.to_string(),
                 parameters: model.params.count(),
                 radlens_version: env!("CARGO_PKG_VERSION").to_string(),
+                init: req.init.as_ref().map(|p| p.display().to_string()),
             };
             run.write_info(&info)?;
             (0, f64::NEG_INFINITY, 0)

@@ -90,6 +90,7 @@ fn training_reports_cases_steps_and_epochs_and_resumes() {
         epochs,
         split_file: Some(split_file.clone()),
         max_train_cases: None,
+        init: None,
         device: Device::Cpu,
     };
     let seen = Recorder::new();
@@ -143,6 +144,34 @@ fn training_reports_cases_steps_and_epochs_and_resumes() {
     let history = std::fs::read_to_string(run.join("history.csv")).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
     assert!(history.starts_with("epoch,train_loss,learning_rate,seconds,val_dice_right_lung,"));
+
+    // Fine-tuning starts from a checkpoint of the same architecture and records it ...
+    let init = run.join("model.safetensors");
+    let tuned = dir.path().join("tuned");
+    train(
+        TrainRequest {
+            out: tuned.clone(),
+            init: Some(init.clone()),
+            ..request(false, None)
+        },
+        &seen,
+    )
+    .unwrap();
+    let info = radlens_seg::checkpoint::SegRun::at(&tuned)
+        .read_info()
+        .unwrap();
+    assert_eq!(info.init, Some(init.display().to_string()));
+    // ... and refuses one of another architecture, naming it and leaving no run folder.
+    let mut wider = request(false, None);
+    wider.out = dir.path().join("wider");
+    wider.model.base_width = 8;
+    wider.init = Some(init.clone());
+    let e = train(wider, &seen).unwrap_err().to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("shape"),
+        "{e}"
+    );
+    assert!(!dir.path().join("wider").exists());
 }
 
 #[test]
@@ -158,6 +187,7 @@ fn a_bad_dataset_leaves_no_run_folder() {
         epochs: None,
         split_file: None,
         max_train_cases: None,
+        init: None,
         device: Device::Cpu,
     };
     let e = train(req, &radlens_core::Silent).unwrap_err().to_string();

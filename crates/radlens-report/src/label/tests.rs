@@ -170,6 +170,28 @@ fn no_finding_ignores_devices_and_negatives_but_not_other_abnormalities() {
     );
     assert_eq!(nf("Degenerative changes of the thoracic spine."), None);
     assert_eq!(nf("Mild cardiomegaly."), None);
+    // abnormalities outside the columns that the curators index (training part)
+    for t in [
+        "Low lung volumes. Lungs are clear.",
+        "Lung volumes are low. No focal infiltrates.",
+        "Pulmonary hypoinflation with bronchovascular crowding.",
+        "Mild dextroscoliosis. Lungs are clear.",
+        "Scattered thoracic spine spurring.",
+        "Mild spine curvature again noted.",
+    ] {
+        assert_eq!(nf(t), None, "{t}");
+    }
+    // "prior granulomatous disease" is a present sequela, not history; a prior
+    // granulomatous infection stays history
+    assert_eq!(
+        statuses("Evidence of prior granulomatous disease.", Granuloma),
+        [Positive]
+    );
+    assert_eq!(nf("Evidence of prior granulomatous disease."), None);
+    assert!(l
+        .mentions("History of prior granulomatous infection.")
+        .iter()
+        .all(|m| m.historical));
 }
 
 #[test]

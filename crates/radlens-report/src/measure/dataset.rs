@@ -1,8 +1,11 @@
 //! Measurements over a dataset, beside the same measurement computed from the dataset's
 //! reference masks where it has the classes (`measurements.csv`, `summary.json`).
 
+use super::conformal::{IntervalCalibration, Margin, METHOD};
 use super::geometry::{AnatomyIds, MaskMeasures};
-use super::{measure, predict_masks, Interval, MeasureModel, Measurements, SampleConfig};
+use super::{
+    measure, predict_masks, AppliedMargins, Interval, MeasureModel, Measurements, SampleConfig,
+};
 use crate::error::{ReportError, Result};
 use radlens_core::observe::Count;
 use radlens_core::Observer;
@@ -45,6 +48,8 @@ pub struct MeasureSummary {
     /// Cases whose masks failed the plausibility check (not measured).
     pub implausible: Vec<String>,
     pub samples: SampleConfig,
+    /// The conformal margins the intervals carry (`None`: raw sample intervals).
+    pub conformal: Option<AppliedMargins>,
     pub ctr: Option<Agreement>,
     pub lung_ratio: Option<Agreement>,
 }
@@ -75,7 +80,7 @@ pub fn measure_cases(
             .load_image()
             .map_err(|e| ReportError::Invalid(e.to_string()))?;
         let masks = predict_masks(model, &img, cfg)?;
-        let measured = measure(&img, (&masks, model.ids), None, cfg);
+        let measured = measure(&img, (&masks, model), None, cfg);
         let reference = match refs {
             Some(ids) => {
                 let lab = s
@@ -131,6 +136,20 @@ pub fn agreement(pairs: &[(Interval, f64)], seed: u64) -> Option<Agreement> {
     })
 }
 
+fn ctr_pairs(cases: &[CaseMeasurements]) -> Vec<(Interval, f64)> {
+    cases
+        .iter()
+        .filter_map(|c| Some((c.measured.ctr?, c.ctr_reference?)))
+        .collect()
+}
+
+fn lung_ratio_pairs(cases: &[CaseMeasurements]) -> Vec<(Interval, f64)> {
+    cases
+        .iter()
+        .filter_map(|c| Some((c.measured.lung_ratio?, c.lung_ratio_reference?)))
+        .collect()
+}
+
 /// The summary of measured cases.
 pub fn summarise(
     cases: &[CaseMeasurements],
@@ -138,10 +157,8 @@ pub fn summarise(
     model: &str,
     part: &str,
     samples: SampleConfig,
+    conformal: Option<AppliedMargins>,
 ) -> MeasureSummary {
-    let pairs = |f: &dyn Fn(&CaseMeasurements) -> Option<(Interval, f64)>| {
-        cases.iter().filter_map(f).collect::<Vec<_>>()
-    };
     MeasureSummary {
         dataset: dataset.into(),
         model: model.into(),
@@ -153,15 +170,46 @@ pub fn summarise(
             .map(|c| c.case.clone())
             .collect(),
         samples,
-        ctr: agreement(
-            &pairs(&|c| Some((c.measured.ctr?, c.ctr_reference?))),
-            samples.seed,
-        ),
-        lung_ratio: agreement(
-            &pairs(&|c| Some((c.measured.lung_ratio?, c.lung_ratio_reference?))),
-            samples.seed,
-        ),
+        conformal,
+        ctr: agreement(&ctr_pairs(cases), samples.seed),
+        lung_ratio: agreement(&lung_ratio_pairs(cases), samples.seed),
     }
+}
+
+/// Conformal margins for nominal `coverage` from cases measured with raw sample
+/// intervals (the model's validation split) at `temperature`; see [`super::conformal`].
+pub fn calibrate_intervals(
+    cases: &[CaseMeasurements],
+    dataset: &str,
+    coverage: f64,
+    temperature: f64,
+    samples: SampleConfig,
+) -> Result<IntervalCalibration> {
+    if cases.iter().any(|c| c.measured.conformal.is_some()) {
+        return Err(ReportError::Invalid(
+            "interval calibration needs raw sample intervals, not already widened ones".into(),
+        ));
+    }
+    let ctr = ctr_pairs(cases);
+    if ctr.is_empty() {
+        return Err(ReportError::Invalid(format!(
+            "{dataset}: no case has both a measured and a reference CTR to calibrate on"
+        )));
+    }
+    let ratio = lung_ratio_pairs(cases);
+    Ok(IntervalCalibration {
+        method: METHOD.into(),
+        coverage,
+        dataset: dataset.into(),
+        split: "val".into(),
+        temperature,
+        samples: samples.samples,
+        seed: samples.seed,
+        ctr: Some(Margin::calibrate(&ctr, coverage)?),
+        lung_ratio: (!ratio.is_empty())
+            .then(|| Margin::calibrate(&ratio, coverage))
+            .transpose()?,
+    })
 }
 
 /// The columns of `measurements.csv`.

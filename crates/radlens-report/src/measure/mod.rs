@@ -3,16 +3,19 @@
 //! extent per lung, each with a sample-based interval; a plausibility check first, so
 //! that images the model cannot handle are named rather than measured.
 
+pub mod conformal;
 pub mod dataset;
 pub mod geometry;
 pub mod plausibility;
 
 use crate::error::{ReportError, Result};
+use conformal::IntervalCalibration;
 use geometry::{AnatomyIds, MaskMeasures};
 use plausibility::Plausibility;
 use radlens_io::{ClassSchema, LabelMap, XrayImage};
 use radlens_seg::Predictor;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// A measured value with the central 95% interval of the same measurement over the SSN
 /// samples (percentiles with linear interpolation; the value itself when the model draws
@@ -53,6 +56,15 @@ impl Interval {
             Some(false)
         } else {
             None
+        }
+    }
+
+    /// The interval widened by `margin` on both sides (a conformal margin).
+    pub fn widened(self, margin: f64) -> Self {
+        Self {
+            value: self.value,
+            low: self.low - margin,
+            high: self.high + margin,
         }
     }
 
@@ -112,17 +124,32 @@ pub struct Measurements {
     pub lung_ratio: Option<Interval>,
     pub opacity: Option<OpacityExtent>,
     pub samples: SampleConfig,
+    /// The conformal margins the CTR and lung-ratio intervals were widened by; `None`
+    /// when the model has no interval calibration for this sampling setting (the
+    /// intervals are then the raw sample percentiles, which cover too rarely).
+    pub conformal: Option<AppliedMargins>,
     /// What the numbers cannot tell.
     pub caveat: String,
+}
+
+/// Conformal margins applied to an image's intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AppliedMargins {
+    /// Nominal coverage of the widened intervals.
+    pub coverage: f64,
+    pub ctr: Option<f64>,
+    pub lung_ratio: Option<f64>,
 }
 
 /// The caveat every measurement carries.
 pub const PA_AP_CAVEAT: &str = "CTR from a frontal film: an AP or supine film magnifies the heart, so a CTR above 0.5 suggests cardiomegaly only on a PA film; areas are projected areas.";
 
-/// A model with the ids of the classes measurements use.
+/// A model with the ids of the classes measurements use and its interval calibration.
 pub struct MeasureModel {
     pub predictor: Predictor,
     pub ids: AnatomyIds,
+    /// Conformal margins for the intervals (`interval_calibration.json`), when calibrated.
+    pub intervals: Option<IntervalCalibration>,
 }
 
 impl MeasureModel {
@@ -144,7 +171,36 @@ impl MeasureModel {
             heart: classes.id("heart"),
             opacity: classes.id("opacity"),
         };
-        Ok(Self { predictor, ids })
+        Ok(Self {
+            predictor,
+            ids,
+            intervals: None,
+        })
+    }
+
+    /// The model in run folder `dir` with its calibrated temperature and, when stored,
+    /// its interval calibration.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let named =
+            |e: &dyn std::fmt::Display| ReportError::Invalid(format!("{}: {e}", dir.display()));
+        let p = Predictor::load(dir, &candle_core::Device::Cpu).map_err(|e| named(&e))?;
+        let mut m = Self::new(p).map_err(|e| named(&e))?;
+        m.intervals = IntervalCalibration::read(dir)?;
+        Ok(m)
+    }
+
+    /// The margins that hold for sampling with `cfg` (temperature and sample count as
+    /// calibrated).
+    pub fn margins(&self, cfg: SampleConfig) -> Option<AppliedMargins> {
+        let t = cfg.temperature.unwrap_or(self.predictor.temperature);
+        self.intervals
+            .as_ref()
+            .filter(|c| c.holds_for(t, cfg.samples))
+            .map(|c| AppliedMargins {
+                coverage: c.coverage,
+                ctr: c.ctr.map(|m| m.margin),
+                lung_ratio: c.lung_ratio.map(|m| m.margin),
+            })
     }
 }
 
@@ -187,14 +243,21 @@ fn interval(
     Some(Interval::from_samples(v, &s))
 }
 
-/// Measure the anatomy masks (and the opacity model's masks when given) of one image.
+/// Measure the anatomy masks (and the opacity model's masks when given) of one image;
+/// the CTR and lung-ratio intervals carry the anatomy model's conformal margins.
 pub fn measure(
     img: &XrayImage,
-    anatomy: (&Masks, AnatomyIds),
+    anatomy: (&Masks, &MeasureModel),
     opacity: Option<(&Masks, AnatomyIds)>,
     cfg: SampleConfig,
 ) -> Measurements {
-    let (masks, ids) = anatomy;
+    let (masks, model) = anatomy;
+    let ids = model.ids;
+    let conformal = model.margins(cfg);
+    let widen = |i: Option<Interval>, margin: Option<f64>| match (i, margin) {
+        (Some(i), Some(m)) => Some(i.widened(m)),
+        _ => i,
+    };
     let plausibility = plausibility::check(&masks.mean, ids);
     let mean = MaskMeasures::of(&masks.mean, ids);
     let samples: Vec<MaskMeasures> = masks
@@ -226,17 +289,22 @@ pub fn measure(
         height: img.height,
         spacing_mm: spacing,
         area_unit: if spacing.is_some() { "mm2" } else { "px" }.into(),
-        ctr: ok
-            .then(|| interval(&mean, &samples, MaskMeasures::ctr))
-            .flatten(),
+        ctr: widen(
+            ok.then(|| interval(&mean, &samples, MaskMeasures::ctr))
+                .flatten(),
+            conformal.and_then(|c| c.ctr),
+        ),
         right_lung_area: area(|m| m.right_lung_pixels),
         left_lung_area: area(|m| m.left_lung_pixels),
-        lung_ratio: ok
-            .then(|| interval(&mean, &samples, MaskMeasures::lung_ratio))
-            .flatten(),
+        lung_ratio: widen(
+            ok.then(|| interval(&mean, &samples, MaskMeasures::lung_ratio))
+                .flatten(),
+            conformal.and_then(|c| c.lung_ratio),
+        ),
         opacity,
         plausibility,
         samples: cfg,
+        conformal,
         caveat: PA_AP_CAVEAT.into(),
     }
 }
