@@ -1,8 +1,6 @@
 //! `radlens serve` as a user starts it: it prints its address once bound, answers on it,
 //! and refuses a missing model by name.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -67,18 +65,21 @@ fn serve_prints_its_address_and_answers_health_checks() {
 #[test]
 fn serve_refuses_a_missing_model_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let o = common::radlens(&[
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--db",
-        &dir.path().join("w.sqlite").to_string_lossy(),
-        "--data-dir",
-        &dir.path().join("data").to_string_lossy(),
-        "--model",
-        "no/such/model",
-    ]);
+    let o = Command::new(env!("CARGO_BIN_EXE_radlens"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--db",
+            &dir.path().join("w.sqlite").to_string_lossy(),
+            "--data-dir",
+            &dir.path().join("data").to_string_lossy(),
+            "--model",
+            "no/such/model",
+        ])
+        .output()
+        .expect("radlens runs");
     assert!(!o.status.success());
-    let err = common::stderr(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--model no/such/model"), "{err}");
 }
