@@ -12,6 +12,7 @@ mod seg_progress;
 mod seg_robustness;
 mod seg_shift;
 mod seg_subgroups;
+mod serve_cmd;
 
 /// The model radlens ships, relative to the repository root.
 pub const SHIPPED_MODEL: &str = "models/jsrt-ssn";
@@ -47,6 +48,8 @@ enum Command {
     /// Report engine: label reports with CheXpert observations and evaluate the labeller.
     #[command(subcommand)]
     Report(report_cmd::ReportCommand),
+    /// The clinician workbench: web pages and JSON API on an embedded database.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() {
@@ -66,6 +69,7 @@ fn main() {
         Command::Sae(cmd) => sae_cmd::run(cmd),
         Command::Dicom(cmd) => dicom_cmd::run(cmd),
         Command::Report(cmd) => report_cmd::run(cmd),
+        Command::Serve(args) => serve_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

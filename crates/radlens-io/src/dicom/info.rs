@@ -31,6 +31,8 @@ pub struct WindowInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DicomInfo {
     pub patient_id: Option<String>,
+    /// Study Date (0008,0020) as recorded, `YYYYMMDD`.
+    pub study_date: Option<String>,
     pub study_instance_uid: Option<String>,
     pub series_instance_uid: Option<String>,
     pub sop_instance_uid: Option<String>,
@@ -71,6 +73,7 @@ pub fn info(obj: &DefaultDicomObject) -> DicomInfo {
     let first = |tag| floats(obj, tag).and_then(|v| v.first().copied());
     DicomInfo {
         patient_id: string(obj, tags::PATIENT_ID),
+        study_date: string(obj, tags::STUDY_DATE),
         study_instance_uid: string(obj, tags::STUDY_INSTANCE_UID),
         series_instance_uid: string(obj, tags::SERIES_INSTANCE_UID),
         sop_instance_uid: string(obj, tags::SOP_INSTANCE_UID),

@@ -1,0 +1,46 @@
+//! `radlens serve`: the clinician workbench on an embedded database.
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// SQLite database file (created and migrated when needed).
+    #[arg(long, default_value = "radlens.sqlite")]
+    db: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Folder for uploaded files (`<dir>/studies/`).
+    #[arg(long, default_value = "radlens-data")]
+    data_dir: PathBuf,
+    /// Anatomy model run folder (lungs and heart).
+    #[arg(long, default_value = crate::SHIPPED_MODEL)]
+    model: PathBuf,
+    /// SSN samples per image (measurement intervals and the uncertainty map).
+    #[arg(long, default_value_t = 16)]
+    samples: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Largest upload, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_upload_mb: usize,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let cfg = radlens_server::Config {
+        db: a.db,
+        bind: a.bind,
+        data_dir: a.data_dir,
+        model: a.model,
+        samples: a.samples,
+        seed: a.seed,
+        max_upload: a.max_upload_mb.saturating_mul(1 << 20),
+    };
+    radlens_server::serve(&cfg, |addr, version| {
+        println!("radlens workbench on http://{addr}/ (model {version}; Ctrl-C stops)");
+    })
+    .map_err(|e| anyhow!(e))
+}

@@ -1,0 +1,87 @@
+//! The pages and their scripts, built into the binary: plain HTML, CSS and ES modules
+//! with no build step, so a fresh clone needs only cargo (see ARCHITECTURE.md for why
+//! the viewer is a small canvas renderer rather than Cornerstone3D).
+
+use crate::error::ServerError;
+use axum::extract::RawPathParams;
+use axum::http::{header, Uri};
+use axum::response::{Html, IntoResponse, Response};
+
+const INDEX: &str = include_str!("../assets/index.html");
+const STUDY: &str = include_str!("../assets/study.html");
+const PATIENT: &str = include_str!("../assets/patient.html");
+
+/// (name, content type, body) of every asset.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/app.css"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/api.js"),
+    ),
+    (
+        "index.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/index.js"),
+    ),
+    (
+        "viewer.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/viewer.js"),
+    ),
+    (
+        "study.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/study.js"),
+    ),
+    (
+        "patient.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/patient.js"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../assets/favicon.svg"),
+    ),
+];
+
+pub async fn index() -> Html<&'static str> {
+    Html(INDEX)
+}
+
+/// The study page; the script reads the id from the URL and asks the API, which
+/// answers 404 for an unknown study.
+pub async fn study_page() -> Html<&'static str> {
+    Html(STUDY)
+}
+
+/// The patient timeline page (its script asks the API, as the study page does).
+pub async fn patient_page() -> Html<&'static str> {
+    Html(PATIENT)
+}
+
+pub async fn asset(p: RawPathParams) -> Response {
+    let name = p.iter().next().map(|(_, v)| v).unwrap_or("");
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, ty, body)) => (
+            [
+                (header::CONTENT_TYPE, *ty),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => {
+            ServerError::NotFound(format!("no asset '{}'", name.escape_debug())).into_response()
+        }
+    }
+}
+
+pub async fn not_found(uri: Uri) -> Response {
+    ServerError::NotFound(format!("no route {}", uri.path())).into_response()
+}

@@ -1,0 +1,119 @@
+//! The schema as numbered migrations. `PRAGMA user_version` records how many have run;
+//! opening a database runs the rest in one transaction each, so a database is always at
+//! a version this list names. Never edit a released migration: append a new one.
+
+use rusqlite::Connection;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: patients, studies, inference jobs, analyses with their images, the editable
+    // report with its history, signed reports and reviews.
+    r#"
+CREATE TABLE patients (
+    id INTEGER PRIMARY KEY,
+    patient_key TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE studies (
+    id INTEGER PRIMARY KEY,
+    patient_id INTEGER NOT NULL REFERENCES patients(id) ON DELETE CASCADE,
+    study_date TEXT,
+    view TEXT,
+    format TEXT NOT NULL CHECK (format IN ('png', 'jpeg', 'dicom')),
+    file_name TEXT NOT NULL,
+    stored_name TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    spacing_mm REAL,
+    pixels BLOB NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX studies_by_patient ON studies(patient_id, study_date);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    model_version TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+    stage TEXT NOT NULL,
+    progress REAL NOT NULL CHECK (progress >= 0 AND progress <= 1),
+    error TEXT,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX jobs_by_study ON jobs(study_id);
+CREATE TABLE analyses (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    model_version TEXT NOT NULL,
+    measurements TEXT NOT NULL,
+    draft TEXT NOT NULL,
+    ctr_lines TEXT,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (study_id, model_version)
+);
+CREATE TABLE analysis_images (
+    analysis_id INTEGER NOT NULL REFERENCES analyses(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('mean_mask', 'sample_mask', 'structures', 'uncertainty', 'outline')),
+    idx INTEGER NOT NULL,
+    png BLOB NOT NULL,
+    PRIMARY KEY (analysis_id, kind, idx)
+);
+CREATE TABLE report_sentences (
+    id INTEGER PRIMARY KEY,
+    analysis_id INTEGER NOT NULL REFERENCES analyses(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    section TEXT NOT NULL,
+    ai_text TEXT NOT NULL,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected', 'edited')),
+    UNIQUE (analysis_id, position)
+);
+CREATE TABLE sentence_edits (
+    id INTEGER PRIMARY KEY,
+    sentence_id INTEGER NOT NULL REFERENCES report_sentences(id) ON DELETE CASCADE,
+    action TEXT NOT NULL CHECK (action IN ('accept', 'reject', 'edit', 'reset')),
+    text TEXT NOT NULL,
+    author TEXT NOT NULL,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE signed_reports (
+    id INTEGER PRIMARY KEY,
+    analysis_id INTEGER NOT NULL REFERENCES analyses(id) ON DELETE CASCADE,
+    author TEXT NOT NULL,
+    findings TEXT NOT NULL,
+    impression TEXT NOT NULL,
+    signed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE reviews (
+    id INTEGER PRIMARY KEY,
+    analysis_id INTEGER NOT NULL REFERENCES analyses(id) ON DELETE CASCADE,
+    text TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+"#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Bring `conn` up to [`SCHEMA_VERSION`]; refuse a database from a newer radlens.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let current = usize::try_from(current).map_err(|_| format!("bad schema version {current}"))?;
+    if current > SCHEMA_VERSION {
+        return Err(format!(
+            "the database is at schema version {current}, newer than this radlens ({SCHEMA_VERSION}); use a newer radlens"
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", (i + 1) as i64))
+            .and_then(|_| tx.commit())
+            .map_err(|e| format!("migration {}: {e}", i + 1))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,669 @@
+//! The JSON API against a real server on loopback: upload, background analysis, cached
+//! results, draft editing with history, signing, FHIR export, DICOM tags, review and
+//! search, a restart on the same database, and hostile requests.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use radlens_server::api::{Created, Health, Signed};
+use radlens_server::db::records::{
+    EditAction, ImageFormat, JobState, SentenceEdit, SentenceStatus, Study,
+};
+use radlens_server::error::ErrorBody;
+use radlens_server::fhir::DiagnosticReport;
+use radlens_server::results::{ReportView, SentenceView, StudyView};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn get<T: serde::de::DeserializeOwned>(c: &Client, s: &radlens_server::Running, path: &str) -> T {
+    let r = c.get(s.url(path)).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    r.json().unwrap()
+}
+
+/// The status and error message of a refused request.
+fn refused(r: reqwest::blocking::Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: ErrorBody = r
+        .json()
+        .unwrap_or_else(|e| panic!("{status}: not a JSON error: {e}"));
+    (status, body.error)
+}
+
+fn upload_film(c: &Client, s: &radlens_server::Running, patient: &str, date: &str) -> Created {
+    let (png, _) = small_film(256);
+    let r = upload(
+        c,
+        s,
+        png,
+        "JPCLN001-small.png",
+        &[
+            ("patient_id", patient),
+            ("study_date", date),
+            ("view", "pa"),
+        ],
+    );
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().unwrap()
+}
+
+#[test]
+fn upload_analyse_edit_sign_export_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    let (study_id, version, edited_text) = {
+        let s = start(dir.path());
+        let h: Health = get(&c, &s, "/healthz");
+        assert_eq!(h.status, "ok");
+        assert!(
+            h.model_version.starts_with("jsrt-ssn@"),
+            "{}",
+            h.model_version
+        );
+
+        let created = upload_film(&c, &s, "P-1", "2020-03-01");
+        let job = wait_job(&c, &s, created.job.id);
+        assert_eq!(job.state, JobState::Done, "{job:?}");
+        assert_eq!(job.progress, 1.0);
+
+        let v: StudyView = get(&c, &s, &format!("/api/studies/{}", created.id));
+        assert_eq!(v.study.patient_key, "P-1");
+        assert_eq!(v.study.study_date.as_deref(), Some("2020-03-01"));
+        assert_eq!(v.study.view.as_deref(), Some("PA"));
+        assert_eq!((v.study.width, v.study.height), (256, 256));
+        let a = v.analysis.expect("analysis after the job");
+        assert_eq!(a.model_version, h.model_version);
+        let ctr = a.measurements.ctr.expect("a CTR on a normal PA film");
+        assert!(ctr.low <= ctr.value && ctr.value <= ctr.high);
+        // the drawn lines are the widths the CTR divides
+        let l = a.ctr_lines.expect("CTR lines");
+        assert!((l.heart.length() / l.thorax.length() - ctr.value).abs() < 1e-9);
+
+        // display pixels: the uploaded 8-bit values scaled to 16 bits (v * 257)
+        let (_, small) = small_film(256);
+        let px = c
+            .get(s.url(&format!("/api/studies/{}/pixels", created.id)))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+        assert_eq!(px.len(), 256 * 256 * 2);
+        for i in [0usize, 1000, 256 * 128 + 128, 65535] {
+            let v = u16::from_le_bytes([px[2 * i], px[2 * i + 1]]);
+            assert_eq!(v, u16::from(small.as_raw()[i]) * 257, "pixel {i}");
+        }
+        // every overlay the study lists is a PNG on the image grid, and not empty
+        assert!(a.overlays.iter().any(|o| o.name == "uncertainty"));
+        assert_eq!(
+            a.overlays
+                .iter()
+                .filter(|o| o.name.starts_with("sample-"))
+                .count(),
+            4
+        );
+        for o in &a.overlays {
+            let r = c.get(s.url(&o.url)).send().unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{}", o.url);
+            let img = image::load_from_memory(&r.bytes().unwrap())
+                .unwrap()
+                .into_rgba8();
+            assert_eq!(img.dimensions(), (256, 256), "{}", o.name);
+            if o.name != "uncertainty" {
+                assert!(img.pixels().any(|p| p[3] > 0), "{} is empty", o.name);
+            }
+        }
+
+        // the draft: AI sentences, all pending, at least one with an evidence box
+        let d: ReportView = get(&c, &s, &format!("/api/studies/{}/draft", created.id));
+        assert!(d.ai_generated && !d.sentences.is_empty());
+        assert!(d
+            .sentences
+            .iter()
+            .all(|x| x.row.status == SentenceStatus::Pending));
+        assert!(d
+            .sentences
+            .iter()
+            .any(|x| x.evidence.iter().any(|e| e.region_box.is_some())));
+        let first = &d.sentences[0];
+        let url = format!("/api/studies/{}/sentences/{}", created.id, first.row.id);
+        let edit = |action: &str, text: Option<&str>| -> SentenceView {
+            let r = c
+                .post(s.url(&url))
+                .json(&json!({"action": action, "text": text, "author": "Dr Test"}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{action}");
+            r.json().unwrap()
+        };
+        let e = edit(
+            "edit",
+            Some("Heart size within normal limits on this PA film."),
+        );
+        assert_eq!(e.row.status, SentenceStatus::Edited);
+        assert_eq!(e.row.ai_text, first.row.ai_text, "the AI text is kept");
+        let e = edit("reset", None);
+        assert_eq!(
+            (e.row.status, e.row.text.as_str()),
+            (SentenceStatus::Pending, first.row.ai_text.as_str())
+        );
+        let edited_text = "Heart size within normal limits on this PA film (edited).";
+        edit("edit", Some(edited_text));
+        if let Some(second) = d.sentences.get(1) {
+            let r = c
+                .post(s.url(&format!(
+                    "/api/studies/{}/sentences/{}",
+                    created.id, second.row.id
+                )))
+                .json(&json!({"action": "reject", "author": "Dr Test"}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        let history: Vec<SentenceEdit> = get(&c, &s, &format!("/api/studies/{}/edits", created.id));
+        let actions: Vec<EditAction> = history
+            .iter()
+            .filter(|h| h.sentence_id == first.row.id)
+            .map(|h| h.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [EditAction::Edit, EditAction::Reset, EditAction::Edit]
+        );
+        assert!(history.iter().all(|h| h.author == "Dr Test"));
+
+        // FHIR needs a signed report
+        let fhir_url = s.url(&format!("/api/studies/{}/fhir", created.id));
+        let (st, msg) = refused(c.get(&fhir_url).send().unwrap());
+        assert_eq!(st, StatusCode::CONFLICT, "{msg}");
+        let signed: Signed = c
+            .post(s.url(&format!("/api/studies/{}/sign", created.id)))
+            .json(&json!({"author": "Dr Test"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(
+            signed.signed.findings.contains(edited_text),
+            "{:?}",
+            signed.signed
+        );
+        assert_eq!(signed.signed.version, 1);
+        let r = c.get(&fhir_url).send().unwrap();
+        assert_eq!(r.headers()["content-type"], "application/fhir+json");
+        let fr: DiagnosticReport = r.json().unwrap();
+        assert_eq!(
+            (fr.resource_type.as_str(), fr.status.as_str()),
+            ("DiagnosticReport", "final")
+        );
+        assert_eq!(fr.subject.identifier.as_ref().unwrap().value, "P-1");
+        assert_eq!(fr.effective_date_time.as_deref(), Some("2020-03-01"));
+        for r in &fr.result {
+            let id = r.reference.as_deref().unwrap().strip_prefix('#').unwrap();
+            assert!(
+                fr.contained.iter().any(|o| o.id == id),
+                "dangling reference #{id}"
+            );
+        }
+        let obs = fr
+            .contained
+            .iter()
+            .find(|o| o.id == "ctr")
+            .expect("CTR observation");
+        assert_eq!(obs.value_quantity.value, ctr.value);
+        assert_eq!(obs.component[0].value_quantity.value, ctr.low);
+        assert_eq!(obs.component[1].value_quantity.value, ctr.high);
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(&fr.presented_form[0].data)
+            .unwrap();
+        assert!(String::from_utf8(text).unwrap().contains(edited_text));
+        // a second signature is an amendment
+        c.post(s.url(&format!("/api/studies/{}/sign", created.id)))
+            .json(&json!({"author": "Dr Two"}))
+            .send()
+            .unwrap();
+        let fr: DiagnosticReport = c.get(&fhir_url).send().unwrap().json().unwrap();
+        assert_eq!(fr.status, "amended");
+        (created.id, h.model_version, edited_text)
+    };
+
+    // a restarted server on the same database has everything, and answers from its cache
+    let s = start(dir.path());
+    let c = client();
+    let r = c
+        .post(s.url(&format!("/api/studies/{study_id}/analyse")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job: radlens_server::db::records::Job = r.json().unwrap();
+    assert_eq!(
+        (job.state, job.stage.as_str(), job.model_version.as_str()),
+        (JobState::Done, "cached result", version.as_str())
+    );
+    let d: ReportView = get(&c, &s, &format!("/api/studies/{study_id}/draft"));
+    assert_eq!(d.sentences[0].row.text, edited_text);
+    assert_eq!(d.signed.unwrap().author, "Dr Two");
+}
+
+/// A 16-bit DICOM film with patient, date and view tags.
+fn write_dicom(path: &std::path::Path, patient: &str, date: &str, view: &str) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    let (_, small) = small_film(128);
+    let us = |t, v: u16| DataElement::new(t, VR::US, PrimitiveValue::from(v));
+    let obj = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.1.1"),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5.6"),
+        DataElement::new(tags::PATIENT_ID, VR::LO, patient),
+        DataElement::new(tags::STUDY_DATE, VR::DA, date),
+        DataElement::new(tags::VIEW_POSITION, VR::CS, view),
+        DataElement::new(tags::MODALITY, VR::CS, "DX"),
+        us(tags::SAMPLES_PER_PIXEL, 1),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        us(tags::ROWS, 128),
+        us(tags::COLUMNS, 128),
+        us(tags::BITS_ALLOCATED, 16),
+        us(tags::BITS_STORED, 12),
+        us(tags::HIGH_BIT, 11),
+        us(tags::PIXEL_REPRESENTATION, 0),
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(small.as_raw().iter().map(|v| u16::from(*v) * 16).collect()),
+        ),
+    ]);
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.1.1")
+        .media_storage_sop_instance_uid("1.2.3.4.5.6");
+    obj.with_meta(meta).unwrap().write_to_file(path).unwrap();
+}
+
+#[test]
+fn dicom_tags_name_patient_date_and_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let c = client();
+    let dcm = dir.path().join("film.dcm");
+    write_dicom(&dcm, "DCM-7", "20200105", "AP");
+    let bytes = std::fs::read(&dcm).unwrap();
+    let r = upload(&c, &s, bytes.clone(), "film.dcm", &[]);
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Created = r.json().unwrap();
+    let st: Study = get::<StudyView>(&c, &s, &format!("/api/studies/{}", created.id)).study;
+    assert_eq!(st.format, ImageFormat::Dicom);
+    assert_eq!(st.patient_key, "DCM-7");
+    assert_eq!(st.study_date.as_deref(), Some("2020-01-05"));
+    assert_eq!(st.view.as_deref(), Some("AP"));
+    assert_eq!((st.width, st.height), (128, 128));
+    // a form value that contradicts the file is refused, not silently preferred
+    let (status, msg) = refused(upload(
+        &c,
+        &s,
+        bytes,
+        "film.dcm",
+        &[("patient_id", "OTHER")],
+    ));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(msg.contains("DCM-7") && msg.contains("OTHER"), "{msg}");
+    assert_eq!(wait_job(&c, &s, created.job.id).state, JobState::Done);
+}
+
+#[test]
+fn review_flags_and_search_regions_come_from_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let c = client();
+    let created = upload_film(&c, &s, "P-2", "2021-06-01");
+    assert_eq!(wait_job(&c, &s, created.job.id).state, JobState::Done);
+    let v: StudyView = get(&c, &s, &format!("/api/studies/{}", created.id));
+    let a = v.analysis.unwrap();
+    let ctr = a.measurements.ctr.unwrap();
+    // a report that states the opposite of the measured heart size
+    let claim = match ctr.side_of(0.5) {
+        Some(true) => "Heart size is normal.",
+        _ => "The heart is enlarged. Cardiomegaly.",
+    };
+    let r = c
+        .post(s.url(&format!("/api/studies/{}/review", created.id)))
+        .json(&json!({"text": format!("FINDINGS: {claim} Lungs are clear.")}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let review: radlens_report::review::Review = r.json().unwrap();
+    let flag = review
+        .flags
+        .iter()
+        .find(|f| f.observation == radlens_report::Observation::Cardiomegaly)
+        .unwrap_or_else(|| {
+            panic!(
+                "no heart-size flag for '{claim}' at CTR {ctr:?}: {:?}",
+                review.flags
+            )
+        });
+    let expected = if ctr.side_of(0.5).is_none() {
+        radlens_report::review::FlagKind::Uncertain
+    } else {
+        radlens_report::review::FlagKind::Contradiction
+    };
+    assert_eq!(flag.kind, expected, "{flag:?}");
+    assert!(
+        flag.span
+            .as_ref()
+            .is_some_and(|sp| claim.contains(sp.sentence.trim())),
+        "{flag:?}"
+    );
+
+    // "heart" is the heart's box: the same columns as the CTR's heart line
+    let r: radlens_report::search::SearchResult = get(
+        &c,
+        &s,
+        &format!(
+            "/api/studies/{}/search?q=where%20is%20the%20heart",
+            created.id
+        ),
+    );
+    assert!(r.found && r.ai_generated);
+    let b = r.region_box.unwrap().pixels;
+    let l = a.ctr_lines.unwrap();
+    assert_eq!(
+        (b.x_min as f64, b.x_max as f64 + 1.0),
+        (l.heart.x0, l.heart.x1)
+    );
+}
+
+#[test]
+fn hostile_requests_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let c = client();
+    let created = upload_film(&c, &s, "P-3", "2021-01-01");
+    assert_eq!(wait_job(&c, &s, created.job.id).state, JobState::Done);
+    let (png, _) = small_film(256);
+    let before: ReportView = get(&c, &s, &format!("/api/studies/{}/draft", created.id));
+
+    let cases: Vec<(reqwest::blocking::Response, StatusCode, &str)> = vec![
+        (
+            upload(
+                &c,
+                &s,
+                b"GIF89a not an x-ray".to_vec(),
+                "x.gif",
+                &[("patient_id", "P")],
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "x.gif",
+        ),
+        (
+            upload(
+                &c,
+                &s,
+                png[..200].to_vec(),
+                "cut.png",
+                &[("patient_id", "P")],
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cut.png",
+        ),
+        (
+            upload(
+                &c,
+                &s,
+                vec![0x89; MAX_UPLOAD + 1024],
+                "big.png",
+                &[("patient_id", "P")],
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+        ),
+        (
+            upload(&c, &s, png.clone(), "../../etc/passwd", &[]),
+            StatusCode::BAD_REQUEST,
+            "patient id is required",
+        ),
+        (
+            upload(
+                &c,
+                &s,
+                png.clone(),
+                "a.png",
+                &[("patient_id", "P"), ("study_date", "2021-02-30")],
+            ),
+            StatusCode::BAD_REQUEST,
+            "study date",
+        ),
+        (
+            upload(&c, &s, png.clone(), "a.png", &[("patient_id", "P\u{0}")]),
+            StatusCode::BAD_REQUEST,
+            "patient id",
+        ),
+        (
+            upload(
+                &c,
+                &s,
+                png.clone(),
+                "a.png",
+                &[("patient_id", "P"), ("path", "/etc")],
+            ),
+            StatusCode::BAD_REQUEST,
+            "unknown upload field",
+        ),
+        (
+            c.post(s.url("/api/studies"))
+                .json(&json!({"file": "x"}))
+                .send()
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "upload",
+        ),
+        (
+            c.get(s.url("/api/studies/999")).send().unwrap(),
+            StatusCode::NOT_FOUND,
+            "no study 999",
+        ),
+        (
+            c.get(s.url("/api/studies/..%2F..%2Fetc%2Fpasswd"))
+                .send()
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "not a positive integer",
+        ),
+        (
+            c.get(s.url("/api/studies/1%20OR%201=1/draft"))
+                .send()
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "not a positive integer",
+        ),
+        (
+            c.get(s.url(&format!(
+                "/api/studies/{}/overlays/..%2F..%2FCargo.toml",
+                created.id
+            )))
+            .send()
+            .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no overlay",
+        ),
+        (
+            c.get(s.url(&format!("/api/studies/{}/overlays/sample-99", created.id)))
+                .send()
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no overlay",
+        ),
+        (
+            c.get(s.url("/assets/..%2F..%2FCargo.toml")).send().unwrap(),
+            StatusCode::NOT_FOUND,
+            "no asset",
+        ),
+        (
+            c.get(s.url("/api/nothing")).send().unwrap(),
+            StatusCode::NOT_FOUND,
+            "no route",
+        ),
+        (
+            c.post(s.url(&format!(
+                "/api/studies/{}/sentences/{}",
+                created.id, before.sentences[0].row.id
+            )))
+            .body("{not json")
+            .header("content-type", "application/json")
+            .send()
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "request body",
+        ),
+        (
+            c.post(s.url(&format!(
+                "/api/studies/{}/sentences/{}",
+                created.id, before.sentences[0].row.id
+            )))
+            .json(&json!({"action": "accept", "author": ""}))
+            .send()
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "author",
+        ),
+        (
+            c.post(s.url(&format!(
+                "/api/studies/{}/sentences/{}",
+                created.id, before.sentences[0].row.id
+            )))
+            .json(&json!({"action": "delete", "author": "x"}))
+            .send()
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "action",
+        ),
+        (
+            c.post(s.url(&format!(
+                "/api/studies/{}/sentences/{}",
+                created.id, before.sentences[0].row.id
+            )))
+            .json(&json!({"action": "edit", "text": "x".repeat(5000), "author": "x"}))
+            .send()
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "sentence text",
+        ),
+        (
+            c.post(s.url(&format!("/api/studies/{}/sentences/999999", created.id)))
+                .json(&json!({"action": "accept", "author": "x"}))
+                .send()
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no sentence",
+        ),
+        (
+            c.get(s.url(&format!("/api/studies/{}/search?q=", created.id)))
+                .send()
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "search query",
+        ),
+        (
+            c.get(s.url("/api/jobs/0")).send().unwrap(),
+            StatusCode::BAD_REQUEST,
+            "job id",
+        ),
+    ];
+    for (r, status, needle) in cases {
+        let url = r.url().to_string();
+        let (st, msg) = refused(r);
+        assert_eq!(st, status, "{url}: {msg}");
+        assert!(
+            msg.contains(needle),
+            "{url}: '{msg}' does not mention '{needle}'"
+        );
+    }
+    // SQL metacharacters in a search are text, not SQL
+    let r = c
+        .get(s.url(&format!("/api/studies/{}/search", created.id)))
+        .query(&[("q", "'; DROP TABLE studies; --")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // nothing changed: one study, the same draft, no edit history, no file left behind
+    let studies: Vec<Study> = get(&c, &s, "/api/studies");
+    assert_eq!(studies.len(), 1);
+    let after: ReportView = get(&c, &s, &format!("/api/studies/{}/draft", created.id));
+    assert_eq!(after, before);
+    let edits: Vec<SentenceEdit> = get(&c, &s, &format!("/api/studies/{}/edits", created.id));
+    assert!(edits.is_empty());
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("data/studies"))
+        .unwrap()
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let h: Health = get(&c, &s, "/healthz");
+    assert_eq!(h.status, "ok");
+}
+
+#[test]
+fn a_later_study_is_compared_with_the_prior() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let c = client();
+    // the same film twice, ten days apart: same model, same seed, so nothing changed
+    let first = upload_film(&c, &s, "P-4", "2020-01-01");
+    assert_eq!(wait_job(&c, &s, first.job.id).state, JobState::Done);
+    let second = upload_film(&c, &s, "P-4", "2020-01-11");
+    assert_eq!(second.patient_id, first.patient_id);
+    assert_eq!(wait_job(&c, &s, second.job.id).state, JobState::Done);
+    let ctr0 = get::<StudyView>(&c, &s, &format!("/api/studies/{}", first.id))
+        .analysis
+        .unwrap()
+        .measurements
+        .ctr
+        .unwrap();
+
+    let h: radlens_server::timeline::PatientHistory = get(
+        &c,
+        &s,
+        &format!("/api/patients/{}/history", first.patient_id),
+    );
+    assert_eq!(h.patient.patient_key, "P-4");
+    let ids: Vec<i64> = h.studies.iter().map(|t| t.study.id).collect();
+    assert_eq!(ids, [first.id, second.id]);
+    assert_eq!(h.intervals.len(), 1);
+    let i = &h.intervals[0];
+    assert_eq!(
+        (i.from_study, i.to_study, i.days),
+        (first.id, second.id, Some(10))
+    );
+    let ch = i
+        .changes
+        .iter()
+        .find(|c| c.measurement == "ctr")
+        .expect("a CTR change");
+    assert_eq!(
+        (ch.prior.value, ch.current.value, ch.difference.value),
+        (ctr0.value, ctr0.value, 0.0)
+    );
+    assert_eq!(ch.direction(), "unchanged");
+
+    // the later study's draft was written with the prior beside it
+    let d: ReportView = get(&c, &s, &format!("/api/studies/{}/draft", second.id));
+    assert!(
+        d.changes.iter().any(|c| c.measurement == "ctr"),
+        "{:?}",
+        d.changes
+    );
+    assert!(
+        d.sentences
+            .iter()
+            .any(|x| x.row.ai_text.contains("since the prior")),
+        "{:?}",
+        d.sentences
+    );
+    let first_draft: ReportView = get(&c, &s, &format!("/api/studies/{}/draft", first.id));
+    assert!(
+        first_draft.changes.is_empty(),
+        "the first study has no prior"
+    );
+
+    let (st, _) = refused(c.get(s.url("/api/patients/4242/history")).send().unwrap());
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,92 @@
+//! A real server on loopback with a real SQLite file in a temporary folder, the shipped
+//! model, and a small film made from JSRT's first image (never written into the repository).
+#![allow(dead_code)] // each test binary uses part of this
+
+pub mod webdriver;
+
+use radlens_server::db::records::{Job, JobState};
+use radlens_server::{Config, Running};
+use reqwest::blocking::{multipart, Client, Response};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/jsrt-ssn")
+}
+
+/// Upload limit of the test servers.
+pub const MAX_UPLOAD: usize = 4 << 20;
+
+pub fn config(dir: &Path) -> Config {
+    Config {
+        db: dir.join("radlens.sqlite"),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        model: model_dir(),
+        samples: 8,
+        seed: 0,
+        max_upload: MAX_UPLOAD,
+    }
+}
+
+pub fn start(dir: &Path) -> Running {
+    Running::start(config(dir)).expect("server starts")
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// JSRT's JPCLN001 downscaled to `side` x `side`, as 8-bit grey PNG bytes, with its pixels.
+pub fn small_film(side: u32) -> (Vec<u8>, image::GrayImage) {
+    let src = radlens_testdata::shared_dir().join("data/jsrt/images/JPCLN001.png");
+    let img = image::open(&src)
+        .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
+        .into_luma8();
+    let small = image::imageops::resize(&img, side, side, image::imageops::FilterType::Triangle);
+    let mut png = std::io::Cursor::new(Vec::new());
+    small.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    (png.into_inner(), small)
+}
+
+pub fn upload(
+    c: &Client,
+    s: &Running,
+    bytes: Vec<u8>,
+    file_name: &str,
+    fields: &[(&str, &str)],
+) -> Response {
+    let mut form = multipart::Form::new().part(
+        "file",
+        multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+    );
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    c.post(s.url("/api/studies"))
+        .multipart(form)
+        .send()
+        .unwrap()
+}
+
+/// Poll a job until it finishes (a guard against hanging, not a timing assertion).
+pub fn wait_job(c: &Client, s: &Running, id: i64) -> Job {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let j: Job = c
+            .get(s.url(&format!("/api/jobs/{id}")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!((0.0..=1.0).contains(&j.progress), "{j:?}");
+        if matches!(j.state, JobState::Done | JobState::Failed) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish: {j:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
