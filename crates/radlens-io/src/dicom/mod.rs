@@ -10,7 +10,9 @@
 mod attrs;
 mod colour;
 mod export;
+mod implicit_vr;
 mod info;
+mod jpeg_rgb;
 mod lut;
 mod pixels;
 mod rle;
@@ -86,7 +88,11 @@ impl DicomFile {
     /// Parse a DICOM file held in memory; `path` names it in errors. A parser panic on a
     /// hostile file becomes an error.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let parse = || OpenFileOptions::new().from_reader(bytes);
+        let parse = || {
+            OpenFileOptions::new()
+                .from_reader(bytes)
+                .or_else(|e| implicit_vr::reparse(bytes).ok_or(e))
+        };
         match std::panic::catch_unwind(parse) {
             Ok(Ok(obj)) => Ok(Self {
                 path: path.to_path_buf(),

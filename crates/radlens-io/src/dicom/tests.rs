@@ -352,6 +352,31 @@ fn window_functions() {
 }
 
 #[test]
+fn implicit_vr_data_set_under_an_explicit_vr_meta_group_is_read() {
+    use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+    let mut obj =
+        InMemDicomObject::from_element_iter(image_attrs(2, 1, 1, 8, 8, false, "MONOCHROME2"));
+    obj.put(pixel_data_bytes(vec![3, 250]));
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+        .media_storage_sop_instance_uid("1.2.3.4.5")
+        .build()
+        .unwrap();
+    let mut bytes = vec![0; 128];
+    bytes.extend_from_slice(b"DICM");
+    meta.write(&mut bytes).unwrap();
+    obj.write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    assert!(
+        OpenFileOptions::new().from_reader(&bytes[..]).is_err(),
+        "dicom-rs alone refuses the file"
+    );
+    let file = DicomFile::from_bytes(Path::new("implicit.dcm"), &bytes).unwrap();
+    assert_eq!(file.stored_frame(0).unwrap().values, vec![3, 250]);
+}
+
+#[test]
 fn hostile_headers_get_clear_errors_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
     // A 1 KB file that claims 65535 x 65535 RGB 32-bit pixels must be refused up front.
