@@ -12,8 +12,9 @@ use dicom_pixeldata::PixelDecoder;
 
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 /// JPEG baseline and extended: the DCT processes whose decoders guess a colour space.
-const JPEG_DCT: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
+const JPEG_DCT: [&str; 2] = ["1.2.840.10008.1.2.4.50", JPEG_EXTENDED];
 
 /// One frame's stored values (before the modality LUT), row-major; colour samples are
 /// interleaved RGB (YBR converted, palette indices kept as indices).
@@ -69,6 +70,14 @@ pub fn stored_frame(
                 layout.photometric.clone(),
                 false,
             )
+        }
+        Value::PixelSequence(_) if ts == JPEG_EXTENDED && layout.bits_stored > 8 => {
+            return Err(format!(
+                "12-bit JPEG (JPEG Extended, {JPEG_EXTENDED}, {} bits stored) is not supported: \
+                 dicom-rs' JPEG codec (jpeg-decoder) decodes 8-bit DCT JPEG only; convert the \
+                 file to a lossless syntax first (e.g. dcmtk's `dcmdjpeg`)",
+                layout.bits_stored
+            ))
         }
         Value::PixelSequence(seq) => {
             let unstated_rgb = (JPEG_DCT.contains(&ts) && layout.photometric == Photometric::Rgb)
