@@ -13,6 +13,7 @@ mod export;
 mod implicit_vr;
 mod info;
 mod jpeg_rgb;
+mod lengths;
 mod lut;
 mod pixels;
 mod rle;
@@ -88,6 +89,7 @@ impl DicomFile {
     /// Parse a DICOM file held in memory; `path` names it in errors. A parser panic on a
     /// hostile file becomes an error.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        lengths::check(bytes).map_err(|e| dicom_err(path, e))?;
         let parse = || {
             OpenFileOptions::new()
                 .from_reader(bytes)

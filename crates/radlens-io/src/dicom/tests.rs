@@ -376,6 +376,47 @@ fn implicit_vr_data_set_under_an_explicit_vr_meta_group_is_read() {
     assert_eq!(file.stored_frame(0).unwrap().values, vec![3, 250]);
 }
 
+/// A small valid file in memory, then `tail` in place of its last `cut` bytes.
+fn small_file_with_tail(cut: usize, tail: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("small.dcm");
+    let mut e = image_attrs(2, 1, 1, 8, 8, false, "MONOCHROME2");
+    e.push(pixel_data_bytes(vec![3, 250]));
+    write_dicom(&p, e);
+    let bytes = std::fs::read(&p).unwrap();
+    [&bytes[..bytes.len() - cut], tail].concat()
+}
+
+#[test]
+fn declared_lengths_beyond_the_file_are_refused_before_reading() {
+    let ok = small_file_with_tail(0, &[]);
+    assert!(lengths::check(&ok).is_ok());
+    // Pixel Data (OB, 4-byte length) claiming 4 GB in a file of a few hundred bytes.
+    let pixel_header = [0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0];
+    let huge = small_file_with_tail(
+        14,
+        &[&pixel_header[..], &0xFFFF_FFF0u32.to_le_bytes()].concat(),
+    );
+    let err = DicomFile::from_bytes(Path::new("huge_len.dcm"), &huge)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("huge_len.dcm") && err.contains("declares 4294967280 bytes"),
+        "{err}"
+    );
+    // An item inside a sequence: its length counts too.
+    let item = [
+        &[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0][..],
+        &0xFFFF_FFFFu32.to_le_bytes(),
+        &[0xFE, 0xFF, 0x00, 0xE0],
+        &0x4000_0000u32.to_le_bytes(),
+    ]
+    .concat();
+    let err = lengths::check(&small_file_with_tail(0, &item)).unwrap_err();
+    assert!(err.contains("(FFFE,E000)"), "{err}");
+}
+
 #[test]
 fn hostile_headers_get_clear_errors_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
