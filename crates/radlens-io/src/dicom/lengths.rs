@@ -29,12 +29,23 @@ struct Encoding {
     big_endian: bool,
 }
 
+/// How the data set's elements are encoded, as far as the walk could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSetVr {
+    /// As the transfer syntax says (or the walk could not tell).
+    AsDeclared,
+    /// Implicit VR although the transfer syntax says explicit: the first element has no
+    /// VR. dicom-rs would read its value length from the wrong bytes (up to 4 GB), so such
+    /// a file must go straight to [`super::implicit_vr`].
+    ImplicitUnderExplicit,
+}
+
 /// Every defined length in the file fits in what follows it.
-pub fn check(bytes: &[u8]) -> Result<(), String> {
+pub fn check(bytes: &[u8]) -> Result<DataSetVr, String> {
     let start = match (bytes.get(128..132), bytes.get(..4)) {
         (Some(b"DICM"), _) => 132,
         (_, Some(b"DICM")) => 4,
-        _ => return Ok(()),
+        _ => return Ok(DataSetVr::AsDeclared),
     };
     let meta = Encoding {
         explicit_vr: true,
@@ -42,28 +53,42 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     };
     let (data_set_start, ts) = walk(bytes, start, meta, Some(0x0002))?;
     let ts = ts.unwrap_or_default();
-    let encoding = Encoding {
-        explicit_vr: ts != IMPLICIT_VR_LE,
-        big_endian: ts == EXPLICIT_VR_BE,
-    };
     let rest = &bytes[data_set_start..];
-    if DEFLATED.contains(&ts.as_str()) {
-        let mut inflated = Vec::new();
+    let inflated;
+    let data_set = if DEFLATED.contains(&ts.as_str()) {
+        let mut buf = Vec::new();
         let read = flate2::read::DeflateDecoder::new(rest)
             .take(MAX_INFLATED + 1)
-            .read_to_end(&mut inflated);
+            .read_to_end(&mut buf);
         if read.is_err() {
-            return Ok(()); // dicom-rs reports the corrupt stream
+            return Ok(DataSetVr::AsDeclared); // dicom-rs reports the corrupt stream
         }
-        if inflated.len() as u64 > MAX_INFLATED {
+        if buf.len() as u64 > MAX_INFLATED {
             return Err(format!(
                 "the deflated data set inflates past {MAX_INFLATED} bytes"
             ));
         }
-        walk(&inflated, 0, encoding, None).map(|_| ())
+        inflated = buf;
+        &inflated[..]
     } else {
-        walk(rest, 0, encoding, None).map(|_| ())
-    }
+        rest
+    };
+    // A first element without a VR: an implicit VR data set under an explicit VR syntax,
+    // which `implicit_vr` re-reads as such.
+    let first_has_vr = data_set
+        .get(4..6)
+        .is_none_or(|vr| vr.iter().all(u8::is_ascii_uppercase));
+    let explicit_declared = ts != IMPLICIT_VR_LE;
+    let encoding = Encoding {
+        explicit_vr: explicit_declared && first_has_vr,
+        big_endian: ts == EXPLICIT_VR_BE,
+    };
+    walk(data_set, 0, encoding, None)?;
+    Ok(if explicit_declared && !first_has_vr {
+        DataSetVr::ImplicitUnderExplicit
+    } else {
+        DataSetVr::AsDeclared
+    })
 }
 
 /// Walk element headers from `at`: through the whole buffer, or while the group is
@@ -72,7 +97,7 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
 fn walk(
     b: &[u8],
     mut at: usize,
-    mut enc: Encoding,
+    enc: Encoding,
     only_group: Option<u16>,
 ) -> Result<(usize, Option<String>), String> {
     let mut ts = None;
@@ -113,15 +138,12 @@ fn walk(
             }
             continue;
         }
-        if enc.explicit_vr && !header[4..6].iter().all(u8::is_ascii_uppercase) {
-            // A data set in implicit VR under an explicit VR syntax (read as pydicom does).
-            enc.explicit_vr = false;
-        }
         let (header_len, len, sequence) = if enc.explicit_vr {
-            let vr = VR::from_binary([header[4], header[5]]);
-            if vr.is_some_and(long_length) {
+            // As dicom-rs reads it: an unknown VR is UN, with a 4-byte length.
+            let vr = VR::from_binary([header[4], header[5]]).unwrap_or(VR::UN);
+            if long_length(vr) {
                 let Some(len) = u32_at(8) else { break };
-                (12, len, vr == Some(VR::SQ))
+                (12, len, vr == VR::SQ)
             } else {
                 (8, u32::from(u16_at(6)), false)
             }

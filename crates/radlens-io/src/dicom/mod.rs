@@ -89,11 +89,16 @@ impl DicomFile {
     /// Parse a DICOM file held in memory; `path` names it in errors. A parser panic on a
     /// hostile file becomes an error.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        lengths::check(bytes).map_err(|e| dicom_err(path, e))?;
+        let vr = lengths::check(bytes).map_err(|e| dicom_err(path, e))?;
         let parse = || {
-            OpenFileOptions::new()
+            match vr {
+            lengths::DataSetVr::AsDeclared => OpenFileOptions::new()
                 .from_reader(bytes)
-                .or_else(|e| implicit_vr::reparse(bytes).ok_or(e))
+                .map_err(|e| e.to_string()),
+            lengths::DataSetVr::ImplicitUnderExplicit => implicit_vr::reparse(bytes).ok_or_else(
+                || "the data set has no VRs although its transfer syntax is explicit VR, and cannot be read as implicit VR either".to_string(),
+            ),
+        }
         };
         match std::panic::catch_unwind(parse) {
             Ok(Ok(obj)) => Ok(Self {

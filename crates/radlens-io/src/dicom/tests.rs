@@ -372,6 +372,10 @@ fn implicit_vr_data_set_under_an_explicit_vr_meta_group_is_read() {
         OpenFileOptions::new().from_reader(&bytes[..]).is_err(),
         "dicom-rs alone refuses the file"
     );
+    assert_eq!(
+        lengths::check(&bytes),
+        Ok(lengths::DataSetVr::ImplicitUnderExplicit)
+    );
     let file = DicomFile::from_bytes(Path::new("implicit.dcm"), &bytes).unwrap();
     assert_eq!(file.stored_frame(0).unwrap().values, vec![3, 250]);
 }
@@ -415,6 +419,16 @@ fn declared_lengths_beyond_the_file_are_refused_before_reading() {
     .concat();
     let err = lengths::check(&small_file_with_tail(0, &item)).unwrap_err();
     assert!(err.contains("(FFFE,E000)"), "{err}");
+    // Found by the fuzzer (pydicom's UN_sequence.dcm): an unknown VR, which dicom-rs reads as
+    // UN with a 4-byte length, here the bytes of an item tag (3.7 GB).
+    let unknown_vr = [
+        0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE, 0xFF, 0x00, 0xE0,
+    ];
+    let err = lengths::check(&small_file_with_tail(0, &unknown_vr)).unwrap_err();
+    assert!(
+        err.contains("(0008,1115)") && err.contains("3758161918"),
+        "{err}"
+    );
 }
 
 #[test]
