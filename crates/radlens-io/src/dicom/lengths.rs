@@ -57,12 +57,12 @@ pub fn check(bytes: &[u8]) -> Result<DataSetVr, String> {
     let inflated;
     let data_set = if DEFLATED.contains(&ts.as_str()) {
         let mut buf = Vec::new();
-        let read = flate2::read::DeflateDecoder::new(rest)
+        // dicom-rs reads (and reserves) what inflates before a corrupt part, so a corrupt
+        // stream is refused here.
+        flate2::read::DeflateDecoder::new(rest)
             .take(MAX_INFLATED + 1)
-            .read_to_end(&mut buf);
-        if read.is_err() {
-            return Ok(DataSetVr::AsDeclared); // dicom-rs reports the corrupt stream
-        }
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("the deflated data set is corrupt: {e}"))?;
         if buf.len() as u64 > MAX_INFLATED {
             return Err(format!(
                 "the deflated data set inflates past {MAX_INFLATED} bytes"

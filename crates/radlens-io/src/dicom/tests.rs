@@ -432,6 +432,33 @@ fn declared_lengths_beyond_the_file_are_refused_before_reading() {
 }
 
 #[test]
+fn a_corrupt_deflated_data_set_is_refused_before_dicom_rs_reads_it() {
+    use std::io::Write;
+    // Found by the fuzzer: dicom-rs reads the elements that inflate before the stream
+    // breaks, here one declaring 3.6 GB, and reserves their length.
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax("1.2.840.10008.1.2.1.99")
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+        .media_storage_sop_instance_uid("1.2.3.4.5")
+        .build()
+        .unwrap();
+    let mut bytes = vec![0; 128];
+    bytes.extend_from_slice(b"DICM");
+    meta.write(&mut bytes).unwrap();
+    let mut deflate =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    let header = [
+        0x08, 0x00, 0x15, 0x11, b'O', b'B', 0, 0, 0xD5, 0xD5, 0xD5, 0xD5,
+    ];
+    deflate.write_all(&header).unwrap();
+    deflate.flush().unwrap();
+    bytes.extend(deflate.get_ref());
+    bytes.extend([0xFF; 16]); // not a deflate block
+    let err = lengths::check(&bytes).unwrap_err();
+    assert!(err.contains("deflated data set is corrupt"), "{err}");
+}
+
+#[test]
 fn hostile_headers_get_clear_errors_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
     // A 1 KB file that claims 65535 x 65535 RGB 32-bit pixels must be refused up front.
