@@ -37,7 +37,19 @@ for n in 512 4096 65536; do head -c "$n" "$gguf" > "$c/gguf/prefix_$n.gguf"; don
 # Clinical tables and CSVs: the real files, whole and cut to their first lines.
 cp "$shared/jsrt/CLNDAT_EN.txt" "$shared/jsrt/CNNDAT_EN.TXT" "$c/jsrt_table/"
 head -c 2000 "$shared/jsrt/CLNDAT_EN.txt" > "$c/jsrt_table/head.txt"
-{ head -n 6 "$shared/covid-cxr/structure.csv" | sed 's#masks/[^,]*\.png#masks/m.png#'; printf '\0'; head -n 6 "$shared/covid-cxr/metadata.csv"; } > "$c/covid_csv/real_head"
+# real_head: the first rows pointed at the target's image x.jpg and 2x2 mask on an 8x8 canvas.
+python3 - "$shared/covid-cxr/structure.csv" "$shared/covid-cxr/metadata.csv" "$c/covid_csv/real_head" <<'PY'
+import csv, io, sys
+rows = list(csv.reader(open(sys.argv[1], newline="")))[:7]
+h = rows[0]
+for i, r in enumerate(rows[1:]):
+    r[h.index("Filename")], r[h.index("Mask")], r[h.index("Resolution")] = "x.jpg", "masks/m.png", "8x8"
+    for col, v in zip(["Top", "Left", "Width", "Height"], [i % 6, i % 5, 2, 2]):
+        r[h.index(col)] = str(v)
+out = io.StringIO(); csv.writer(out, lineterminator="\n").writerows(rows)
+meta = open(sys.argv[2], newline="").read().splitlines()[:6]
+open(sys.argv[3], "w").write(out.getvalue() + "\0" + "\n".join(meta) + "\n")
+PY
 { cat "$shared/covid-cxr/structure.csv"; printf '\0'; cat "$shared/covid-cxr/metadata.csv"; } | head -c 60000 > "$c/covid_csv/real"
 
 # TOML: the shipped configurations.

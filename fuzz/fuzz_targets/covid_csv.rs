@@ -1,12 +1,15 @@
 //! covid-cxr: structure.csv (up to a NUL byte) and metadata.csv, then the first sample's
-//! label map (whose canvas size comes from the CSV).
+//! label map (whose canvas size comes from the CSV). Rows may name the image `x.jpg` and
+//! the mask `masks/m.png`, which exist.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let dir = std::env::temp_dir().join(format!("radlens-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("masks")).unwrap();
+    std::fs::create_dir_all(dir.join("images")).unwrap();
     std::fs::write(dir.join("masks/m.png"), MASK).unwrap();
+    std::fs::write(dir.join("images/x.jpg"), b"").unwrap();
     let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
     std::fs::write(dir.join("structure.csv"), &data[..split]).unwrap();
     std::fs::write(
@@ -14,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         data.get(split + 1..).unwrap_or(&[]),
     )
     .unwrap();
-    let Ok(ds) = radlens_io::dataset::covid::open(&dir) else {
+    let Ok(ds) = radlens_io::dataset::covid::open(&dir, true) else {
         return;
     };
     if let Some(s) = ds.samples.first() {

@@ -130,8 +130,19 @@ impl GgufFile {
             name: name.to_string(),
             reason,
         };
-        if !self.has_tensor(name) {
+        let Some(info) = self.content.tensor_infos.get(name) else {
             return Err(err("missing from the file".to_string()));
+        };
+        // candle multiplies the dimensions unchecked; a hostile index overflows them.
+        let dims = info.shape.dims();
+        if dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .is_none()
+        {
+            return Err(err(format!(
+                "shape {dims:?} has more elements than fit in memory"
+            )));
         }
         self.content
             .tensor(&mut self.reader, name, device)
@@ -244,6 +255,31 @@ mod tests {
         b.extend(4u32.to_le_bytes()); // U32
         b.extend(0u32.to_le_bytes());
         b
+    }
+
+    #[test]
+    fn tensor_shape_overflowing_usize_is_an_error_not_a_panic() {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes()); // tensors
+        b.extend(0u64.to_le_bytes()); // metadata entries
+        b.extend(1u64.to_le_bytes());
+        b.push(b't');
+        b.extend(2u32.to_le_bytes()); // dimensions
+        b.extend((1u64 << 40).to_le_bytes());
+        b.extend((1u64 << 40).to_le_bytes());
+        b.extend(0u32.to_le_bytes()); // F32
+        b.extend(0u64.to_le_bytes()); // offset
+        b.resize(96, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("overflow.gguf");
+        std::fs::write(&p, b).unwrap();
+        let mut gguf = GgufFile::open(&p).unwrap();
+        let Err(e) = gguf.tensor("t", &Device::Cpu) else {
+            panic!("a shape that overflows usize must be refused");
+        };
+        let e = e.to_string();
+        assert!(e.contains("more elements than fit"), "{e}");
     }
 
     #[test]

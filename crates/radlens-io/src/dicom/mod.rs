@@ -10,7 +10,10 @@
 mod attrs;
 mod colour;
 mod export;
+mod implicit_vr;
 mod info;
+mod jpeg_rgb;
+mod lengths;
 mod lut;
 mod pixels;
 mod rle;
@@ -86,7 +89,17 @@ impl DicomFile {
     /// Parse a DICOM file held in memory; `path` names it in errors. A parser panic on a
     /// hostile file becomes an error.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let parse = || OpenFileOptions::new().from_reader(bytes);
+        let vr = lengths::check(bytes).map_err(|e| dicom_err(path, e))?;
+        let parse = || {
+            match vr {
+            lengths::DataSetVr::AsDeclared => OpenFileOptions::new()
+                .from_reader(bytes)
+                .map_err(|e| e.to_string()),
+            lengths::DataSetVr::ImplicitUnderExplicit => implicit_vr::reparse(bytes).ok_or_else(
+                || "the data set has no VRs although its transfer syntax is explicit VR, and cannot be read as implicit VR either".to_string(),
+            ),
+        }
+        };
         match std::panic::catch_unwind(parse) {
             Ok(Ok(obj)) => Ok(Self {
                 path: path.to_path_buf(),

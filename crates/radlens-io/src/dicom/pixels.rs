@@ -3,7 +3,7 @@
 //! codec panic caught and turned into an error.
 
 use super::attrs::{Photometric, PixelLayout};
-use super::{colour, rle};
+use super::{colour, jpeg_rgb, rle};
 use dicom_core::value::{PrimitiveValue, Value};
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
@@ -12,6 +12,9 @@ use dicom_pixeldata::PixelDecoder;
 
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+/// JPEG baseline and extended: the DCT processes whose decoders guess a colour space.
+const JPEG_DCT: [&str; 2] = ["1.2.840.10008.1.2.4.50", JPEG_EXTENDED];
 
 /// One frame's stored values (before the modality LUT), row-major; colour samples are
 /// interleaved RGB (YBR converted, palette indices kept as indices).
@@ -68,8 +71,26 @@ pub fn stored_frame(
                 false,
             )
         }
-        Value::PixelSequence(_) => {
-            let (bytes, decoded_pi) = encapsulated_frame(obj, layout, frame)?;
+        Value::PixelSequence(_) if ts == JPEG_EXTENDED && layout.bits_stored > 8 => {
+            return Err(format!(
+                "12-bit JPEG (JPEG Extended, {JPEG_EXTENDED}, {} bits stored) is not supported: \
+                 dicom-rs' JPEG codec (jpeg-decoder) decodes 8-bit DCT JPEG only; convert the \
+                 file to a lossless syntax first (e.g. dcmtk's `dcmdjpeg`)",
+                layout.bits_stored
+            ))
+        }
+        Value::PixelSequence(seq) => {
+            let unstated_rgb = (JPEG_DCT.contains(&ts) && layout.photometric == Photometric::Rgb)
+                .then(|| frame_fragment(seq.fragments(), layout.frames, frame))
+                .flatten()
+                .and_then(|jpeg| jpeg_rgb::decode_unstated_rgb(&jpeg));
+            let (bytes, decoded_pi) = match unstated_rgb {
+                Some(rgb) => (
+                    rgb.map_err(|e| format!("frame {frame}: {e}"))?,
+                    Photometric::Rgb,
+                ),
+                None => encapsulated_frame(obj, layout, frame)?,
+            };
             // RLE keeps the file's colour space; the image codecs return RGB.
             let pi = if ts == RLE_LOSSLESS || layout.samples_per_pixel == 1 {
                 layout.photometric.clone()
@@ -172,6 +193,18 @@ fn unpack(bytes: &[u8], layout: &PixelLayout, n: usize) -> Result<Vec<i64>, Stri
             .map(|c| read(u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
             .collect(),
     })
+}
+
+/// The encoded bytes of frame `frame` when fragments map to frames simply: one frame in
+/// any number of fragments, or one fragment per frame; `None` otherwise.
+fn frame_fragment(fragments: &[Vec<u8>], frames: usize, frame: usize) -> Option<Vec<u8>> {
+    if frames == 1 {
+        Some(fragments.concat())
+    } else if fragments.len() == frames {
+        fragments.get(frame).cloned()
+    } else {
+        None
+    }
 }
 
 /// Run dicom-rs' decoder for one encapsulated frame; a panic inside a codec becomes an error.

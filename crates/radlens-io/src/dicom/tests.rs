@@ -352,6 +352,113 @@ fn window_functions() {
 }
 
 #[test]
+fn implicit_vr_data_set_under_an_explicit_vr_meta_group_is_read() {
+    use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+    let mut obj =
+        InMemDicomObject::from_element_iter(image_attrs(2, 1, 1, 8, 8, false, "MONOCHROME2"));
+    obj.put(pixel_data_bytes(vec![3, 250]));
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+        .media_storage_sop_instance_uid("1.2.3.4.5")
+        .build()
+        .unwrap();
+    let mut bytes = vec![0; 128];
+    bytes.extend_from_slice(b"DICM");
+    meta.write(&mut bytes).unwrap();
+    obj.write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    assert!(
+        OpenFileOptions::new().from_reader(&bytes[..]).is_err(),
+        "dicom-rs alone refuses the file"
+    );
+    assert_eq!(
+        lengths::check(&bytes),
+        Ok(lengths::DataSetVr::ImplicitUnderExplicit)
+    );
+    let file = DicomFile::from_bytes(Path::new("implicit.dcm"), &bytes).unwrap();
+    assert_eq!(file.stored_frame(0).unwrap().values, vec![3, 250]);
+}
+
+/// A small valid file in memory, then `tail` in place of its last `cut` bytes.
+fn small_file_with_tail(cut: usize, tail: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("small.dcm");
+    let mut e = image_attrs(2, 1, 1, 8, 8, false, "MONOCHROME2");
+    e.push(pixel_data_bytes(vec![3, 250]));
+    write_dicom(&p, e);
+    let bytes = std::fs::read(&p).unwrap();
+    [&bytes[..bytes.len() - cut], tail].concat()
+}
+
+#[test]
+fn declared_lengths_beyond_the_file_are_refused_before_reading() {
+    let ok = small_file_with_tail(0, &[]);
+    assert!(lengths::check(&ok).is_ok());
+    // Pixel Data (OB, 4-byte length) claiming 4 GB in a file of a few hundred bytes.
+    let pixel_header = [0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0];
+    let huge = small_file_with_tail(
+        14,
+        &[&pixel_header[..], &0xFFFF_FFF0u32.to_le_bytes()].concat(),
+    );
+    let err = DicomFile::from_bytes(Path::new("huge_len.dcm"), &huge)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("huge_len.dcm") && err.contains("declares 4294967280 bytes"),
+        "{err}"
+    );
+    // An item inside a sequence: its length counts too.
+    let item = [
+        &[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0][..],
+        &0xFFFF_FFFFu32.to_le_bytes(),
+        &[0xFE, 0xFF, 0x00, 0xE0],
+        &0x4000_0000u32.to_le_bytes(),
+    ]
+    .concat();
+    let err = lengths::check(&small_file_with_tail(0, &item)).unwrap_err();
+    assert!(err.contains("(FFFE,E000)"), "{err}");
+    // Found by the fuzzer (pydicom's UN_sequence.dcm): an unknown VR, which dicom-rs reads as
+    // UN with a 4-byte length, here the bytes of an item tag (3.7 GB).
+    let unknown_vr = [
+        0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE, 0xFF, 0x00, 0xE0,
+    ];
+    let err = lengths::check(&small_file_with_tail(0, &unknown_vr)).unwrap_err();
+    assert!(
+        err.contains("(0008,1115)") && err.contains("3758161918"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_corrupt_deflated_data_set_is_refused_before_dicom_rs_reads_it() {
+    use std::io::Write;
+    // Found by the fuzzer: dicom-rs reads the elements that inflate before the stream
+    // breaks, here one declaring 3.6 GB, and reserves their length.
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax("1.2.840.10008.1.2.1.99")
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+        .media_storage_sop_instance_uid("1.2.3.4.5")
+        .build()
+        .unwrap();
+    let mut bytes = vec![0; 128];
+    bytes.extend_from_slice(b"DICM");
+    meta.write(&mut bytes).unwrap();
+    let mut deflate =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    let header = [
+        0x08, 0x00, 0x15, 0x11, b'O', b'B', 0, 0, 0xD5, 0xD5, 0xD5, 0xD5,
+    ];
+    deflate.write_all(&header).unwrap();
+    deflate.flush().unwrap();
+    bytes.extend(deflate.get_ref());
+    bytes.extend([0xFF; 16]); // not a deflate block
+    let err = lengths::check(&bytes).unwrap_err();
+    assert!(err.contains("deflated data set is corrupt"), "{err}");
+}
+
+#[test]
 fn hostile_headers_get_clear_errors_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
     // A 1 KB file that claims 65535 x 65535 RGB 32-bit pixels must be refused up front.
