@@ -9,7 +9,7 @@ use crate::overlay;
 use crate::results::rebuild;
 use crate::AppState;
 use radlens_report::analysis::{analyse_image, Analysis};
-use radlens_report::draft::draft;
+use radlens_report::draft::{draft, DraftInputs};
 use radlens_report::text::Section;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -128,13 +128,12 @@ fn run(state: &AppState, job: i64) -> Result<()> {
     let a = analyse_image(&engine.models, &path, image)?;
     stage(state, job, "comparing with the prior and drafting", 0.7)?;
     let prior = prior_of(state, &study)?;
-    let d = draft(
-        &a,
-        prior.as_ref().map(|(p, _)| p),
-        prior.as_ref().and_then(|(_, r)| r.as_deref()),
-        None,
-        &engine.labeler,
-    );
+    let inputs = DraftInputs {
+        prior: prior.as_ref().map(|(p, _)| p),
+        prior_report: prior.as_ref().and_then(|(_, r)| r.as_deref()),
+        ..DraftInputs::default()
+    };
+    let d = draft(&a, inputs, &engine.labeler)?;
     stage(state, job, "rendering overlays", 0.8)?;
     let classes = engine.classes.len();
     let mut images = vec![
