@@ -62,18 +62,28 @@ pub struct PredictArgs {
     out: PathBuf,
 }
 
+/// A model and the cases it is scored on: the options of every evaluation command.
 #[derive(Args)]
-pub struct EvalArgs {
+pub struct ScoredCases {
     /// Run folder of a trained model (default: the shipped models/jsrt-ssn).
     #[arg(long)]
-    model: Option<PathBuf>,
+    pub model: Option<PathBuf>,
     /// Evaluation data as <kind>:<dir>.
     #[arg(long)]
-    dataset: DatasetSpec,
+    pub dataset: DatasetSpec,
     /// Which cases: test, val, train (from the model's split.json) or all.
     /// Default: test for the model's training dataset kind, all for others.
     #[arg(long)]
-    split: Option<SplitPart>,
+    pub split: Option<SplitPart>,
+    /// Only the first N cases of the split (quick checks).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    scored: ScoredCases,
     /// SSN samples per image for GED and diversity.
     #[arg(long, default_value_t = 100)]
     samples: usize,
@@ -81,9 +91,6 @@ pub struct EvalArgs {
     /// Default: the model's calibrated temperature (`seg calibrate`), else 1.
     #[arg(long)]
     temperature: Option<f64>,
-    /// Evaluate only the first N cases of the split (quick checks).
-    #[arg(long)]
-    limit: Option<usize>,
     /// Output folder for per_image.csv and summary.json.
     #[arg(long)]
     out: PathBuf,
@@ -224,6 +231,24 @@ fn model_dir(given: Option<PathBuf>) -> Result<PathBuf> {
         })
 }
 
+impl ScoredCases {
+    /// The cases of `dataset` (this struct's `dataset`, opened) that the model in `dir` is
+    /// scored on.
+    pub fn cases<'d>(
+        &self,
+        dir: &std::path::Path,
+        dataset: &'d radlens_io::Dataset,
+    ) -> Result<radlens_seg::evaluate::EvalCases<'d>> {
+        Ok(choose_cases(
+            &SegRun::at(dir),
+            &self.dataset,
+            dataset,
+            self.split,
+            self.limit,
+        )?)
+    }
+}
+
 pub(crate) fn load_predictor(model: Option<PathBuf>) -> Result<(PathBuf, radlens_seg::Predictor)> {
     let dir = model_dir(model)?;
     let predictor = radlens_seg::Predictor::load(&dir, &Device::Cpu)?;
@@ -273,10 +298,10 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    let (dir, predictor) = load_predictor(a.model)?;
+    let (dir, predictor) = load_predictor(a.scored.model.clone())?;
     let temperature = temperature(a.temperature, &predictor)?;
-    let dataset = a.dataset.open()?;
-    let cases = choose_cases(&SegRun::at(&dir), &a.dataset, &dataset, a.split, a.limit)?;
+    let dataset = a.scored.dataset.open()?;
+    let cases = a.scored.cases(&dir, &dataset)?;
     let ev = evaluate(
         &predictor,
         &dataset,
@@ -287,7 +312,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     )?;
     let header = EvalHeader::new(
         &dir,
-        &a.dataset,
+        &a.scored.dataset,
         cases.part,
         predictor.model.config.image_size,
         temperature,

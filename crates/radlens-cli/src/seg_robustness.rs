@@ -1,33 +1,25 @@
 //! `radlens seg robustness`: parses, runs [`radlens_seg::robustness`], writes and prints.
 
-use crate::seg_cmd::{load_predictor, temperature};
+use crate::seg_cmd::{load_predictor, temperature, ScoredCases};
 use crate::seg_progress::EvalProgress;
 use anyhow::Result;
 use clap::Args;
+use serde::Serialize;
 use radlens_core::results::write_csv;
 use radlens_io::perturb::Perturbation;
-use radlens_io::split::SplitPart;
-use radlens_io::DatasetSpec;
-use radlens_seg::checkpoint::SegRun;
-use radlens_seg::evaluate::choose_cases;
+use radlens_seg::case_results::CaseResults;
 use radlens_seg::robustness::{run_robustness, summarise, ModelUnderTest, RobustnessRow};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct RobustnessArgs {
-    /// Run folder of the model under test (default: the shipped models/jsrt-ssn).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// The model under test (default: the shipped models/jsrt-ssn) and its cases.
+    #[command(flatten)]
+    scored: ScoredCases,
     /// A second model to compare with on the same perturbed films (paired tests,
     /// corruption error relative to it).
     #[arg(long)]
     compare: Option<PathBuf>,
-    /// Evaluation data as <kind>:<dir>.
-    #[arg(long)]
-    dataset: DatasetSpec,
-    /// Which cases (default as `seg eval`: test on the model's own kind of data, else all).
-    #[arg(long)]
-    split: Option<SplitPart>,
     /// Perturbations to apply, comma-separated (default: all twelve).
     #[arg(long, value_delimiter = ',', value_parser = parse_perturbation)]
     perturbations: Option<Vec<Perturbation>>,
@@ -40,12 +32,25 @@ pub struct RobustnessArgs {
     /// Seed of the perturbations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Only the first N cases (quick checks).
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Output folder for per_image.csv, summary.json and report.html.
+    /// Output folder for per_image.csv, summary.json and report.html; per-case results
+    /// are kept in its `cases/` folder while the run goes.
     #[arg(long)]
     out: PathBuf,
+    /// Reuse the per-case results an interrupted run with the same settings left in
+    /// `OUT/cases/` (the model folders must be unchanged); without it they are cleared.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Everything besides the weights that changes a case's rows.
+#[derive(Serialize)]
+struct Settings<'a> {
+    radlens: &'static str,
+    dataset: String,
+    /// Name, SSN samples and temperature of each model.
+    models: Vec<(&'a str, usize, f64)>,
+    perturbations: Vec<&'static str>,
+    seed: u64,
 }
 
 fn parse_perturbation(s: &str) -> Result<Perturbation, String> {
@@ -69,7 +74,7 @@ fn model_name(dir: &Path) -> String {
 }
 
 pub fn robustness_cmd(a: RobustnessArgs) -> Result<()> {
-    let (dir, predictor) = load_predictor(a.model)?;
+    let (dir, predictor) = load_predictor(a.scored.model.clone())?;
     let mut models = vec![(model_name(&dir), predictor)];
     if let Some(other) = a.compare {
         let (odir, op) = load_predictor(Some(other))?;
@@ -91,21 +96,36 @@ pub fn robustness_cmd(a: RobustnessArgs) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let dataset = a.dataset.open()?;
-    let cases = choose_cases(&SegRun::at(&dir), &a.dataset, &dataset, a.split, a.limit)?;
+    let dataset = a.scored.dataset.open()?;
+    let cases = a.scored.cases(&dir, &dataset)?;
     let perturbations = a
         .perturbations
         .unwrap_or_else(|| Perturbation::ALL.to_vec());
+    let settings = Settings {
+        radlens: env!("CARGO_PKG_VERSION"),
+        dataset: a.scored.dataset.to_string(),
+        models: under_test
+            .iter()
+            .map(|m| (m.name.as_str(), m.samples, m.temperature))
+            .collect(),
+        perturbations: perturbations.iter().map(|p| p.name()).collect(),
+        seed: a.seed,
+    };
+    let saved = CaseResults::new(a.out.join("cases"), &settings)?;
+    if !a.resume {
+        saved.clear()?;
+    }
     let rows = run_robustness(
         &under_test,
         &dataset,
         &cases.samples,
         &perturbations,
         a.seed,
+        Some(&saved),
         &EvalProgress::default(),
     )?;
     let names: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
-    let summary = summarise(&rows, &names, &perturbations, a.dataset.to_string(), a.seed);
+    let summary = summarise(&rows, &names, &perturbations, a.scored.dataset.to_string(), a.seed);
     write_csv(
         &a.out.join("per_image.csv"),
         &HEADER,

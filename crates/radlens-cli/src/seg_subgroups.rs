@@ -1,27 +1,17 @@
 //! `radlens seg subgroups`: parses, evaluates, runs [`radlens_seg::subgroups`], prints.
 
-use crate::seg_cmd::load_predictor;
+use crate::seg_cmd::{load_predictor, ScoredCases};
 use crate::seg_progress::EvalProgress;
 use anyhow::Result;
 use clap::Args;
-use radlens_io::split::SplitPart;
-use radlens_io::DatasetSpec;
-use radlens_seg::checkpoint::SegRun;
-use radlens_seg::evaluate::{choose_cases, evaluate, write_per_image};
+use radlens_seg::evaluate::{evaluate, write_per_image};
 use radlens_seg::subgroups::{analyse, confounders, SubgroupSummary, PROTOCOL};
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct SubgroupsArgs {
-    /// Run folder of a trained model (default: the shipped models/jsrt-ssn).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Evaluation data as <kind>:<dir>.
-    #[arg(long)]
-    dataset: DatasetSpec,
-    /// Which cases (default as `seg eval`: test on the model's own kind of data, else all).
-    #[arg(long)]
-    split: Option<SplitPart>,
+    #[command(flatten)]
+    scored: ScoredCases,
     /// Attributes to group by, comma-separated: any the dataset records (sex, view,
     /// nodule, finding, ...) and age_band.
     #[arg(long, value_delimiter = ',', default_value = "sex,age_band")]
@@ -35,9 +25,9 @@ pub struct SubgroupsArgs {
 }
 
 pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
-    let (dir, predictor) = load_predictor(a.model)?;
-    let dataset = a.dataset.open()?;
-    let cases = choose_cases(&SegRun::at(&dir), &a.dataset, &dataset, a.split, None)?;
+    let (dir, predictor) = load_predictor(a.scored.model.clone())?;
+    let dataset = a.scored.dataset.open()?;
+    let cases = a.scored.cases(&dir, &dataset)?;
     let known: Vec<&str> =
         a.by.iter()
             .filter(|name| {
@@ -52,7 +42,7 @@ pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
     if let Some(unknown) = a.by.iter().find(|n| !known.contains(&n.as_str())) {
         anyhow::bail!(
             "--by {unknown}: no case of {} records that attribute",
-            a.dataset
+            a.scored.dataset
         );
     }
     // Subgroups compare the mean prediction: no samples are drawn.
@@ -64,11 +54,11 @@ pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
         0.0,
         &EvalProgress::default(),
     )?;
-    let (conf, statement) = confounders(a.dataset.kind);
+    let (conf, statement) = confounders(a.scored.dataset.kind);
     let attributes = analyse(&ev, &cases.samples, &a.by, &conf, a.seed);
     let summary = SubgroupSummary {
         model: dir.display().to_string(),
-        dataset: a.dataset.to_string(),
+        dataset: a.scored.dataset.to_string(),
         images: cases.samples.len(),
         attributes,
         confounders: statement.to_string(),

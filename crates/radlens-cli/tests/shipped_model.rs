@@ -65,3 +65,50 @@ fn readme_main_command_writes_all_outputs() {
     }
     assert!(case.join("samples/sample_15.png").is_file());
 }
+
+#[test]
+fn robustness_resumes_from_the_cases_an_interrupted_run_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("robust");
+    let unet = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/jsrt-unet");
+    let jsrt = format!("jsrt:{}", shared().join("data/jsrt").display());
+    let run = |resume: bool| {
+        let mut args = vec![
+            "seg",
+            "robustness",
+            "--model",
+            unet.to_str().unwrap(),
+            "--dataset",
+            &jsrt,
+            "--limit",
+            "2",
+            "--perturbations",
+            "gaussian_noise",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        radlens(&args);
+        std::fs::read_to_string(out.join("per_image.csv")).unwrap()
+    };
+    let first = run(false);
+    // clean + 5 levels for each of the 2 cases
+    assert_eq!(first.lines().count(), 1 + 12, "{first}");
+    // Stand in for a result computed before an interruption: a resumed run must take
+    // the second case's rows from its file instead of scoring the case again.
+    let saved = out.join("cases/00001.json");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    for row in file["result"].as_array_mut().unwrap() {
+        row["dice"] = serde_json::json!(0.123);
+    }
+    std::fs::write(&saved, file.to_string()).unwrap();
+    let resumed = run(true);
+    assert_eq!(resumed.matches(",0.123000,").count(), 6, "{resumed}");
+    let (case1, _) = first.split_at(first.lines().take(7).map(|l| l.len() + 1).sum());
+    assert!(resumed.starts_with(case1), "the first case is unchanged");
+    let fresh = run(false);
+    assert_eq!(fresh, first, "without --resume every case is scored again");
+}

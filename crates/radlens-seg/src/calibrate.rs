@@ -12,9 +12,8 @@
 //! differences between temperatures are not sampling noise between draws.
 
 use crate::error::{Result, SegError};
-use crate::evaluate::{class_map, EvalEvent, SampleMetrics};
+use crate::evaluate::{class_map, score_cases, EvalEvent, SampleMetrics};
 use crate::predict::Predictor;
-use radlens_core::observe::Count;
 use radlens_core::Observer;
 use radlens_io::split::SplitPart;
 use radlens_io::{Dataset, Sample};
@@ -79,33 +78,30 @@ pub fn score_temperatures(
         )));
     }
     let map = class_map(predictor, dataset)?;
+    let per_case = score_cases(cases, &map, observer, |k, _, img, reference| {
+        let out = predictor.forward(img)?;
+        let small_ref = out.letterbox.labels(reference).labels;
+        grid.iter()
+            .map(|&t| {
+                let pred = predictor.draw(&out, samples, t, k as u64)?;
+                let m = SampleMetrics::of(&pred, &small_ref, &map.annotated)
+                    .expect("a stochastic model with samples > 0 draws samples");
+                Ok([
+                    m.ged_squared,
+                    m.sample_diversity,
+                    m.hm_iou,
+                    m.implausible_sample_fraction,
+                ])
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
     let mut sums = vec![[0.0f64; 4]; grid.len()];
-    let count = |done: usize| Count {
-        done: done as u64,
-        total: cases.len() as u64,
-    };
-    for (k, s) in cases.iter().enumerate() {
-        observer.observe(&EvalEvent::CaseStarted {
-            id: s.id.clone(),
-            progress: count(k),
-        });
-        let (img, reference) = map.load_case(s)?;
-        let out = predictor.forward(&img)?;
-        let small_ref = out.letterbox.labels(&reference).labels;
-        for (sum, &t) in sums.iter_mut().zip(grid) {
-            let pred = predictor.draw(&out, samples, t, k as u64)?;
-            let m = SampleMetrics::of(&pred, &small_ref, &map.annotated)
-                .expect("a stochastic model with samples > 0 draws samples");
-            for (acc, v) in sum.iter_mut().zip([
-                m.ged_squared,
-                m.sample_diversity,
-                m.hm_iou,
-                m.implausible_sample_fraction,
-            ]) {
+    for case in per_case {
+        for (sum, scores) in sums.iter_mut().zip(case) {
+            for (acc, v) in sum.iter_mut().zip(scores) {
                 *acc += v;
             }
         }
-        observer.observe(&EvalEvent::CaseFinished(count(k + 1)));
     }
     let n = cases.len() as f64;
     Ok(grid

@@ -4,6 +4,7 @@
 //! logit map as a low-rank multivariate normal.
 
 pub mod calibrate;
+pub mod case_results;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

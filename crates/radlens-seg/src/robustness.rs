@@ -11,20 +11,18 @@
 //! bootstrap of the Dice difference and a Wilcoxon signed-rank test, Holm-adjusted
 //! over all levels and perturbations.
 
+use crate::case_results::CaseResults;
 use crate::data::ClassMap;
 use crate::error::{Result, SegError};
-use crate::evaluate::{class_map, ClassRow, EvalEvent, ImageRow, ImageScoring};
+use crate::evaluate::{class_map, score_cases, ClassRow, EvalEvent, ImageRow, ImageScoring};
 use crate::predict::Predictor;
-use radlens_core::observe::Count;
 use radlens_core::Observer;
 use radlens_eval::compare::{corruption_error, holm, paired_bootstrap, wilcoxon_signed_rank};
 use radlens_eval::Summary;
 use radlens_io::perturb::{Perturbation, LEVELS};
 use radlens_io::{Dataset, Sample};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A model under test and how to sample it.
 pub struct ModelUnderTest<'a> {
@@ -36,7 +34,7 @@ pub struct ModelUnderTest<'a> {
 }
 
 /// One model's scores on one case under one condition.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RobustnessRow {
     pub model: String,
     pub id: String,
@@ -60,12 +58,15 @@ fn perturbation_seed(seed: u64, case: usize, kind: usize, level: usize) -> u64 {
 
 /// Scores every model in `models` on `cases`, clean and under each of `perturbations`
 /// at every level; `seed` seeds the perturbations. Reports each case as `seg eval` does.
+/// With `saved`, a case whose rows it holds is not scored again, and each newly scored
+/// case's rows are stored there as soon as they are complete.
 pub fn run_robustness(
     models: &[ModelUnderTest],
     dataset: &Dataset,
     cases: &[&Sample],
     perturbations: &[Perturbation],
     seed: u64,
+    saved: Option<&CaseResults>,
     observer: &dyn Observer<EvalEvent>,
 ) -> Result<Vec<RobustnessRow>> {
     let Some(first) = models.first() else {
@@ -81,54 +82,43 @@ pub fn run_robustness(
             )));
         }
     }
-    let count = |done: usize| Count {
-        done: done as u64,
-        total: cases.len() as u64,
-    };
-    // Cases run in parallel (most of the work is single-threaded full-resolution
-    // scoring); each perturbed film is made, scored by every model and dropped.
-    let finished = AtomicUsize::new(0);
-    let per_case = cases
-        .par_iter()
-        .enumerate()
-        .map(|(k, case)| -> Result<Vec<RobustnessRow>> {
-            observer.observe(&EvalEvent::CaseStarted {
-                id: case.id.clone(),
-                progress: count(finished.load(Ordering::Relaxed)),
-            });
-            let (img, reference) = map.load_case(case)?;
-            let mut rows = Vec::new();
-            let mut score_all = |name: &str,
-                                 level: usize,
-                                 param: f64,
-                                 pimg: &radlens_io::XrayImage,
-                                 pref: &radlens_io::LabelMap|
-             -> Result<()> {
-                for m in models {
-                    rows.push(RobustnessRow {
-                        model: m.name.clone(),
-                        id: case.id.clone(),
-                        perturbation: name.to_string(),
-                        level,
-                        param,
-                        ..score(m, &map, case, k, pimg, pref)?
-                    });
-                }
-                Ok(())
-            };
-            score_all("clean", 0, 0.0, &img, &reference)?;
-            for (pi, p) in perturbations.iter().enumerate() {
-                for level in 1..=LEVELS {
-                    let seed = perturbation_seed(seed, k, pi, level);
-                    let (pimg, pref) = p.apply(level, &img, &reference, seed)?;
-                    score_all(p.name(), level, p.params()[level - 1], &pimg, &pref)?;
-                }
+    // Each perturbed film is made, scored by every model and dropped.
+    let per_case = score_cases(cases, &map, observer, |k, case, img, reference| {
+        if let Some(rows) = saved.and_then(|s| s.load(k, &case.id)) {
+            return Ok(rows);
+        }
+        let mut rows = Vec::new();
+        let mut score_all = |name: &str,
+                             level: usize,
+                             param: f64,
+                             pimg: &radlens_io::XrayImage,
+                             pref: &radlens_io::LabelMap|
+         -> Result<()> {
+            for m in models {
+                rows.push(RobustnessRow {
+                    model: m.name.clone(),
+                    id: case.id.clone(),
+                    perturbation: name.to_string(),
+                    level,
+                    param,
+                    ..score(m, &map, case, k, pimg, pref)?
+                });
             }
-            let done = finished.fetch_add(1, Ordering::Relaxed) + 1;
-            observer.observe(&EvalEvent::CaseFinished(count(done)));
-            Ok(rows)
-        })
-        .collect::<Result<Vec<_>>>()?;
+            Ok(())
+        };
+        score_all("clean", 0, 0.0, img, reference)?;
+        for (pi, p) in perturbations.iter().enumerate() {
+            for level in 1..=LEVELS {
+                let seed = perturbation_seed(seed, k, pi, level);
+                let (pimg, pref) = p.apply(level, img, reference, seed)?;
+                score_all(p.name(), level, p.params()[level - 1], &pimg, &pref)?;
+            }
+        }
+        if let Some(s) = saved {
+            s.save(k, &case.id, &rows)?;
+        }
+        Ok(rows)
+    })?;
     Ok(per_case.into_iter().flatten().collect())
 }
 

@@ -15,9 +15,8 @@
 
 use crate::data::ClassMap;
 use crate::error::{Result, SegError};
-use crate::evaluate::{class_map, EvalEvent};
+use crate::evaluate::{class_map, score_cases, EvalEvent};
 use crate::predict::Predictor;
-use radlens_core::observe::Count;
 use radlens_core::Observer;
 use radlens_eval::compare::two_sample_bootstrap;
 use radlens_eval::groups::compare_groups;
@@ -49,21 +48,11 @@ pub fn score_domain(
     observer: &dyn Observer<EvalEvent>,
 ) -> Result<Vec<ImageDice>> {
     let map: ClassMap = class_map(predictor, dataset)?;
-    let classes = &predictor.model.config.classes;
-    let heart = classes.id(HEART);
-    let count = |done: usize| Count {
-        done: done as u64,
-        total: cases.len() as u64,
-    };
-    let mut out = Vec::with_capacity(cases.len());
-    for (k, case) in cases.iter().enumerate() {
-        observer.observe(&EvalEvent::CaseStarted {
-            id: case.id.clone(),
-            progress: count(k),
-        });
-        let (img, reference) = map.load_case(case)?;
-        let full = predictor.predict(&img, 0, 1.0, 0)?.mean_mask_to_image();
-        let scores = map
+    let names = &predictor.model.config.classes;
+    let heart = names.id(HEART);
+    score_cases(cases, &map, observer, |_, case, img, reference| {
+        let full = predictor.predict(img, 0, 1.0, 0)?.mean_mask_to_image();
+        let classes = map
             .annotated
             .iter()
             .map(|&c| {
@@ -78,16 +67,14 @@ pub fn score_domain(
                         .collect();
                     overlap::dice(&p, &y_kept)
                 });
-                (classes.name(c).to_string(), overlap::dice(&p, &y), excluded)
+                (names.name(c).to_string(), overlap::dice(&p, &y), excluded)
             })
             .collect();
-        out.push(ImageDice {
+        Ok(ImageDice {
             id: case.id.clone(),
-            classes: scores,
-        });
-        observer.observe(&EvalEvent::CaseFinished(count(k + 1)));
-    }
-    Ok(out)
+            classes,
+        })
+    })
 }
 
 /// A mean with its 95% bootstrap interval.
