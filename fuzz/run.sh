@@ -18,7 +18,7 @@ shift || true
 targets=${*:-dicom raster gguf safetensors_shard sae_saelens sae_ae_pt jsrt_table covid_csv toml_config}
 bin=${FUZZ_BIN:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release}
 
-# Largest input per target, in bytes: DICOM 16 KiB (holds 159 of pydicom's test files whole,
+# Largest input per target, in bytes: DICOM 16 KiB (holds 158 of pydicom's test files whole,
 # every transfer syntax among them); images 4 KiB (a PNG or JPEG header declares any size,
 # a few hundred bytes carry the chunks and markers); GGUF 8 KiB (header, metadata and
 # tensor index; vocabularies beyond that add only more of the same strings); the rest hold

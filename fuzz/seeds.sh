@@ -12,7 +12,7 @@ c=seeds
 rm -rf "$c"
 mkdir -p "$c"/{dicom,raster,gguf,safetensors_shard,sae_saelens,sae_ae_pt,jsrt_table,covid_csv,toml_config}
 
-# DICOM: every pydicom test file under 16 KiB (the target's -max_len, run.sh): 100+ files
+# DICOM: every pydicom test file under 16 KiB (the target's -max_len, run.sh): 158 files
 # covering each transfer syntax, photometric interpretation and sample size.
 find ../.corpus/pydicom/files -type f -size -16k -exec cp {} "$c/dicom/" \; 2>/dev/null || true
 
