@@ -263,4 +263,27 @@ mod tests {
         assert!(map.has(&mesh(&["normal"]), Observation::NoFinding));
         assert!(!MeshMap::indexed(&mesh(&["No Indexing"])));
     }
+
+    #[test]
+    fn only_favouring_uncertainty_triggers_count_in_the_third_convention() {
+        let labeler = Labeler::load(None).unwrap();
+        let map = MeshMap::load(None).unwrap();
+        let favoured = |text: &str| {
+            let (labels, mentions) = labeler.label(&format!("FINDINGS: {text}"));
+            assert_eq!(
+                labels.get(Observation::Atelectasis),
+                Some(Status::Uncertain),
+                "{text}"
+            );
+            map.favoured(&mentions, Observation::Atelectasis)
+        };
+        assert!(favoured(
+            "Left basilar opacity consistent with atelectasis."
+        ));
+        assert!(favoured("Bibasilar atelectasis versus scarring."));
+        assert!(!favoured("Left basilar opacity may represent atelectasis."));
+        assert!(!favoured("Streaky opacity, possibly atelectasis."));
+        // the favoured section is no column
+        assert!(!map.has(&["borderline".to_string()], Observation::Cardiomegaly));
+    }
 }
