@@ -1,42 +1,60 @@
 #!/usr/bin/env bash
-# Build the fuzzers' seed corpora in fuzz/corpus/<target>/ (git-ignored: they hold pieces
-# of ../shared and of the pydicom corpus, which are never committed).
+# Build the fuzzers' seeds in fuzz/seeds/<target>/ (git-ignored: they hold pieces of
+# ../shared and of the pydicom corpus, which are never committed). run.sh merges them with
+# what earlier runs found (fuzz/corpus/<target>/) into a minimal corpus before each run.
 #   fuzz/seeds.sh    needs ../shared beside the repository and .corpus/pydicom
 #                    (tools/dicom-conformance/run.sh --prepare); a Python with torch
 #                    (RADLENS_TORCH_PYTHON) adds ae.pt seeds.
 set -eu
 cd "$(dirname "$0")"
 shared=../../shared/data
-c=corpus
+c=seeds
 rm -rf "$c"
 mkdir -p "$c"/{dicom,raster,gguf,safetensors_shard,sae_saelens,sae_ae_pt,jsrt_table,covid_csv,toml_config}
 
-# DICOM: every pydicom test file under 256 KiB (the fuzzer's inputs stay small).
-find ../.corpus/pydicom/files -type f -size -256k -exec cp {} "$c/dicom/" \; 2>/dev/null || true
+# DICOM: every pydicom test file under 16 KiB (the target's -max_len, run.sh): 158 files
+# covering each transfer syntax, photometric interpretation and sample size.
+find ../.corpus/pydicom/files -type f -size -16k -exec cp {} "$c/dicom/" \; 2>/dev/null || true
 
-# Images: the smallest real PNG masks and JPEG films, and small 16-bit and colour PNGs.
-find "$shared" -name '*.png' -size -200k -printf '%s %p\n' | sort -n | head -n 4 > raster.list || true
-find "$shared" \( -name '*.jpg' -o -name '*.jpeg' \) -printf '%s %p\n' | sort -n | head -n 2 >> raster.list || true
-while read -r _ f; do cp "$f" "$c/raster/"; done < raster.list
-rm -f raster.list
+# Images: tiny PNGs (8/16-bit grey, grey+alpha, RGB, palette) and baseline JPEGs (grey and
+# colour), written here: decoding a real 2048x2048 film or mask takes tens of milliseconds,
+# which is what kept the first runs at 11 inputs a second.
 python3 - "$c/raster" <<'PY'
 import struct, sys, zlib
-def png(path, w, h, depth, colour, rows):
-    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+out = sys.argv[1]
+chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+def png(name, w, h, depth, colour, rows, extra=b""):
     raw = b"".join(b"\0" + r for r in rows)
     ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-png(f"{sys.argv[1]}/grey16.png", 4, 3, 16, 0, [struct.pack(">4H", *(4096 * (x + y) for x in range(4))) for y in range(3)])
-png(f"{sys.argv[1]}/rgb8.png", 3, 2, 8, 2, [bytes(range(y, y + 9)) for y in range(2)])
+    open(f"{out}/{name}", "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+png("grey8.png", 4, 3, 8, 0, [bytes(range(y, y + 4)) for y in range(3)])
+png("grey16.png", 4, 3, 16, 0, [struct.pack(">4H", *(4096 * (x + y) for x in range(4))) for y in range(3)])
+png("grey_alpha.png", 2, 2, 8, 4, [bytes([9, 255, 200, 128]) for _ in range(2)])
+png("rgb8.png", 3, 2, 8, 2, [bytes(range(y, y + 9)) for y in range(2)])
+png("rgb16.png", 2, 1, 16, 2, [struct.pack(">6H", *range(0, 60000, 10000))])
+png("palette.png", 4, 1, 8, 3, [bytes([0, 1, 2, 1])], chunk(b"PLTE", bytes(range(9))))
+# Baseline JPEG: all-ones quantisation, one-code Huffman tables (DC difference 0, EOB).
+def jpeg(name, w, h, comps):
+    seg = lambda m, p: bytes([0xFF, m]) + struct.pack(">H", len(p) + 2) + p
+    sof = struct.pack(">BHHB", 8, h, w, comps) + b"".join(bytes([i + 1, 0x11, 0]) for i in range(comps))
+    table = lambda cls: seg(0xC4, bytes([cls]) + bytes([1] + [0] * 15) + b"\0")
+    sos = bytes([comps]) + b"".join(bytes([i + 1, 0]) for i in range(comps)) + b"\x00\x3f\x00"
+    n = 2 * ((w + 7) // 8) * ((h + 7) // 8) * comps
+    bits = "0" * n + "1" * (-n % 8)
+    scan = bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+    open(f"{out}/{name}", "wb").write(b"\xff\xd8" + seg(0xDB, b"\0" + bytes([1] * 64)) + seg(0xC0, sof)
+                                      + table(0x00) + table(0x10) + seg(0xDA, sos) + scan + b"\xff\xd9")
+jpeg("grey8x8.jpg", 8, 8, 1)
+jpeg("colour16x8.jpg", 16, 8, 3)
 PY
 
 # GGUF: prefixes of the real model (header, metadata, the start of the vocabulary).
 gguf=../../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf
-for n in 512 4096 65536; do head -c "$n" "$gguf" > "$c/gguf/prefix_$n.gguf"; done
+for n in 512 2048 8192; do head -c "$n" "$gguf" > "$c/gguf/prefix_$n.gguf"; done
 
 # Clinical tables and CSVs: the real files, whole and cut to their first lines.
-cp "$shared/jsrt/CLNDAT_EN.txt" "$shared/jsrt/CNNDAT_EN.TXT" "$c/jsrt_table/"
-head -c 2000 "$shared/jsrt/CLNDAT_EN.txt" > "$c/jsrt_table/head.txt"
+head -c 2000 "$shared/jsrt/CLNDAT_EN.txt" > "$c/jsrt_table/nodules_head.txt"
+head -c 2000 "$shared/jsrt/CNNDAT_EN.TXT" > "$c/jsrt_table/non_nodules_head.txt"
 # real_head: the first rows pointed at the target's image x.jpg and 2x2 mask on an 8x8 canvas.
 python3 - "$shared/covid-cxr/structure.csv" "$shared/covid-cxr/metadata.csv" "$c/covid_csv/real_head" <<'PY'
 import csv, io, sys
@@ -50,7 +68,7 @@ out = io.StringIO(); csv.writer(out, lineterminator="\n").writerows(rows)
 meta = open(sys.argv[2], newline="").read().splitlines()[:6]
 open(sys.argv[3], "w").write(out.getvalue() + "\0" + "\n".join(meta) + "\n")
 PY
-{ cat "$shared/covid-cxr/structure.csv"; printf '\0'; cat "$shared/covid-cxr/metadata.csv"; } | head -c 60000 > "$c/covid_csv/real"
+{ head -c 1500 "$shared/covid-cxr/structure.csv"; printf '\0'; head -c 1500 "$shared/covid-cxr/metadata.csv"; } > "$c/covid_csv/real"
 
 # TOML: the shipped configurations.
 cp ../configs/*.toml "$c/toml_config/"

@@ -253,19 +253,25 @@ fn label_eval_cmd(a: LabelEvalArgs) -> Result<()> {
         ev.reports, ev.not_indexed
     );
     println!(
-        "{:<27} {:>4}  {:<22} {:<22} {:<22}",
-        "column", "refs", "radlens", "uncertain as negative", "keyword baseline"
+        "{:<27} {:>4}  {:<22} {:<22} {:<22} {:<22}",
+        "column",
+        "refs",
+        "radlens",
+        "uncertain as negative",
+        "favoured uncertain",
+        "keyword baseline"
     );
     let f = |s: &radlens_report::label::evaluate::Scores| {
         format!("{:.3} [{:.3}, {:.3}]", s.f1, s.f1_ci95.0, s.f1_ci95.1)
     };
     for c in &ev.columns {
         println!(
-            "{:<27} {:>4}  {:<22} {:<22} {:<22}",
+            "{:<27} {:>4}  {:<22} {:<22} {:<22} {:<22}",
             c.observation.name(),
             c.reference_positives,
             f(&c.labeler),
             f(&c.labeler_uncertain_negative),
+            f(&c.labeler_favoured),
             f(&c.keyword_baseline)
         );
     }

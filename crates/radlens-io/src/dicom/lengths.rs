@@ -6,7 +6,7 @@
 //! The walk reads element headers only. Anything it cannot follow (a file that is not DICOM,
 //! a truncated header) is left to dicom-rs, which reports it.
 
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 use std::io::Read;
@@ -138,20 +138,17 @@ fn walk(
             }
             continue;
         }
-        let (header_len, len, sequence) = if enc.explicit_vr {
+        let (header_len, len, vr) = if enc.explicit_vr {
             // As dicom-rs reads it: an unknown VR is UN, with a 4-byte length.
             let vr = VR::from_binary([header[4], header[5]]).unwrap_or(VR::UN);
             if long_length(vr) {
                 let Some(len) = u32_at(8) else { break };
-                (12, len, vr == VR::SQ)
+                (12, len, vr)
             } else {
-                (8, u32::from(u16_at(6)), false)
+                (8, u32::from(u16_at(6)), vr)
             }
         } else {
-            let sequence = StandardDataDictionary
-                .by_tag(Tag(group, element))
-                .is_some_and(|e| e.vr() == VirtualVr::Exact(VR::SQ));
-            (8, u32_at(4).unwrap_or(0), sequence)
+            (8, u32_at(4).unwrap_or(0), implicit_vr((group, element)))
         };
         if group == 0x0002 && element == 0x0010 && len != UNDEFINED {
             ts = b
@@ -169,11 +166,48 @@ fn walk(
             continue;
         }
         fits(b, at, len, (group, element))?;
-        if !sequence {
+        whole_values(len, vr, (group, element))?;
+        if vr != VR::SQ {
             at += len as usize;
         }
     }
     Ok((at, ts))
+}
+
+/// The VR dicom-rs gives an element of an implicit VR data set: OW for pixel and overlay
+/// data, else the dictionary's (the first of "US or SS" and the like), else UN.
+fn implicit_vr((group, element): (u16, u16)) -> VR {
+    if (group, element) == PIXEL_DATA || (group >> 8 == 0x60 && element == 0x3000) {
+        return VR::OW;
+    }
+    StandardDataDictionary
+        .by_tag(Tag(group, element))
+        .map_or(VR::UN, |e| e.vr().relaxed())
+}
+
+/// The size of one value of a binary VR holding fixed-size numbers or tags.
+fn value_size(vr: VR) -> Option<u32> {
+    use VR::*;
+    match vr {
+        US | SS | OW => Some(2),
+        UL | SL | FL | AT | OL | OF => Some(4),
+        FD | OD | SV | UV | OV => Some(8),
+        _ => None,
+    }
+}
+
+/// A binary value's length is a whole number of its values. dicom-rs reads
+/// `len / size` values but counts `len` bytes as read, so a remainder leaves it reading
+/// every later element from the wrong place (the fuzzer found a 9.7 KB file whose group
+/// length of 2 bytes made it take pixel values for a 3.9 GB length).
+fn whole_values(len: u32, vr: VR, (group, element): (u16, u16)) -> Result<(), String> {
+    match value_size(vr) {
+        Some(size) if !len.is_multiple_of(size) => Err(format!(
+            "element ({group:04X},{element:04X}) ({vr}) declares {len} bytes, not a whole \
+             number of its {size}-byte values: the file is corrupt"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// VRs whose explicit header has a 4-byte length.

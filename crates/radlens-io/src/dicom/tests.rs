@@ -532,3 +532,69 @@ fn raw_and_display_png_exports() {
         assert!((a - b).abs() <= 0.5 / 65535.0 + 1e-7);
     }
 }
+
+/// What radlens must make of a saved fuzz input: its display size, or its error.
+type Expected = std::result::Result<(usize, usize), &'static str>;
+
+/// Every input the `dicom` fuzz target stopped on (fuzz/artifacts/dicom/, kept whole in
+/// `fuzz_inputs/`), with what radlens must now make of it.
+#[test]
+fn inputs_the_fuzzer_stopped_on() {
+    let cases: [(&str, &[u8], Expected); 4] = [
+        // A mutated tag made a group length (4010,0000), UL, of 2 bytes in this implicit VR
+        // file. dicom-rs reads 0 values from it yet counts 2 bytes as read, so it takes
+        // every later element 2 bytes early and finally two pixel values as a 3.9 GB OB
+        // length, which it reserved.
+        (
+            "oom-a24e0218.dcm",
+            include_bytes!("fuzz_inputs/oom-a24e0218.dcm"),
+            Err("element (4010,0000) (UL) declares 2 bytes, not a whole number of its 4-byte values"),
+        ),
+        // pydicom's UN_sequence.dcm mutated: an unknown VR read as UN with an item tag for
+        // its length (3.7 GB).
+        (
+            "oom-6f9bdca5.dcm",
+            include_bytes!("fuzz_inputs/oom-6f9bdca5.dcm"),
+            Err("element (0008,1115) at byte 32 declares 3758161918 bytes"),
+        ),
+        // A deflated data set that breaks after an element declaring 3.6 GB.
+        (
+            "oom-4625a9d7.dcm",
+            include_bytes!("fuzz_inputs/oom-4625a9d7.dcm"),
+            Err("the deflated data set is corrupt"),
+        ),
+        // JPEG 2000 through the Rust port openjp2 broke an unsafe precondition here;
+        // OpenJPEG decodes it.
+        (
+            "crash-156f1f17.dcm",
+            include_bytes!("fuzz_inputs/crash-156f1f17.dcm"),
+            Ok((100, 100)),
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let got = DicomFile::from_bytes(Path::new(name), bytes)
+            .and_then(|f| f.display_frame(0))
+            .map(|x| (x.width, x.height))
+            .map_err(|e| e.to_string());
+        match (got, expected) {
+            (Ok(size), Ok(want)) => assert_eq!(size, want, "{name}"),
+            (Err(e), Err(want)) => assert!(e.contains(name) && e.contains(want), "{name}: {e}"),
+            (got, _) => panic!("{name}: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn values_that_are_not_a_whole_number_of_their_vr_are_refused() {
+    // Rows (US, explicit VR) of 3 bytes is refused; of 4 bytes (two values) it is read.
+    let rows = |len: u8| {
+        [
+            &[0x28, 0x00, 0x10, 0x00, b'U', b'S', len, 0][..],
+            &[0; 4][..len as usize],
+        ]
+        .concat()
+    };
+    let err = lengths::check(&small_file_with_tail(0, &rows(3))).unwrap_err();
+    assert!(err.contains("(0028,0010) (US) declares 3 bytes"), "{err}");
+    assert!(lengths::check(&small_file_with_tail(0, &rows(4))).is_ok());
+}

@@ -6,9 +6,11 @@
 //! terms maps to it (`No Finding`: the term `normal`). A labeller's positive is a label
 //! of 1, and, in the headline convention, also -1 (uncertain counts as positive, since
 //! the curators index borderline and possible findings, e.g. `Cardiomegaly/borderline`);
-//! the scores with uncertain counted as negative are reported beside it.
+//! the scores with uncertain counted as negative are reported beside it, and a third
+//! convention read off the training part: uncertain counts as positive only when a
+//! trigger favours the finding (`[favoured uncertainty]` in `mesh_map.txt`).
 
-use super::{Labeler, Labels, Observation, Status};
+use super::{Labeler, Labels, Mention, Observation, Status};
 use crate::corpus::IuRecord;
 use crate::error::{ReportError, Result};
 use crate::rules::{load_rules, RuleSection};
@@ -18,14 +20,23 @@ use std::path::Path;
 
 const MESH_MAP: &str = include_str!("../../rules/mesh_map.txt");
 
-/// MeSH main terms per column.
+/// The section of `mesh_map.txt` that holds the favouring uncertainty triggers.
+const FAVOURED: &str = "favoured uncertainty";
+
+/// MeSH main terms per column, and the uncertainty triggers the curators indexed.
 #[derive(Debug, Clone)]
-pub struct MeshMap(Vec<(Observation, RuleSection)>);
+pub struct MeshMap {
+    columns: Vec<(Observation, RuleSection)>,
+    favoured: Vec<regex::Regex>,
+}
 
 impl MeshMap {
     /// The map in `dir/mesh_map.txt`, or the built-in one.
     pub fn load(dir: Option<&Path>) -> Result<Self> {
-        let sections = load_rules(dir, "mesh_map.txt", MESH_MAP)?;
+        let (favoured, sections): (Vec<_>, Vec<_>) = load_rules(dir, "mesh_map.txt", MESH_MAP)?
+            .into_iter()
+            .partition(|s| s.header == FAVOURED);
+        let favoured = favoured.into_iter().flat_map(|s| s.patterns).collect();
         sections
             .into_iter()
             .map(|s| {
@@ -37,14 +48,26 @@ impl MeshMap {
                 Ok((o, s))
             })
             .collect::<Result<Vec<_>>>()
-            .map(Self)
+            .map(|columns| Self { columns, favoured })
+    }
+
+    /// Whether a present, uncertain mention among `mentions` of `o` has a favouring trigger.
+    fn favoured(&self, mentions: &[Mention], o: Observation) -> bool {
+        mentions.iter().any(|m| {
+            m.observation == o
+                && m.status == Status::Uncertain
+                && !m.historical
+                && m.trigger
+                    .as_deref()
+                    .is_some_and(|t| self.favoured.iter().any(|p| p.is_match(t)))
+        })
     }
 
     /// Whether any of `mesh` maps to `o`.
     pub fn has(&self, mesh: &[String], o: Observation) -> bool {
         mesh.iter().any(|term| {
             let main = term.split('/').next().unwrap_or("").trim();
-            self.0
+            self.columns
                 .iter()
                 .filter(|(x, _)| *x == o)
                 .any(|(_, s)| s.patterns.iter().any(|p| p.is_match(main)))
@@ -80,6 +103,8 @@ pub struct ColumnEvaluation {
     pub labeler: Scores,
     /// radlens' labeller, uncertain counted as negative.
     pub labeler_uncertain_negative: Scores,
+    /// radlens' labeller, uncertain counted as positive only with a favouring trigger.
+    pub labeler_favoured: Scores,
     /// The keyword labeller: the same mention patterns without context rules.
     pub keyword_baseline: Scores,
 }
@@ -153,11 +178,12 @@ pub fn evaluate(
         .iter()
         .filter(|r| MeshMap::indexed(&r.mesh))
         .collect();
-    let labelled: Vec<(Labels, Labels)> = indexed
+    let labelled: Vec<(Labels, Vec<Mention>, Labels)> = indexed
         .iter()
         .map(|r| {
             let doc = r.document();
-            (labeler.label(&doc).0, labeler.keyword_labels(&doc))
+            let (labels, mentions) = labeler.label(&doc);
+            (labels, mentions, labeler.keyword_labels(&doc))
         })
         .collect();
     let columns = Observation::COLUMNS
@@ -168,9 +194,17 @@ pub fn evaluate(
             let pred = |keyword: bool, accept: &dyn Fn(Status) -> bool| {
                 labelled
                     .iter()
-                    .map(|(ours, kw)| if keyword { kw } else { ours }.get(o).is_some_and(accept))
+                    .map(|(ours, _, kw)| if keyword { kw } else { ours }.get(o).is_some_and(accept))
                     .collect::<Vec<bool>>()
             };
+            let favoured: Vec<bool> = labelled
+                .iter()
+                .map(|(ours, mentions, _)| match ours.get(o) {
+                    Some(Status::Positive) => true,
+                    Some(Status::Uncertain) => map.favoured(mentions, o),
+                    _ => false,
+                })
+                .collect();
             let pos_or_unc = |s: Status| s != Status::Negative;
             let pos = |s: Status| s == Status::Positive;
             ColumnEvaluation {
@@ -178,6 +212,7 @@ pub fn evaluate(
                 reference_positives: gold.iter().filter(|&&g| g).count(),
                 labeler: scores(&pred(false, &pos_or_unc), &gold, resamples, seed),
                 labeler_uncertain_negative: scores(&pred(false, &pos), &gold, resamples, seed),
+                labeler_favoured: scores(&favoured, &gold, resamples, seed),
                 keyword_baseline: scores(&pred(true, &pos), &gold, resamples, seed),
             }
         })
@@ -188,7 +223,7 @@ pub fn evaluate(
         reports: indexed.len(),
         not_indexed: records.len() - indexed.len(),
         bootstrap_resamples: resamples,
-        conventions: "reference positive: a MeSH term mapped to the column (rules/mesh_map.txt; No Finding: 'normal'); labeler positive: 1 or -1 (uncertain as positive), also reported with -1 as negative; keyword baseline: any mention pattern anywhere in findings/impression; F1 interval: 95% percentile bootstrap over reports".into(),
+        conventions: "reference positive: a MeSH term mapped to the column (rules/mesh_map.txt; No Finding: 'normal'); labeler positive: 1 or -1 (uncertain as positive), also reported with -1 as negative and with -1 as positive only after a favouring trigger (mesh_map.txt [favoured uncertainty]); keyword baseline: any mention pattern anywhere in findings/impression; F1 interval: 95% percentile bootstrap over reports".into(),
         columns,
     }
 }
@@ -227,5 +262,28 @@ mod tests {
         assert!(!map.has(&mesh(&["Subcutaneous Emphysema"]), Observation::Emphysema));
         assert!(map.has(&mesh(&["normal"]), Observation::NoFinding));
         assert!(!MeshMap::indexed(&mesh(&["No Indexing"])));
+    }
+
+    #[test]
+    fn only_favouring_uncertainty_triggers_count_in_the_third_convention() {
+        let labeler = Labeler::load(None).unwrap();
+        let map = MeshMap::load(None).unwrap();
+        let favoured = |text: &str| {
+            let (labels, mentions) = labeler.label(&format!("FINDINGS: {text}"));
+            assert_eq!(
+                labels.get(Observation::Atelectasis),
+                Some(Status::Uncertain),
+                "{text}"
+            );
+            map.favoured(&mentions, Observation::Atelectasis)
+        };
+        assert!(favoured(
+            "Left basilar opacity consistent with atelectasis."
+        ));
+        assert!(favoured("Bibasilar atelectasis versus scarring."));
+        assert!(!favoured("Left basilar opacity may represent atelectasis."));
+        assert!(!favoured("Streaky opacity, possibly atelectasis."));
+        // the favoured section is no column
+        assert!(!map.has(&["borderline".to_string()], Observation::Cardiomegaly));
     }
 }
