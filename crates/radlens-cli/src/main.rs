@@ -3,6 +3,7 @@
 mod alloc;
 mod bench;
 mod dicom_cmd;
+mod import_cmd;
 mod lm_cmd;
 mod progress;
 mod report_cmd;
@@ -13,6 +14,7 @@ mod seg_robustness;
 mod seg_shift;
 mod seg_subgroups;
 mod serve_cmd;
+mod user_cmd;
 
 /// The model radlens ships, relative to the repository root.
 pub const SHIPPED_MODEL: &str = "models/jsrt-ssn";
@@ -50,6 +52,11 @@ enum Command {
     Report(report_cmd::ReportCommand),
     /// The clinician workbench: web pages and JSON API on an embedded database.
     Serve(serve_cmd::ServeArgs),
+    /// Import a dataset's films (covid-cxr:<dir>, jsrt:<dir>) into the workbench database.
+    Import(import_cmd::ImportArgs),
+    /// Workbench accounts: add (password from stdin) and list.
+    #[command(subcommand)]
+    User(user_cmd::UserCommand),
 }
 
 fn main() {
@@ -70,6 +77,8 @@ fn main() {
         Command::Dicom(cmd) => dicom_cmd::run(cmd),
         Command::Report(cmd) => report_cmd::run(cmd),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::User(cmd) => user_cmd::run(cmd),
+        Command::Import(args) => import_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", describe(&e));

@@ -4,6 +4,7 @@ use anyhow::{anyhow, Result};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -27,6 +28,16 @@ pub struct ServeArgs {
     /// Largest upload, in MiB.
     #[arg(long, default_value_t = 64)]
     max_upload_mb: usize,
+    /// How long a sign-in lasts, in hours.
+    #[arg(long, default_value_t = 12)]
+    session_hours: u64,
+    /// Longest a request may take, in seconds, before it is answered 503.
+    #[arg(long, default_value_t = 30)]
+    request_timeout_s: u64,
+    /// Mark the session cookie Secure: set this when users reach the server over HTTPS
+    /// (a TLS proxy in front of it); browsers drop Secure cookies on plain HTTP.
+    #[arg(long)]
+    secure_cookie: bool,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -38,7 +49,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
         samples: a.samples,
         seed: a.seed,
         max_upload: a.max_upload_mb.saturating_mul(1 << 20),
+        session_ttl: Duration::from_secs(a.session_hours.saturating_mul(3600)),
+        request_timeout: Duration::from_secs(a.request_timeout_s),
+        secure_cookie: a.secure_cookie,
     };
+    if a.session_hours == 0 || a.request_timeout_s == 0 {
+        return Err(anyhow!(
+            "--session-hours and --request-timeout-s must be at least 1"
+        ));
+    }
     radlens_server::serve(&cfg, |addr, version| {
         println!("radlens workbench on http://{addr}/ (model {version}; Ctrl-C stops)");
     })

@@ -1,5 +1,10 @@
 //! `radlens serve` as a user starts it: it prints its address once bound, answers on it,
-//! and refuses a missing model by name.
+//! and refuses a missing model by name; `radlens user` and `radlens import`, which fill
+//! its database.
+
+mod common;
+
+use common::{radlens, shared, stderr};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -82,4 +87,147 @@ fn serve_refuses_a_missing_model_by_name() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--model no/such/model"), "{err}");
+}
+
+/// `radlens user add` with the password on standard input.
+fn user_add(db: &std::path::Path, name: &str, role: &str, password: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_radlens"))
+        .args(["user", "add", "--db"])
+        .arg(db)
+        .args(["--username", name, "--password-stdin", "--role", role])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("radlens runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn user_add_stores_a_hash_of_the_password_from_stdin_and_refuses_bad_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.sqlite");
+    let secret = "a long passphrase for dr.a";
+    let o = user_add(&db, "dr.a", "radiologist", &format!("{secret}\n"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("added dr.a (radiologist)"), "{out}");
+    for (name, role, password, why) in [
+        (
+            "dr.a",
+            "viewer",
+            "another long passphrase",
+            "already exists",
+        ),
+        ("dr.b", "viewer", "short", "10 to 1024"),
+        ("dr.c", "boss", "a long passphrase", "unknown role"),
+        ("dr d", "viewer", "a long passphrase", "username"),
+    ] {
+        let o = user_add(&db, name, role, password);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name} {role} was accepted");
+        assert!(err.contains(why), "{name} {role}: {err}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_radlens"))
+        .args(["user", "list", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert!(rows[0].starts_with("dr.a\tradiologist\tactive\t"), "{list}");
+    // the password is nowhere in the database's files
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "plaintext password stored"
+        );
+    }
+}
+
+#[test]
+fn import_brings_in_every_covid_cxr_film_with_its_patient_date_and_view_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.sqlite");
+    let data = dir.path().join("data");
+    let covid = shared().join("data/covid-cxr");
+    let spec = format!("covid-cxr:{}", covid.display());
+    let args = [
+        "import",
+        &spec,
+        "--db",
+        &db.to_string_lossy(),
+        "--data-dir",
+        &data.to_string_lossy(),
+    ];
+    // patients as metadata.csv lists them (../shared/data/README.md: 70 films)
+    let mut meta = csv::Reader::from_path(covid.join("metadata.csv")).unwrap();
+    let h = meta.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|c| c == n).unwrap();
+    let (c_patient, c_view) = (col("patientid"), col("view"));
+    let rows: Vec<csv::StringRecord> = meta.records().map(Result::unwrap).collect();
+    let patients: std::collections::BTreeSet<&str> = rows.iter().map(|r| &r[c_patient]).collect();
+    let ap = rows.iter().filter(|r| &r[c_view] == "AP").count();
+
+    let o = radlens(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let expected = format!(
+        "70 films of {} patients; 70 imported, 0 already there",
+        patients.len()
+    );
+    assert!(out.contains(&expected), "{out}");
+    // again: nothing new
+    let o = radlens(&args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("0 imported, 70 already there"),
+        "{out}{}",
+        stderr(&o)
+    );
+
+    let db = radlens_server::db::Db::open(&db).unwrap();
+    let c = db.lock();
+    let studies = radlens_server::db::records::studies(&c, None).unwrap();
+    assert_eq!(studies.len(), 70);
+    assert_eq!(
+        radlens_server::db::records::patients(&c).unwrap().len(),
+        patients.len()
+    );
+    assert_eq!(
+        studies
+            .iter()
+            .filter(|s| s.view.as_deref() == Some("AP"))
+            .count(),
+        ap
+    );
+    assert!(studies
+        .iter()
+        .all(|s| matches!(s.view.as_deref(), Some("AP" | "PA"))));
+    // patient 2: four films, 0, 3, 5 and 6 days after admission on 22 January 2020
+    let dates: Vec<Option<&str>> = studies
+        .iter()
+        .filter(|s| s.patient_key == "covid-cxr-2")
+        .map(|s| s.study_date.as_deref())
+        .collect();
+    assert_eq!(
+        dates,
+        [
+            Some("2020-01-22"),
+            Some("2020-01-25"),
+            Some("2020-01-27"),
+            Some("2020-01-28")
+        ]
+    );
+    // one stored file per film, none left half-written
+    let files = std::fs::read_dir(data.join("studies")).unwrap().count();
+    assert_eq!(files, 70);
 }

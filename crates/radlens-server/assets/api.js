@@ -6,18 +6,51 @@ async function check(r) {
   throw new Error(msg);
 }
 
+// Without a session the API answers 401: go to the sign-in page and come back here.
+function signIn() {
+  location.href = `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+  return new Promise(() => {}); // the page is leaving
+}
+
+async function call(url, init = {}) {
+  const r = await fetch(url, { ...init, credentials: 'same-origin' });
+  if (r.status === 401) return signIn();
+  return check(r);
+}
+
+// The signed-in user, with the CSRF token every state-changing request sends back.
+let session = null;
+export function me() {
+  session ??= call('/api/me').then(r => r.json()).then(u => u ?? signIn());
+  return session;
+}
+
+async function send(url, init) {
+  const { csrf_token } = await me();
+  return call(url, { method: 'POST', ...init, headers: { ...init.headers, 'x-csrf-token': csrf_token } });
+}
+
 export const api = {
-  async get(url) { return (await check(await fetch(url))).json(); },
-  async bytes(url) { return (await check(await fetch(url))).arrayBuffer(); },
+  async get(url) { return (await call(url)).json(); },
+  async bytes(url) { return (await call(url)).arrayBuffer(); },
   async post(url, body) {
-    const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body ?? {}) });
-    return (await check(r)).json();
+    return (await send(url, { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body ?? {}) })).json();
   },
-  async upload(url, formData) {
-    return (await check(await fetch(url, { method: 'POST', body: formData }))).json();
-  },
+  async upload(url, formData) { return (await send(url, { body: formData })).json(); },
+  async logout() { await send('/api/logout', {}); location.href = '/login'; },
 };
+
+// The signed-in user and a sign-out button in the page header's `#user`.
+export async function showUser() {
+  const u = await me();
+  const slot = document.getElementById('user');
+  if (!slot) return u;
+  slot.replaceChildren(
+    el('span', { class: 'muted', id: 'user-name' }, `${u.username} (${u.role})`),
+    u.role === 'admin' ? el('a', { href: '/admin' }, 'Admin') : '',
+    el('button', { id: 'logout', onclick: () => api.logout() }, 'Sign out'));
+  return u;
+}
 
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);

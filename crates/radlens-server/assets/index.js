@@ -1,4 +1,4 @@
-import { api, el } from './api.js';
+import { api, el, showUser } from './api.js';
 
 async function loadStudies() {
   const studies = await api.get('/api/studies');
@@ -33,4 +33,4 @@ document.getElementById('upload-form').addEventListener('submit', async ev => {
 });
 
 api.get('/healthz').then(h => { document.getElementById('model-version').textContent = `model ${h.model_version}`; });
-loadStudies().catch(e => { document.getElementById('upload-error').textContent = e.message; });
+showUser().then(loadStudies).catch(e => { document.getElementById('upload-error').textContent = e.message; });

@@ -1,4 +1,4 @@
-import { api, el, interval } from './api.js';
+import { api, el, interval, showUser } from './api.js';
 import { Viewer } from './viewer.js';
 
 const patientId = Number(location.pathname.split('/').pop());
@@ -56,4 +56,4 @@ async function main() {
   window.radlens.ready = true;
 }
 
-main().catch(e => { $('page-error').textContent = e.message; });
+showUser().then(main).catch(e => { $('page-error').textContent = e.message; });

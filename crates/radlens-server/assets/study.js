@@ -1,4 +1,4 @@
-import { api, el, interval } from './api.js';
+import { api, el, interval, showUser } from './api.js';
 import { Viewer } from './viewer.js';
 
 const studyId = Number(location.pathname.split('/').pop());
@@ -9,14 +9,6 @@ window.radlens = { viewer, studyId, ready: false, draft: null };
 
 function showError(e) { $('page-error').textContent = e.message ?? String(e); }
 
-const author = $('author');
-author.value = localStorage.getItem('radlens.author') ?? '';
-author.addEventListener('change', () => localStorage.setItem('radlens.author', author.value.trim()));
-function reader() {
-  const a = author.value.trim();
-  if (!a) { author.focus(); throw new Error('Enter your name as reader first (top right).'); }
-  return a;
-}
 
 // ---- tabs
 for (const b of document.querySelectorAll('[role=tab]')) {
@@ -118,7 +110,7 @@ function sentenceItem(s) {
   const text = el('span', { class: 'text' }, s.text);
   const act = action => async () => {
     try {
-      const body = { action, author: reader() };
+      const body = { action };
       if (action === 'edit') body.text = li.querySelector('textarea').value;
       await api.post(`/api/studies/${studyId}/sentences/${s.id}`, body);
       await loadDraft();
@@ -169,7 +161,7 @@ async function loadDraft() {
 
 $('sign').onclick = async () => {
   try {
-    const r = await api.post(`/api/studies/${studyId}/sign`, { author: reader() });
+    const r = await api.post(`/api/studies/${studyId}/sign`);
     await loadDraft();
     if (r.left_out_pending) $('signed-status').textContent += ` · ${r.left_out_pending} unchecked AI sentence(s) left out`;
   } catch (e) { showError(e); }
@@ -230,6 +222,7 @@ async function loadAnalysis() {
 }
 
 async function main() {
+  await showUser();
   const view = await api.get(`/api/studies/${studyId}`);
   const s = view.study;
   document.title = `radlens · ${s.patient_key} ${s.study_date ?? ''}`;

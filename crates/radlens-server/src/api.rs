@@ -1,6 +1,8 @@
 //! The JSON API. Handlers check their inputs, take the database lock for single
 //! statements, and run anything that decodes images on a blocking thread.
 
+use crate::auth::{Actor, Permission};
+use crate::db::accounts::AuditAction;
 use crate::db::records::{
     self, EditAction, ImageKind, Job, Patient, SentenceEdit, SignedReport, Study,
 };
@@ -13,7 +15,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Multipart, Query, RawPathParams, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use radlens_report::review::Review;
 use radlens_report::search::SearchResult;
 use serde::{Deserialize, Serialize};
@@ -26,7 +28,7 @@ const MAX_SENTENCE: usize = 2_000;
 const MAX_REPORT: usize = 20_000;
 
 /// A numeric path parameter; `what` names it in the error.
-fn path_id(p: &RawPathParams, key: &str, what: &str) -> Result<i64> {
+pub(crate) fn path_id(p: &RawPathParams, key: &str, what: &str) -> Result<i64> {
     let raw = p
         .iter()
         .find(|(k, _)| *k == key)
@@ -41,20 +43,9 @@ fn path_id(p: &RawPathParams, key: &str, what: &str) -> Result<i64> {
     }
 }
 
-fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
+pub(crate) fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<T> {
     b.map(|Json(v)| v)
         .map_err(|e| ServerError::BadRequest(format!("request body: {}", e.body_text())))
-}
-
-/// The name of a person acting on a report: 1 to 100 characters, no control characters.
-fn author(raw: &str) -> Result<String> {
-    let a = raw.trim();
-    if a.is_empty() || a.chars().count() > 100 || a.chars().any(char::is_control) {
-        return Err(ServerError::BadRequest(
-            "author must be 1 to 100 characters without control characters".into(),
-        ));
-    }
-    Ok(a.to_string())
 }
 
 fn bounded_text(raw: &str, max: usize, what: &str) -> Result<String> {
@@ -177,14 +168,23 @@ async fn read_upload(mut m: Multipart, max: usize) -> Result<Upload> {
 
 pub async fn create_study(
     State(s): Shared,
+    Extension(actor): Extension<Actor>,
     m: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<Created>)> {
+    s.authorize(&actor, Permission::Upload, None)?;
     let m = m.map_err(|e| multipart_error(e.status(), e.body_text()))?;
     let up = read_upload(m, s.max_upload).await?;
     let dir = s.studies_dir.clone();
     let new = blocking(move || upload::ingest(&dir, up)).await?;
     let id = records::insert_study(&mut s.db.lock(), &new)?;
     tracing::info!(study = id, patient = %new.patient_key, format = new.format.as_str(), "study uploaded");
+    let detail = format!(
+        "uploaded {} ({}) for patient {}",
+        new.file_name,
+        new.format.as_str(),
+        new.patient_key
+    );
+    s.audit(&actor, AuditAction::Upload, Some(id), &detail)?;
     let job = jobs::enqueue(&s, id)?;
     let patient_id = results::study(&s.db.lock(), id)?.patient_id;
     Ok((
@@ -211,9 +211,17 @@ pub async fn get_study(State(s): Shared, p: RawPathParams) -> Result<Json<StudyV
     }))
 }
 
-pub async fn analyse(State(s): Shared, p: RawPathParams) -> Result<(StatusCode, Json<Job>)> {
+pub async fn analyse(
+    State(s): Shared,
+    Extension(actor): Extension<Actor>,
+    p: RawPathParams,
+) -> Result<(StatusCode, Json<Job>)> {
     let id = path_id(&p, "id", "study")?;
-    Ok((StatusCode::ACCEPTED, Json(jobs::enqueue(&s, id)?)))
+    s.authorize(&actor, Permission::Upload, Some(id))?;
+    let job = jobs::enqueue(&s, id)?;
+    let detail = format!("job {} ({})", job.id, job.model_version);
+    s.audit(&actor, AuditAction::Analyse, Some(id), &detail)?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 pub async fn get_job(State(s): Shared, p: RawPathParams) -> Result<Json<Job>> {
@@ -291,18 +299,20 @@ pub struct EditRequest {
     pub action: EditAction,
     /// The new text, for `edit`.
     pub text: Option<String>,
-    pub author: String,
 }
 
+/// A sentence's edits are recorded under the signed-in user's name.
 pub async fn edit_sentence(
     State(s): Shared,
+    Extension(actor): Extension<Actor>,
     p: RawPathParams,
     b: std::result::Result<Json<EditRequest>, JsonRejection>,
 ) -> Result<Json<SentenceView>> {
     let id = path_id(&p, "id", "study")?;
     let sid = path_id(&p, "sid", "sentence")?;
+    s.authorize(&actor, Permission::Report, Some(id))?;
     let req = body(b)?;
-    let who = author(&req.author)?;
+    let who = actor.user.username.clone();
     let text = match (req.action, req.text.as_deref()) {
         (EditAction::Edit, Some(t)) => Some(bounded_text(t, MAX_SENTENCE, "sentence text")?),
         (EditAction::Edit, None) => {
@@ -316,6 +326,9 @@ pub async fn edit_sentence(
         .ok_or_else(|| ServerError::NotFound(format!("study {id} has no sentence {sid}")))?;
     tracing::info!(study = id, sentence = sid, action = req.action.as_str(), author = %who, "sentence edited");
     let view = results::report_view(&c, &a)?;
+    drop(c);
+    let detail = format!("sentence {sid}: {}", req.action.as_str());
+    s.audit(&actor, AuditAction::SentenceEdit, Some(id), &detail)?;
     view.sentences
         .into_iter()
         .find(|x| x.row.id == sid)
@@ -331,26 +344,23 @@ pub async fn edits(State(s): Shared, p: RawPathParams) -> Result<Json<Vec<Senten
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignRequest {
-    pub author: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Signed {
     pub signed: SignedReport,
     /// AI sentences nobody accepted, edited or rejected: left out of the signed text.
     pub left_out_pending: usize,
 }
 
-/// Sign the report as it stands: accepted and edited sentences, by section.
+/// Sign the report as it stands (accepted and edited sentences, by section) in the
+/// signed-in user's name.
 pub async fn sign(
     State(s): Shared,
+    Extension(actor): Extension<Actor>,
     p: RawPathParams,
-    b: std::result::Result<Json<SignRequest>, JsonRejection>,
 ) -> Result<Json<Signed>> {
     use records::SentenceStatus as St;
     let id = path_id(&p, "id", "study")?;
-    let who = author(&body(b)?.author)?;
+    s.authorize(&actor, Permission::Report, Some(id))?;
+    let who = actor.user.username.clone();
     let c = s.db.lock();
     let a = results::ready_analysis(&c, &s, id)?;
     let rows = records::sentences(&c, a.id)?;
@@ -366,6 +376,9 @@ pub async fn sign(
     let signed = records::latest_signed(&c, a.id)?
         .ok_or_else(|| ServerError::Internal("signed report vanished".into()))?;
     tracing::info!(study = id, author = %who, version = signed.version, "report signed");
+    drop(c);
+    let detail = format!("signed report version {}", signed.version);
+    s.audit(&actor, AuditAction::Sign, Some(id), &detail)?;
     Ok(Json(Signed {
         signed,
         left_out_pending: rows.iter().filter(|r| r.status == St::Pending).count(),
@@ -397,10 +410,12 @@ pub struct ReviewRequest {
 /// Check a report a person wrote against the image; the flags are kept with the analysis.
 pub async fn review(
     State(s): Shared,
+    Extension(actor): Extension<Actor>,
     p: RawPathParams,
     b: std::result::Result<Json<ReviewRequest>, JsonRejection>,
 ) -> Result<Json<Review>> {
     let id = path_id(&p, "id", "study")?;
+    s.authorize(&actor, Permission::Report, Some(id))?;
     let text = bounded_text(&body(b)?.text, MAX_REPORT, "report text")?;
     let a = results::ready_analysis(&s.db.lock(), &s, id)?;
     let st = s.clone();
@@ -411,6 +426,8 @@ pub async fn review(
         Ok(r)
     })
     .await?;
+    let detail = format!("reviewed a report: {} flags", r.flags.len());
+    s.audit(&actor, AuditAction::Review, Some(id), &detail)?;
     Ok(Json(r))
 }
 

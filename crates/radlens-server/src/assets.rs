@@ -10,6 +10,8 @@ use axum::response::{Html, IntoResponse, Response};
 const INDEX: &str = include_str!("../assets/index.html");
 const STUDY: &str = include_str!("../assets/study.html");
 const PATIENT: &str = include_str!("../assets/patient.html");
+const LOGIN: &str = include_str!("../assets/login.html");
+const ADMIN: &str = include_str!("../assets/admin.html");
 
 /// (name, content type, body) of every asset.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -44,6 +46,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/patient.js"),
     ),
     (
+        "login.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/login.js"),
+    ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/admin.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("../assets/favicon.svg"),
@@ -63,6 +75,22 @@ pub async fn study_page() -> Html<&'static str> {
 /// The patient timeline page (its script asks the API, as the study page does).
 pub async fn patient_page() -> Html<&'static str> {
     Html(PATIENT)
+}
+
+/// The OpenAPI 3.1 document of the JSON API (checked against the router by a test).
+pub const OPENAPI: &str = include_str!("../assets/openapi.json");
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub async fn login_page() -> Html<&'static str> {
+    Html(LOGIN)
+}
+
+/// Accounts and the audit trail (the API refuses anyone but an administrator).
+pub async fn admin_page() -> Html<&'static str> {
+    Html(ADMIN)
 }
 
 pub async fn asset(p: RawPathParams) -> Response {

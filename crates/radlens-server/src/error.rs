@@ -11,6 +11,12 @@ pub enum ServerError {
     /// A malformed request: bad JSON, a missing field, a value out of range.
     #[error("{0}")]
     BadRequest(String),
+    /// No session, or one that is unknown, expired or of a disabled account.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Signed in, but the role, CSRF token or origin does not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// The request is valid but the resource is not ready for it (analysis still
@@ -24,6 +30,9 @@ pub enum ServerError {
     /// The upload is of a supported type but cannot be read (corrupt, truncated).
     #[error("{0}")]
     Unprocessable(String),
+    /// The request took longer than the server's limit.
+    #[error("{0}")]
+    Timeout(String),
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -66,11 +75,14 @@ impl ServerError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Db(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +93,9 @@ impl IntoResponse for ServerError {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
+        } else if matches!(self, Self::Unauthorized(_) | Self::Forbidden(_)) {
+            // security refusals show at the CLI's default level
+            tracing::warn!(status = status.as_u16(), error = %self, "request refused");
         } else {
             tracing::info!(status = status.as_u16(), error = %self, "request refused");
         }

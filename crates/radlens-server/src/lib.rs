@@ -5,12 +5,15 @@
 //! Everything derived from an image (masks, overlays, measurements, the draft) is cached
 //! per study and model version (`engine::Engine::version`).
 
+pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod db;
 pub mod engine;
 pub mod error;
 pub mod fhir;
+pub mod import;
 pub mod jobs;
 pub mod overlay;
 pub mod results;
@@ -26,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -43,6 +47,12 @@ pub struct Config {
     pub seed: u64,
     /// Largest upload in bytes.
     pub max_upload: usize,
+    /// How long a session lasts after sign-in.
+    pub session_ttl: Duration,
+    /// Longest time a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Mark the session cookie `Secure` (when served over HTTPS, e.g. behind a proxy).
+    pub secure_cookie: bool,
 }
 
 /// Shared by every request and the inference worker.
@@ -52,16 +62,21 @@ pub struct AppState {
     pub studies_dir: PathBuf,
     pub jobs: mpsc::UnboundedSender<i64>,
     pub max_upload: usize,
+    pub session_ttl: Duration,
+    pub request_timeout: Duration,
+    pub secure_cookie: bool,
 }
 
 fn router(state: Arc<AppState>) -> Router {
     let upload_limit = DefaultBodyLimit::max(state.max_upload.saturating_add(64 * 1024));
-    Router::new()
-        .route("/", get(assets::index))
-        .route("/studies/{id}", get(assets::study_page))
-        .route("/assets/{name}", get(assets::asset))
-        .route("/healthz", get(api::healthz))
-        .route("/patients/{id}", get(assets::patient_page))
+    let signed_in = Router::new()
+        .route("/api/logout", post(auth::logout))
+        .route(
+            "/api/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route("/api/users/{id}", post(admin::update_user))
+        .route("/api/audit", get(admin::audit_log))
         .route("/api/patients", get(api::list_patients))
         .route("/api/patients/{id}/history", get(api::patient_history))
         .route(
@@ -85,21 +100,43 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/studies/{id}/review", post(api::review))
         .route("/api/studies/{id}/search", get(api::search))
         .route("/api/jobs/{id}", get(api::get_job))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ));
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/login", get(assets::login_page))
+        .route("/admin", get(assets::admin_page))
+        .route("/studies/{id}", get(assets::study_page))
+        .route("/patients/{id}", get(assets::patient_page))
+        .route("/assets/{name}", get(assets::asset))
+        .route("/healthz", get(api::healthz))
+        .route("/api/login", post(auth::login))
+        .route("/api/me", get(auth::me))
+        .route("/api/openapi.json", get(assets::openapi))
+        .merge(signed_in)
         .fallback(assets::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_limit,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
 
-/// Log every request with an id (also sent back as `x-request-id`), status and duration.
+/// Log every request with an id (also sent back as `x-request-id` and kept in the audit
+/// trail), the signed-in user, status and duration.
 async fn log_request(
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    req.extensions_mut().insert(auth::RequestId(id));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let started = std::time::Instant::now();
-    let span = tracing::info_span!("request", id, %method, %path);
+    let span = tracing::info_span!("request", id, %method, %path, user = tracing::field::Empty);
     let mut res = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::info!(
@@ -110,6 +147,25 @@ async fn log_request(
     });
     res.headers_mut().insert("x-request-id", id.into());
     res
+}
+
+/// Answer 503 to a request still unanswered after `request_timeout` (work already on a
+/// blocking thread finishes, but nobody waits for it).
+async fn time_limit(
+    axum::extract::State(s): axum::extract::State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = s.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => error::ServerError::Timeout(format!(
+            "the request took longer than {} s",
+            limit.as_secs_f64()
+        ))
+        .into_response(),
+    }
 }
 
 /// A server bound to its address, not yet serving.
@@ -146,6 +202,9 @@ impl Bound {
             studies_dir,
             jobs: tx,
             max_upload: cfg.max_upload,
+            session_ttl: cfg.session_ttl,
+            request_timeout: cfg.request_timeout,
+            secure_cookie: cfg.secure_cookie,
         });
         Ok(Self {
             listener,

@@ -231,6 +231,7 @@ pub fn ingest(studies_dir: &Path, up: Upload) -> Result<NewStudy> {
         height: image.height,
         spacing_mm: image.spacing.map(|s| s.row_mm),
         pixels,
+        source: None,
     })
 }
 

@@ -52,9 +52,9 @@ fn upload_film(c: &Client, s: &radlens_server::Running, patient: &str, date: &st
 #[test]
 fn upload_analyse_edit_sign_export_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let c = client();
     let (study_id, version, edited_text) = {
         let s = start(dir.path());
+        let c = login(&s, RADIOLOGIST);
         let h: Health = get(&c, &s, "/healthz");
         assert_eq!(h.status, "ok");
         assert!(
@@ -131,7 +131,7 @@ fn upload_analyse_edit_sign_export_and_restart() {
         let edit = |action: &str, text: Option<&str>| -> SentenceView {
             let r = c
                 .post(s.url(&url))
-                .json(&json!({"action": action, "text": text, "author": "Dr Test"}))
+                .json(&json!({"action": action, "text": text}))
                 .send()
                 .unwrap();
             assert_eq!(r.status(), StatusCode::OK, "{action}");
@@ -156,7 +156,7 @@ fn upload_analyse_edit_sign_export_and_restart() {
                     "/api/studies/{}/sentences/{}",
                     created.id, second.row.id
                 )))
-                .json(&json!({"action": "reject", "author": "Dr Test"}))
+                .json(&json!({"action": "reject"}))
                 .send()
                 .unwrap();
             assert_eq!(r.status(), StatusCode::OK);
@@ -171,7 +171,7 @@ fn upload_analyse_edit_sign_export_and_restart() {
             actions,
             [EditAction::Edit, EditAction::Reset, EditAction::Edit]
         );
-        assert!(history.iter().all(|h| h.author == "Dr Test"));
+        assert!(history.iter().all(|h| h.author == RADIOLOGIST));
 
         // FHIR needs a signed report
         let fhir_url = s.url(&format!("/api/studies/{}/fhir", created.id));
@@ -179,7 +179,6 @@ fn upload_analyse_edit_sign_export_and_restart() {
         assert_eq!(st, StatusCode::CONFLICT, "{msg}");
         let signed: Signed = c
             .post(s.url(&format!("/api/studies/{}/sign", created.id)))
-            .json(&json!({"author": "Dr Test"}))
             .send()
             .unwrap()
             .json()
@@ -218,9 +217,9 @@ fn upload_analyse_edit_sign_export_and_restart() {
             .decode(&fr.presented_form[0].data)
             .unwrap();
         assert!(String::from_utf8(text).unwrap().contains(edited_text));
-        // a second signature is an amendment
-        c.post(s.url(&format!("/api/studies/{}/sign", created.id)))
-            .json(&json!({"author": "Dr Two"}))
+        // a second signature, by another radiologist, is an amendment
+        login(&s, RADIOLOGIST_2)
+            .post(s.url(&format!("/api/studies/{}/sign", created.id)))
             .send()
             .unwrap();
         let fr: DiagnosticReport = c.get(&fhir_url).send().unwrap().json().unwrap();
@@ -230,7 +229,7 @@ fn upload_analyse_edit_sign_export_and_restart() {
 
     // a restarted server on the same database has everything, and answers from its cache
     let s = start(dir.path());
-    let c = client();
+    let c = login(&s, RADIOLOGIST);
     let r = c
         .post(s.url(&format!("/api/studies/{study_id}/analyse")))
         .send()
@@ -243,7 +242,7 @@ fn upload_analyse_edit_sign_export_and_restart() {
     );
     let d: ReportView = get(&c, &s, &format!("/api/studies/{study_id}/draft"));
     assert_eq!(d.sentences[0].row.text, edited_text);
-    assert_eq!(d.signed.unwrap().author, "Dr Two");
+    assert_eq!(d.signed.unwrap().author, RADIOLOGIST_2);
 }
 
 /// A 16-bit DICOM film with patient, date and view tags.
@@ -285,7 +284,7 @@ fn write_dicom(path: &std::path::Path, patient: &str, date: &str, view: &str) {
 fn dicom_tags_name_patient_date_and_view() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path());
-    let c = client();
+    let c = login(&s, RADIOLOGIST);
     let dcm = dir.path().join("film.dcm");
     write_dicom(&dcm, "DCM-7", "20200105", "AP");
     let bytes = std::fs::read(&dcm).unwrap();
@@ -315,7 +314,7 @@ fn dicom_tags_name_patient_date_and_view() {
 fn review_flags_and_search_regions_come_from_the_image() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path());
-    let c = client();
+    let c = login(&s, RADIOLOGIST);
     let created = upload_film(&c, &s, "P-2", "2021-06-01");
     assert_eq!(wait_job(&c, &s, created.job.id).state, JobState::Done);
     let v: StudyView = get(&c, &s, &format!("/api/studies/{}", created.id));
@@ -378,7 +377,7 @@ fn review_flags_and_search_regions_come_from_the_image() {
 fn hostile_requests_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path());
-    let c = client();
+    let c = login(&s, RADIOLOGIST);
     let created = upload_film(&c, &s, "P-3", "2021-01-01");
     assert_eq!(wait_job(&c, &s, created.job.id).state, JobState::Done);
     let (png, _) = small_film(256);
@@ -521,18 +520,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
                 "/api/studies/{}/sentences/{}",
                 created.id, before.sentences[0].row.id
             )))
-            .json(&json!({"action": "accept", "author": ""}))
-            .send()
-            .unwrap(),
-            StatusCode::BAD_REQUEST,
-            "author",
-        ),
-        (
-            c.post(s.url(&format!(
-                "/api/studies/{}/sentences/{}",
-                created.id, before.sentences[0].row.id
-            )))
-            .json(&json!({"action": "delete", "author": "x"}))
+            .json(&json!({"text": "no action"}))
             .send()
             .unwrap(),
             StatusCode::BAD_REQUEST,
@@ -543,7 +531,18 @@ fn hostile_requests_are_refused_and_change_nothing() {
                 "/api/studies/{}/sentences/{}",
                 created.id, before.sentences[0].row.id
             )))
-            .json(&json!({"action": "edit", "text": "x".repeat(5000), "author": "x"}))
+            .json(&json!({"action": "delete"}))
+            .send()
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "action",
+        ),
+        (
+            c.post(s.url(&format!(
+                "/api/studies/{}/sentences/{}",
+                created.id, before.sentences[0].row.id
+            )))
+            .json(&json!({"action": "edit", "text": "x".repeat(5000)}))
             .send()
             .unwrap(),
             StatusCode::BAD_REQUEST,
@@ -551,7 +550,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
         ),
         (
             c.post(s.url(&format!("/api/studies/{}/sentences/999999", created.id)))
-                .json(&json!({"action": "accept", "author": "x"}))
+                .json(&json!({"action": "accept"}))
                 .send()
                 .unwrap(),
             StatusCode::NOT_FOUND,
@@ -605,7 +604,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
 fn a_later_study_is_compared_with_the_prior() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path());
-    let c = client();
+    let c = login(&s, RADIOLOGIST);
     // the same film twice, ten days apart: same model, same seed, so nothing changed
     let first = upload_film(&c, &s, "P-4", "2020-01-01");
     assert_eq!(wait_job(&c, &s, first.job.id).state, JobState::Done);
@@ -666,4 +665,102 @@ fn a_later_study_is_compared_with_the_prior() {
 
     let (st, _) = refused(c.get(s.url("/api/patients/4242/history")).send().unwrap());
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+/// `(METHOD, path)` of every API route the router declares in `src/lib.rs`.
+fn declared_routes() -> std::collections::BTreeSet<(String, String)> {
+    let src = include_str!("../src/lib.rs");
+    let mut out = std::collections::BTreeSet::new();
+    for chunk in src.split(".route(").skip(1) {
+        // a route's text ends where the router's next step (or the function) begins
+        let end = [".merge(", ".fallback(", ".route_layer(", "\n}"]
+            .iter()
+            .filter_map(|m| chunk.find(m))
+            .min()
+            .unwrap_or(chunk.len());
+        let chunk = &chunk[..end];
+        let Some(path) = chunk
+            .trim_start()
+            .strip_prefix('"')
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        if !(path.starts_with("/api/") || path == "/healthz") {
+            continue;
+        }
+        // the method routers up to the next route: get(...), .post(...)
+        for method in ["get", "post", "put", "delete", "patch"] {
+            let called = chunk.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0
+                    || !chunk.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && chunk.as_bytes()[i - 1] != b'_'
+            });
+            if called {
+                out.insert((method.to_uppercase(), path.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[derive(serde::Deserialize)]
+struct OpenApi {
+    openapi: String,
+    paths:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+#[test]
+fn openapi_document_lists_exactly_the_routes_the_server_answers() {
+    let doc: OpenApi = serde_json::from_str(radlens_server::assets::OPENAPI).unwrap();
+    assert!(doc.openapi.starts_with("3.1"));
+    let documented: std::collections::BTreeSet<(String, String)> = doc
+        .paths
+        .iter()
+        .flat_map(|(p, ops)| ops.keys().map(move |m| (m.to_uppercase(), p.clone())))
+        .collect();
+    let declared = declared_routes();
+    assert!(
+        declared.len() > 20,
+        "the route parser found only {declared:?}"
+    );
+    assert_eq!(
+        documented, declared,
+        "OpenAPI paths differ from the router's"
+    );
+
+    // the server serves the document, and answers every documented operation with
+    // something other than "no such route" or "method not allowed"
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let c = client();
+    let served: String = c
+        .get(s.url("/api/openapi.json"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(served, radlens_server::assets::OPENAPI);
+    for (method, path) in &documented {
+        let url = s.url(
+            &path
+                .replace("{id}", "1")
+                .replace("{sid}", "1")
+                .replace("{name}", "structures"),
+        );
+        let r = match method.as_str() {
+            "GET" => c.get(&url),
+            _ => c.post(&url),
+        }
+        .send()
+        .unwrap();
+        let status = r.status();
+        let text = r.text().unwrap();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(
+            !text.contains("no route"),
+            "{method} {path}: {status} {text}"
+        );
+    }
 }

@@ -1,9 +1,10 @@
-//! End to end in a real Chromium: open the workbench, upload a film through the form,
-//! wait for the background job, and check that the overlay is drawn on the image, that
-//! the draft's AI sentences are marked and light up their evidence on hover, and that a
-//! sentence can be accepted and the report signed, and that the patient timeline shows
-//! the study, without console errors. Screenshots
-//! go to `<target>/tmp/radlens-browser/`.
+//! End to end in a real Chromium: sign in, upload a film through the form, wait for the
+//! background job, see the overlay drawn on the image, hover a draft sentence and see its
+//! evidence region light up, accept it and sign, check a typed report with a
+//! contradiction and see the flag, search "heart" and see its region, and open the
+//! patient's timeline with a prior side by side; no page logs a console error, and the
+//! administrator's page shows the audit trail. A screenshot of each step goes to
+//! `<target>/tmp/radlens-browser/` (the test prints the folder).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; skipped with a message when they are
 //! missing unless `RADLENS_REQUIRE_BROWSER` is set (CI sets it).
@@ -28,13 +29,30 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
     };
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("radlens-browser");
     std::fs::create_dir_all(&shots).unwrap();
+    eprintln!("screenshots: {}", shots.display());
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let film = dir.path().join("film.png");
     std::fs::write(&film, small_film(256).0).unwrap();
 
     let b = Browser::start(&driver, &chromium);
+    // an unsigned visitor is sent to the sign-in page, and back after signing in
     b.goto(&server.url("/"));
+    b.wait_for(
+        "the sign-in page",
+        "return location.pathname === '/login' && Boolean(document.getElementById('login-form'));",
+    );
+    b.screenshot(&shots.join("0-sign-in.png"));
+    no_console_errors(&b, "the sign-in page");
+    b.send_keys(&b.find("#login-username"), RADIOLOGIST);
+    b.send_keys(&b.find("#login-password"), PASSWORD);
+    b.click(&b.find("#login-submit"));
+    b.wait_for(
+        "the study list",
+        &format!("return location.pathname === '/' && (document.getElementById('user-name') || {{}}).textContent === '{RADIOLOGIST} (radiologist)';"),
+    );
+    b.screenshot(&shots.join("1-studies.png"));
+    no_console_errors(&b, "the study list");
     let file = b.find("#upload-file");
     b.send_keys(&file, &film.to_string_lossy());
     b.send_keys(&b.find("#upload-patient"), "BROWSER-1");
@@ -57,7 +75,7 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
         "the structures overlay",
         "return window.radlens.viewer.lastRender.overlays.includes('structures');",
     );
-    b.screenshot(&shots.join("1-study.png"));
+    b.screenshot(&shots.join("2-study.png"));
 
     // AI sentences are listed and marked as AI
     let n = b.script(
@@ -116,10 +134,9 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
         "the evidence highlight",
         &format!("return window.radlens.viewer.lastRender.highlights > 0 && document.querySelector(\"li.sentence[data-sentence='{sid}']\").classList.contains('active');"),
     );
-    b.screenshot(&shots.join("2-evidence.png"));
+    b.screenshot(&shots.join("3-evidence.png"));
 
-    // accept it as a named reader, then sign
-    b.send_keys(&b.find("#author"), "Dr Browser");
+    // accept it, then sign (in the signed-in reader's name)
     b.click(&b.find(&format!(
         "li.sentence[data-sentence='{sid}'] .actions button"
     )));
@@ -130,16 +147,82 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
     b.click(&b.find("#sign"));
     b.wait_for(
         "the signature",
-        "return document.getElementById('signed-status').textContent.includes('Dr Browser');",
+        &format!("return document.getElementById('signed-status').textContent.includes('{RADIOLOGIST}');"),
     );
     b.wait_for(
         "the FHIR link",
         "return !document.getElementById('fhir-link').hidden;",
     );
-    b.screenshot(&shots.join("3-signed.png"));
+    b.screenshot(&shots.join("4-signed.png"));
 
-    // the patient's timeline shows the study with its overlay
-    b.goto(&server.url("/patients/1"));
+    // a typed report that says the opposite of the measured heart size is flagged inline
+    let api = login(&server, RADIOLOGIST);
+    let study_id = b
+        .script("return window.radlens.studyId;", json!([]))
+        .as_i64()
+        .unwrap();
+    let view: radlens_server::results::StudyView = api
+        .get(server.url(&format!("/api/studies/{study_id}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let ctr = view.analysis.unwrap().measurements.ctr.unwrap();
+    let (claim, kind) = match ctr.side_of(0.5) {
+        Some(true) => ("Heart size is normal.", "contradiction"),
+        Some(false) => ("The heart is enlarged.", "contradiction"),
+        None => ("The heart is enlarged.", "uncertain"),
+    };
+    b.click(&b.find("[data-tab='review']"));
+    b.send_keys(
+        &b.find("#review-text"),
+        &format!("FINDINGS: {claim} Lungs are clear."),
+    );
+    b.click(&b.find("#review-run"));
+    b.wait_for(
+        "the review flag",
+        &format!("return Boolean(document.querySelector(\"#review-flags .flag-item[data-flag='{kind}']\")) && Boolean(document.querySelector('#review-marked mark.flag'));"),
+    );
+    let marked = b.script(
+        "return document.querySelector('#review-marked mark.flag').textContent;",
+        json!([]),
+    );
+    assert!(
+        claim.contains(marked.as_str().unwrap().trim()),
+        "flag on '{marked}', not in '{claim}'"
+    );
+    b.screenshot(&shots.join("5-review-flag.png"));
+
+    // "where is the heart" answers with the heart's region on the image
+    b.click(&b.find("[data-tab='search']"));
+    b.script("window.radlens.viewer.setHighlights([]);", json!([]));
+    b.send_keys(&b.find("#search-q"), "where is the heart");
+    b.click(&b.find("#search-form button"));
+    b.wait_for(
+        "the search region",
+        "return window.radlens.viewer.lastRender.highlights > 0 && document.getElementById('search-result').textContent.length > 0;",
+    );
+    b.screenshot(&shots.join("6-search-heart.png"));
+    no_console_errors(&b, "the study page");
+
+    // a later film of the same patient: the timeline shows both, side by side, with changes
+    let (png, _) = small_film(256);
+    let r = upload(
+        &api,
+        &server,
+        png,
+        "later.png",
+        &[("patient_id", "BROWSER-1"), ("study_date", "2022-05-14")],
+    );
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let later: radlens_server::api::Created = r.json().unwrap();
+    let job = wait_job(&api, &server, later.job.id);
+    assert_eq!(
+        job.state,
+        radlens_server::db::records::JobState::Done,
+        "{job:?}"
+    );
+    b.goto(&server.url(&format!("/patients/{}", later.patient_id)));
     b.wait_for(
         "the timeline",
         "return Boolean(window.radlens && window.radlens.ready);",
@@ -149,11 +232,41 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
             "return window.radlens.viewers.map(v => v.lastRender.overlays.includes('structures'));",
             json!([])
         ),
-        json!([true])
+        json!([true, true])
     );
-    b.screenshot(&shots.join("4-timeline.png"));
+    let heading = b.script(
+        "return document.querySelector('#intervals h3').textContent;",
+        json!([]),
+    );
+    assert!(heading.as_str().unwrap().contains("(10 days)"), "{heading}");
+    assert_eq!(
+        b.script(
+            "return Boolean(document.querySelector(\"#intervals tr[data-change='ctr']\"));",
+            json!([])
+        ),
+        json!(true)
+    );
+    b.screenshot(&shots.join("7-prior-comparison.png"));
+    no_console_errors(&b, "the patient timeline");
 
+    // the administrator sees who signed
+    b.click(&b.find("#logout"));
+    b.wait_for("the sign-in page", "return location.pathname === '/login';");
+    b.send_keys(&b.find("#login-username"), ADMIN);
+    b.send_keys(&b.find("#login-password"), PASSWORD);
+    b.click(&b.find("#login-submit"));
+    b.wait_for("the study list", "return location.pathname === '/';");
+    b.goto(&server.url("/admin"));
+    b.wait_for(
+        "the audit trail",
+        &format!("return Boolean(window.radlens && window.radlens.ready) && [...document.querySelectorAll(\"#audit tr[data-action='sign']\")].some(tr => tr.textContent.includes('{RADIOLOGIST}'));"),
+    );
+    b.screenshot(&shots.join("8-audit.png"));
+    no_console_errors(&b, "the admin page");
+}
+
+/// Errors the page logged since the last check (script errors, failed requests).
+fn no_console_errors(b: &Browser, page: &str) {
     let errors = b.console_errors();
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    assert!(b.url().ends_with("/patients/1"));
+    assert!(errors.is_empty(), "console errors on {page}: {errors:?}");
 }

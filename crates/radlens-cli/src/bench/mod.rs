@@ -1,10 +1,11 @@
-//! `radlens bench ...`: training-step timings of radlens' kernels against stock candle and
+//! `radlens bench ...`: the workbench under load (`serve`), and training-step timings of radlens' kernels against stock candle and
 //! the PyTorch reference, and a loss-curve equivalence check of the two candle backends.
 //! Each benchmark times its steps with `radlens_core::timing::time_runs` and prints a
 //! table of seconds per step and a final JSON line.
 
 mod sae;
 mod seg;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -20,12 +21,15 @@ pub enum BenchCommand {
     Seg(seg::SegBenchArgs),
     /// Time one Matryoshka BatchTopK SAE training step: sparse kernels, dense candle, PyTorch.
     Sae(sae::SaeBenchArgs),
+    /// Load-test the workbench on loopback: concurrent clients, latency percentiles.
+    Serve(serve::ServeBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Seg(a) => seg::run(&a),
         BenchCommand::Sae(a) => sae::run(&a),
+        BenchCommand::Serve(a) => serve::run(&a),
     }
 }
 

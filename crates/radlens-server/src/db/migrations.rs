@@ -92,6 +92,42 @@ CREATE TABLE reviews (
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 "#,
+    // 2: accounts (argon2 hashes), sessions (the token's hash, its CSRF token, expiry in
+    // Unix seconds) and the audit trail of who did what.
+    r#"
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'radiologist', 'admin')),
+    disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    user_id INTEGER REFERENCES users(id),
+    username TEXT,
+    action TEXT NOT NULL,
+    study_id INTEGER,
+    detail TEXT NOT NULL,
+    request_id INTEGER
+);
+CREATE INDEX audit_by_study ON audit(study_id);
+"#,
+    // 3: where an imported study came from (`<dataset>:<file>`), so a re-import skips it.
+    r#"
+ALTER TABLE studies ADD COLUMN source TEXT;
+CREATE UNIQUE INDEX studies_by_source ON studies(source);
+"#,
 ];
 
 /// The schema version this build writes.

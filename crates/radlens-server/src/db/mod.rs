@@ -2,6 +2,7 @@
 //! current schema, shared behind one mutex (requests hold it for single statements; the
 //! inference worker only for its final transaction).
 
+pub mod accounts;
 mod migrations;
 pub mod records;
 

@@ -1,15 +1,14 @@
 //! Typed rows and the statements that read and write them. Every value a request supplies
 //! reaches SQLite as a bound parameter, never as SQL text.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 /// An enum stored as TEXT under the names its serde form uses.
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -19,17 +18,17 @@ macro_rules! text_enum {
             }
         }
 
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
             }
         }
 
-        impl FromSql for $name {
-            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
                 match v.as_str()? {
                     $($text => Ok(Self::$variant),)+
-                    other => Err(FromSqlError::Other(
+                    other => Err(rusqlite::types::FromSqlError::Other(
                         format!("unknown {} '{other}'", stringify!($name)).into(),
                     )),
                 }
@@ -37,6 +36,7 @@ macro_rules! text_enum {
         }
     };
 }
+pub(crate) use text_enum;
 
 text_enum!(
     /// The file type of an uploaded study.
@@ -101,6 +101,8 @@ pub struct NewStudy {
     pub height: usize,
     pub spacing_mm: Option<f64>,
     pub pixels: Vec<u8>,
+    /// `<dataset>:<file>` for an imported study (unique), `None` for an upload.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,8 +223,8 @@ pub fn insert_study(c: &mut Connection, s: &NewStudy) -> rusqlite::Result<i64> {
         |r| r.get(0),
     )?;
     tx.execute(
-        "INSERT INTO studies (patient_id, study_date, view, format, file_name, stored_name, width, height, spacing_mm, pixels)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO studies (patient_id, study_date, view, format, file_name, stored_name, width, height, spacing_mm, pixels, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             patient,
             s.study_date,
@@ -233,7 +235,8 @@ pub fn insert_study(c: &mut Connection, s: &NewStudy) -> rusqlite::Result<i64> {
             s.width as i64,
             s.height as i64,
             s.spacing_mm,
-            s.pixels
+            s.pixels,
+            s.source
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -259,6 +262,14 @@ pub fn study(c: &Connection, id: i64) -> rusqlite::Result<Option<Study>> {
         [id],
         study_row,
     )
+    .optional()
+}
+
+/// The study imported from `source`, if any.
+pub fn study_by_source(c: &Connection, source: &str) -> rusqlite::Result<Option<i64>> {
+    c.query_row("SELECT id FROM studies WHERE source = ?1", [source], |r| {
+        r.get(0)
+    })
     .optional()
 }
 

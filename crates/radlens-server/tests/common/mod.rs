@@ -26,16 +26,75 @@ pub fn config(dir: &Path) -> Config {
         samples: 8,
         seed: 0,
         max_upload: MAX_UPLOAD,
+        session_ttl: Duration::from_secs(3600),
+        request_timeout: Duration::from_secs(120),
+        secure_cookie: false,
     }
 }
 
+/// The accounts every test server has: (username, role); all share [`PASSWORD`].
+pub const RADIOLOGIST: &str = "dr.test";
+pub const RADIOLOGIST_2: &str = "dr.two";
+pub const VIEWER: &str = "viewer";
+pub const ADMIN: &str = "admin";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A server on a fresh database in `dir` (or the one already there) with the test accounts.
 pub fn start(dir: &Path) -> Running {
-    Running::start(config(dir)).expect("server starts")
+    let cfg = config(dir);
+    {
+        let db = radlens_server::db::Db::open(&cfg.db).expect("database opens");
+        if radlens_server::db::accounts::users(&db.lock())
+            .unwrap()
+            .is_empty()
+        {
+            use radlens_server::db::accounts::Role;
+            for (name, role) in [
+                (RADIOLOGIST, Role::Radiologist),
+                (RADIOLOGIST_2, Role::Radiologist),
+                (VIEWER, Role::Viewer),
+                (ADMIN, Role::Admin),
+            ] {
+                radlens_server::auth::add_user(&db, name, PASSWORD, role).unwrap();
+            }
+        }
+    }
+    Running::start(cfg).expect("server starts")
 }
 
+/// A client without a session.
 pub fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// Sign in as `user`: the session cookie and CSRF token from the login answer.
+pub fn session(s: &Running, user: &str) -> (String, radlens_server::auth::Me) {
+    let r = client()
+        .post(s.url("/api/login"))
+        .json(&serde_json::json!({"username": user, "password": PASSWORD}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "login as {user}");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let token = cookie.split(';').next().unwrap().to_string();
+    (token, r.json().unwrap())
+}
+
+/// A client signed in as `user` that sends its cookie and CSRF token with every request.
+pub fn login(s: &Running, user: &str) -> Client {
+    let (cookie, me) = session(s, user);
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("cookie", cookie.parse().unwrap());
+    h.insert("x-csrf-token", me.csrf_token.parse().unwrap());
+    Client::builder()
+        .timeout(Duration::from_secs(120))
+        .default_headers(h)
         .build()
         .unwrap()
 }
