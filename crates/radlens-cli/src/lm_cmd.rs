@@ -11,6 +11,8 @@ use std::path::PathBuf;
 pub enum LmCommand {
     /// Generate text from a prompt, streaming it to stdout (speed report on stderr).
     Generate(GenerateArgs),
+    /// Serve the model over an OpenAI-compatible chat-completions API.
+    Serve(crate::lm_serve_cmd::ServeArgs),
 }
 
 #[derive(Args)]
@@ -51,6 +53,7 @@ pub struct GenerateArgs {
 pub fn run(cmd: LmCommand) -> Result<()> {
     match cmd {
         LmCommand::Generate(args) => generate(args),
+        LmCommand::Serve(args) => crate::lm_serve_cmd::run(args),
     }
 }
 

@@ -43,6 +43,12 @@ pub enum SaeCommand {
     /// maximum separates reports with and without it best (ranked on training reports,
     /// AUROC with a bootstrap CI on held-out ones); writes concepts.json.
     Concepts(ConceptsArgs),
+    /// Generate with and without steering on one feature (same seed), side by side, with
+    /// the feature's activation on the generated tokens.
+    Steer(crate::sae_steer_cmd::SteerArgs),
+    /// Steer over a range of coefficients: mention rate of a finding over the prompts and
+    /// held-out perplexity at each; writes summary.json.
+    SteerSweep(crate::sae_steer_cmd::SweepArgs),
 }
 
 pub fn run(cmd: SaeCommand) -> Result<()> {
@@ -52,6 +58,8 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Eval(a) => eval_cmd(a),
         SaeCommand::Features(a) => features_cmd(a),
         SaeCommand::Concepts(a) => concepts_cmd(a),
+        SaeCommand::Steer(a) => crate::sae_steer_cmd::steer(a),
+        SaeCommand::SteerSweep(a) => crate::sae_steer_cmd::sweep(a),
     }
 }
 

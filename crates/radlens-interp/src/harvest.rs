@@ -42,17 +42,18 @@ impl HarvestConfig {
 
     /// Reads the harvest settings back from a store made by [`harvest`].
     pub fn of_store(store: &ActivationStore) -> Result<Self> {
-        let source = store.meta.source.clone().ok_or_else(|| {
-            InterpError::invalid(format!(
-                "{}: the store does not record how it was harvested",
-                store.dir().display()
-            ))
+        Self::from_meta(&store.meta)
+            .map_err(|e| InterpError::invalid(format!("{}: {e}", store.dir().display())))
+    }
+
+    /// The harvest settings a store's metadata records (also kept in an SAE's
+    /// `train.json`).
+    pub fn from_meta(meta: &StoreMeta) -> Result<Self> {
+        let source = meta.source.clone().ok_or_else(|| {
+            InterpError::invalid("the store does not record how it was harvested")
         })?;
         serde_json::from_value(source).map_err(|e| {
-            InterpError::invalid(format!(
-                "{}: unreadable harvest settings in meta.json: {e}",
-                store.dir().display()
-            ))
+            InterpError::invalid(format!("unreadable harvest settings in meta.json: {e}"))
         })
     }
 }

@@ -5,6 +5,9 @@
 //!   [`radlens_sae::ActivationStore`] with token metadata, resumable;
 //! - [`splice`]: language-model loss with an SAE reconstruction spliced into the residual
 //!   stream (cross-entropy loss recovered vs zero-ablation, KL divergence);
+//! - [`steer`]: splicing and steering with an SAE's features during generation;
+//! - [`steer_sweep`]: steered vs baseline generations, mention rates and perplexity;
+//! - [`serve`]: `radlens lm serve`, the OpenAI-compatible server with those interventions;
 //! - [`features`]: per-latent statistics and examples in a SQLite feature database;
 //! - [`concepts`]: clinical concept probes (feature AUROC per finding, held-out CIs);
 //! - [`eval`]: an SAE's reconstruction metrics and spliced loss, as `metrics.json`;
@@ -17,7 +20,10 @@ pub mod features;
 pub mod harvest;
 pub mod inputs;
 mod parallel;
+pub mod serve;
 pub mod splice;
+pub mod steer;
+pub mod steer_sweep;
 pub mod window;
 
 pub use error::{InterpError, Result};

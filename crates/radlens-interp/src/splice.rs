@@ -328,6 +328,15 @@ fn log_probs(logits: &Tensor) -> Result<Vec<Vec<f64>>> {
         .collect())
 }
 
+/// Next-token cross-entropies (nats) of the predictions at positions `from..len-1` of
+/// `logits` (targets `ids[p + 1]`).
+pub fn next_token_losses(logits: &Tensor, ids: &[u32], from: usize) -> Result<Vec<f64>> {
+    let lp = log_probs(logits)?;
+    Ok((from..ids.len().saturating_sub(1))
+        .map(|p| -lp[p][ids[p + 1] as usize])
+        .collect())
+}
+
 /// KL(p || q) of two log-probability rows.
 fn kl(p: &[f64], q: &[f64]) -> f64 {
     p.iter().zip(q).map(|(a, b)| a.exp() * (a - b)).sum()

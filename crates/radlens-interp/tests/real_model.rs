@@ -10,7 +10,7 @@ use radlens_interp::window::{Template, WindowSpec};
 use radlens_lm::{HookPoint, Hooks, LanguageModel, WeightFormat};
 use radlens_report::{read_iu_xray, Report, ReportPart, ReportSplit};
 use radlens_sae::tokens::{TokenFilter, TokenPolicy};
-use radlens_sae::{ActivationStore, SaeConfig, StoreMeta, TrainConfig, Trainer};
+use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -410,4 +410,47 @@ fn feature_database_holds_every_latent_and_its_examples() {
         .unwrap(),
         "smollm2"
     );
+}
+
+/// An SAE whose reconstruction is exactly its input: latents `relu(x)` and `relu(-x)`
+/// decoded by `+I` and `-I`, with an activation scale of 4 (a power of two, so scaling
+/// and unscaling are exact) that must be undone.
+fn identity_sae(d: usize) -> Sae {
+    let eye = Tensor::eye(d, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let w_enc = Tensor::cat(&[&eye, &eye.neg().unwrap()], 1).unwrap();
+    let w_dec = w_enc.t().unwrap().contiguous().unwrap();
+    let zeros = |n| Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let cfg = SaeConfig::plain(
+        d,
+        2 * d,
+        Activation::Relu {
+            l1_coefficient: 0.0,
+        },
+    )
+    .unwrap();
+    Sae::from_tensors(cfg, w_enc, zeros(2 * d), w_dec, zeros(d), None, 4.0).unwrap()
+}
+
+#[test]
+fn splicing_an_identity_sae_reproduces_the_clean_loss_exactly() {
+    let lm = lm();
+    let reports = reports(3);
+    let cfg = config(Template::Raw, 256, 10_000);
+    let d = lm.model.config().hidden_size;
+    let sae = Arc::new(identity_sae(d));
+    let x = Tensor::randn(0f32, 3.0, (5, d), &Device::Cpu).unwrap();
+    let back = sae.decode(&sae.encode(&x).unwrap()).unwrap();
+    assert_eq!(
+        back.to_vec2::<f32>().unwrap(),
+        x.to_vec2::<f32>().unwrap(),
+        "the identity SAE reconstructs exactly"
+    );
+    let m = splice_metrics(lm, sae, &splice(&cfg, 2), &reports, &Silent).unwrap();
+    assert!(m.token_counts.kept > 0);
+    assert_eq!(m.ce_spliced, m.ce_clean, "{m:?}");
+    assert_eq!(m.kl_spliced, 0.0);
+    // The SAE error is zero, so the matched noise is too.
+    assert_eq!(m.ce_noise, m.ce_clean);
+    // Zeroing the layer's output is far worse.
+    assert!(m.ce_zero_ablation > m.ce_clean + 2.0, "{m:?}");
 }

@@ -63,6 +63,15 @@ pub enum LmError {
     /// Tokenizer construction or encoding/decoding failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// An OpenAI-compatible endpoint failed: unreachable, timed out, an error reply, or a
+    /// reply that is not the JSON expected.
+    #[error("endpoint {url}: {reason}")]
+    Endpoint {
+        /// The URL called.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A tensor operation failed.
     #[error("{}", candle_message(.0))]
     Candle(#[from] candle_core::Error),

@@ -7,6 +7,8 @@
 //! - [`tokenizer`]: byte-level BPE built from the GGUF metadata;
 //! - [`chat`]: ChatML prompt formatting;
 //! - [`generate`]: sampling with a KV cache and streaming output;
+//! - [`openai`]: the OpenAI chat-completions wire types (with image parts and the
+//!   `radlens` steering extension); [`client`]: a blocking client for such endpoints;
 //! - [`embed`]: [`SentenceEncoder`], sentence embeddings from a sentence-transformers
 //!   BERT model (all-MiniLM-L6-v2) loaded from a folder.
 //!
@@ -15,16 +17,19 @@
 
 pub mod cache;
 pub mod chat;
+pub mod client;
 pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod hooks;
 pub mod model;
+pub mod openai;
 pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use chat::{ChatTemplate, Message, DEFAULT_SYSTEM_PROMPT};
+pub use client::{ChatClient, ClientConfig, StreamedReply};
 pub use embed::{Embeddings, SentenceEncoder};
 pub use error::{LmError, Result};
 pub use generate::{generate, Generation, GenerationConfig, Sampler, StopReason};

@@ -1,0 +1,215 @@
+//! `radlens sae steer` and `radlens sae steer-sweep` (radlens-interp's `steer_sweep`).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use radlens_core::results::write_json;
+use radlens_interp::harvest::HarvestConfig;
+use radlens_interp::inputs::{load_model, select_reports};
+use radlens_interp::steer::HookedSae;
+use radlens_interp::steer_sweep::{steer_pairs, steer_sweep, Judge, SweepConfig, SweepProgress};
+use radlens_lm::openai::{Steer, SteerMode};
+use radlens_lm::GenerationConfig;
+use radlens_report::{Labeler, Observation, ReportPart};
+use radlens_sae::run::TrainReport;
+use std::path::{Path, PathBuf};
+
+const DEFAULT_MODEL: &str = "../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Args)]
+pub struct SteerArgs {
+    /// SAE directory (with train.json, or give --layer).
+    #[arg(long)]
+    sae: PathBuf,
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Layer the SAE reads, for an SAE without train.json.
+    #[arg(long)]
+    layer: Option<usize>,
+    #[arg(long)]
+    feature: usize,
+    /// Steering coefficient, in the SAE's activation units.
+    #[arg(long)]
+    coef: f64,
+    #[arg(long, value_enum, default_value = "add")]
+    mode: ModeArg,
+    /// Prompts (user turns); repeat the flag, or use --prompts-file.
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// One prompt per line.
+    #[arg(long)]
+    prompts_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy); both runs of a prompt use the same seed.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the pairs as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Add,
+    Clamp,
+}
+
+impl From<ModeArg> for SteerMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Add => SteerMode::Add,
+            ModeArg::Clamp => SteerMode::Clamp,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    #[arg(long)]
+    sae: PathBuf,
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    #[arg(long)]
+    layer: Option<usize>,
+    #[arg(long)]
+    feature: usize,
+    /// Coefficients, comma-separated (0, the baseline, is always run).
+    #[arg(long, value_delimiter = ',', required = true)]
+    coefs: Vec<f64>,
+    #[arg(long, value_enum, default_value = "add")]
+    mode: ModeArg,
+    /// One prompt per line.
+    #[arg(long)]
+    prompts_file: PathBuf,
+    /// Judge mentions with the labeller for this observation (e.g. "Pleural Effusion").
+    #[arg(long, conflicts_with = "keywords")]
+    finding: Option<String>,
+    /// Judge mentions by these keywords, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    keywords: Vec<String>,
+    /// Held-out reports for perplexity: this many from the held-out part of the corpus
+    /// the SAE's store was harvested from.
+    #[arg(long, default_value_t = 50)]
+    heldout_reports: usize,
+    #[arg(long, default_value_t = 1.2)]
+    max_perplexity_ratio: f64,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory (summary.json).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn read_prompts(given: Vec<String>, file: Option<&Path>) -> Result<Vec<String>> {
+    let mut prompts = given;
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read prompts from {}", f.display()))?;
+        prompts.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from),
+        );
+    }
+    if prompts.is_empty() {
+        bail!("no prompts: give --prompt or --prompts-file");
+    }
+    Ok(prompts)
+}
+
+pub fn steer(a: SteerArgs) -> Result<()> {
+    let prompts = read_prompts(a.prompt, a.prompts_file.as_deref())?;
+    let lm = load_model(&a.model)?;
+    let sae = HookedSae::load(&a.sae, &a.model, a.layer)?;
+    let steer = Steer {
+        feature: a.feature,
+        coef: a.coef,
+        mode: a.mode.into(),
+    };
+    let cfg = GenerationConfig {
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+        seed: a.seed,
+        ..GenerationConfig::default()
+    };
+    let pairs = steer_pairs(&lm, &sae, &steer, &prompts, &cfg, &|_: &usize| {})?;
+    for p in &pairs {
+        println!("## {}", p.prompt);
+        println!(
+            "baseline (feature {} mean activation {:.3}):\n{}\n",
+            a.feature, p.baseline_activation, p.baseline
+        );
+        println!(
+            "steered, coef {} (mean activation {:.3}):\n{}\n",
+            a.coef, p.steered_activation, p.steered
+        );
+    }
+    if let Some(out) = a.out {
+        write_json(&out, &pairs)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+pub fn sweep(a: SweepArgs) -> Result<()> {
+    let prompts = read_prompts(Vec::new(), Some(&a.prompts_file))?;
+    let judge = match (&a.finding, a.keywords.is_empty()) {
+        (Some(f), _) => {
+            let o = Observation::parse(f).with_context(|| format!("unknown finding '{f}'"))?;
+            Judge::Labeler(Box::new(Labeler::builtin()?), o)
+        }
+        (None, false) => Judge::Keywords(a.keywords.clone()),
+        (None, true) => bail!("give --finding or --keywords"),
+    };
+    let train: TrainReport =
+        radlens_core::results::read_json(&a.sae.join(radlens_sae::run::REPORT))
+            .with_context(|| "the sweep reads held-out text from the SAE's training store")?;
+    let harvest = HarvestConfig::from_meta(&train.store)?;
+    let heldout = select_reports(
+        &harvest.corpus.parse()?,
+        harvest.split,
+        ReportPart::Heldout,
+        Some(a.heldout_reports),
+    )?
+    .iter()
+    .map(|r| r.text())
+    .collect();
+    let lm = load_model(&a.model)?;
+    let sae = HookedSae::load(&a.sae, &a.model, a.layer)?;
+    let cfg = SweepConfig {
+        feature: a.feature,
+        mode: a.mode.into(),
+        coefs: a.coefs,
+        prompts,
+        judge,
+        generation: GenerationConfig {
+            max_tokens: a.max_tokens,
+            temperature: a.temperature,
+            seed: a.seed,
+            ..GenerationConfig::default()
+        },
+        heldout,
+        window: harvest.window,
+        max_perplexity_ratio: a.max_perplexity_ratio,
+    };
+    let summary = steer_sweep(&lm, &sae, &cfg, &|p: &SweepProgress| {
+        eprintln!("coefficient {}/{} done", p.done, p.total)
+    })?;
+    println!("coef      rate   activation  perplexity  ratio");
+    for p in &summary.points {
+        println!(
+            "{:>7.2}  {:>5.2}  {:>10.3}  {:>10.3}  {:.3}",
+            p.coef, p.rate, p.activation, p.perplexity, p.perplexity_ratio
+        );
+    }
+    std::fs::create_dir_all(&a.out)?;
+    write_json(&a.out.join("summary.json"), &summary)?;
+    eprintln!("wrote {}", a.out.join("summary.json").display());
+    Ok(())
+}
