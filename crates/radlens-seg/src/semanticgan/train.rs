@@ -458,11 +458,7 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
     let state_path = run.join("checkpoint/state.json");
     let start = if req.resume {
         let st: GanState = read_json(&state_path)?;
-        nets.restore(
-            load_tensors(&last, &req.device)?,
-            &last,
-            st.optimiser_steps,
-        )?;
+        nets.restore(load_tensors(&last, &req.device)?, &last, st.optimiser_steps)?;
         st.steps_done
     } else {
         split.write(&run.join("split.json"))?;
