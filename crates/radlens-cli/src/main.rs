@@ -8,6 +8,7 @@ mod progress;
 mod report_cmd;
 mod sae_cmd;
 mod seg_cmd;
+mod seg_gan;
 mod seg_progress;
 mod seg_robustness;
 mod seg_shift;
