@@ -64,7 +64,10 @@ impl GanModelConfig {
                 self.patch_scales
             ));
         }
-        if !(self.channel_multiplier > 0.0) || self.max_channels == 0 {
+        if self.channel_multiplier.is_nan()
+            || self.channel_multiplier <= 0.0
+            || self.max_channels == 0
+        {
             return Err("channel_multiplier and max_channels must be positive".into());
         }
         Ok(())
@@ -207,10 +210,27 @@ impl GanRunConfig {
         let cfg: GanRunConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         cfg.model.validate().map_err(bad)?;
         let t = &cfg.train;
-        if t.batch_size < 2 || t.steps == 0 || t.labelled == 0 || t.r1_every == 0 {
-            return Err(bad(
-                "steps, labelled and r1_every must be positive and batch_size at least 2".into(),
-            ));
+        if t.batch_size < 2
+            || [
+                t.steps,
+                t.labelled,
+                t.r1_every,
+                t.sample_every,
+                t.checkpoint_every,
+            ]
+            .contains(&0)
+        {
+            return Err(bad("steps, labelled, r1_every, sample_every and checkpoint_every must be positive and batch_size at least 2".into()));
+        }
+        let a = &t.augment;
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        if !(unit(a.probability)
+            && unit(a.translation)
+            && unit(a.cutout)
+            && unit(a.colour)
+            && a.colour < 1.0)
+        {
+            return Err(bad(format!("augment: probability, translation and cutout must lie in [0, 1] and colour in [0, 1), got {a:?}")));
         }
         Ok(cfg)
     }
@@ -250,6 +270,13 @@ mod tests {
         std::fs::write(&p, "kind = 'semanticgan'\n[model]\nclasses = { names = ['background', 'lung'] }\nimage_size = 96\nlatent = 32\nmapping_layers = 2\nchannel_multiplier = 0.25\nmax_channels = 64\npatch_channels = 8\npatch_scales = 2\nintensity = { equalize = true }\n").unwrap();
         let e = GanRunConfig::from_toml(&p).unwrap_err().to_string();
         assert!(e.contains("g.toml") && e.contains("power of two"), "{e}");
+        let bad_aug = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("image_size = 96", "image_size = 64")
+            + "[train]\naugment = { probability = 1.5 }\n";
+        std::fs::write(&p, bad_aug).unwrap();
+        let e = GanRunConfig::from_toml(&p).unwrap_err().to_string();
+        assert!(e.contains("augment") && e.contains("1.5"), "{e}");
         std::fs::write(&p, "[model]\nimage_size = 64\n").unwrap();
         assert!(!GanRunConfig::is_gan_config(&p));
     }

@@ -136,7 +136,7 @@ mod tests {
             (scalar(&g_nonsaturating(&fake).unwrap()) - (sp(1.0) + sp(-0.5)) / 2.0).abs() < 1e-5
         );
         // hinge: real 0 -> 1, real 2 -> 0; fake -1 -> 0, fake 0.5 -> 1.5
-        let h = d_hinge(&[real.clone()], &[fake.clone()]).unwrap();
+        let h = d_hinge(std::slice::from_ref(&real), std::slice::from_ref(&fake)).unwrap();
         assert!((scalar(&h) - (0.5 + 0.75)).abs() < 1e-6);
         assert!((scalar(&g_hinge(&[fake]).unwrap()) + (-0.25)).abs() < 1e-6);
     }

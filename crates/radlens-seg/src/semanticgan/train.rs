@@ -631,7 +631,7 @@ fn train_step(
         lr,
     )?;
     let mut r1 = last_r1;
-    if step % t.r1_every == 0 {
+    if step.is_multiple_of(t.r1_every) {
         let every = t.r1_every as f64;
         let reg = r1_penalty(|x| nets.d.forward(x), &real_aug, t.r1_gamma * every)?;
         finite("R1", &reg.surrogate, step)?;
