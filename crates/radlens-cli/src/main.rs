@@ -11,6 +11,7 @@ mod report_cmd;
 mod sae_cmd;
 mod sae_steer_cmd;
 mod seg_cmd;
+mod seg_gan;
 mod seg_progress;
 mod seg_robustness;
 mod seg_shift;

@@ -12,6 +12,7 @@ use radlens_seg::config::{ConvBackend, RunConfig};
 use radlens_seg::evaluate::summary::PerClass;
 use radlens_seg::evaluate::{choose_cases, evaluate, write_results, EvalHeader};
 use radlens_seg::prediction_files::{predict_images, PredictRequest, PredictionWritten};
+use radlens_seg::semanticgan::{GanRunConfig, GanTrainRequest};
 use radlens_seg::train::{train, TrainRequest};
 use radlens_seg::EvalSummary;
 use std::path::PathBuf;
@@ -124,6 +125,7 @@ pub struct TrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// TOML file with [model] and [train] tables; defaults give an SSN (rank 10, 20 MC samples).
+    /// With `kind = "semanticgan"` (configs/jsrt-semanticgan.toml) it trains a SemanticGAN.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.
@@ -135,6 +137,9 @@ pub struct TrainArgs {
     /// Train until this many epochs in total (overrides the config; with --resume, extends the run).
     #[arg(long)]
     epochs: Option<usize>,
+    /// SemanticGAN only: train until this many generator steps in total.
+    #[arg(long)]
+    steps: Option<usize>,
     /// Train on at most this many cases (quick checks).
     #[arg(long)]
     max_cases: Option<usize>,
@@ -175,6 +180,17 @@ pub fn run(cmd: SegCommand) -> Result<()> {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
+    if let Some(path) = a.config.as_ref().filter(|p| GanRunConfig::is_gan_config(p)) {
+        return crate::seg_gan::train(GanTrainRequest {
+            config: GanRunConfig::from_toml(path)?,
+            dataset: a.dataset,
+            out: a.out,
+            resume: a.resume,
+            steps: a.steps,
+            split_file: a.split_file,
+            device: Device::Cpu,
+        });
+    }
     let mut cfg = match &a.config {
         Some(p) => RunConfig::from_toml(p)?,
         None => RunConfig::default(),

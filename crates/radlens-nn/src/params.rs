@@ -36,8 +36,12 @@ impl ParamStore {
     /// A He-normal initialised weight (fan-in = product of all dims but the first
     /// unless `fan_in` is given).
     pub fn kaiming(&mut self, name: String, shape: &[usize], fan_in: usize) -> Result<Tensor> {
-        let std = (2.0 / fan_in.max(1) as f64).sqrt();
-        let normal = Normal::new(0.0, std).expect("finite std");
+        self.normal(name, shape, (2.0 / fan_in.max(1) as f64).sqrt())
+    }
+
+    /// A zero-mean normal weight of standard deviation `std` (a finite, non-negative value).
+    pub fn normal(&mut self, name: String, shape: &[usize], std: f64) -> Result<Tensor> {
+        let normal = Normal::new(0.0, std).map_err(|e| NnError::Invalid(format!("{name}: {e}")))?;
         let n = shape.iter().product();
         let data = (0..n)
             .map(|_| normal.sample(&mut self.rng) as f32)

@@ -17,6 +17,7 @@ pub mod prediction_files;
 pub mod prediction_report;
 pub mod render;
 pub mod robustness;
+pub mod semanticgan;
 pub mod shift;
 pub mod ssn;
 pub mod subgroups;

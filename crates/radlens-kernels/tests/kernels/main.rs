@@ -5,6 +5,7 @@ mod common;
 mod conv2d;
 mod conv_norm;
 mod conv_transpose;
+mod fir;
 mod group_norm;
 mod pool;
 mod ssn;

@@ -1,0 +1,283 @@
+//! The SemanticGAN configuration: `configs/jsrt-semanticgan.toml` holds `kind =
+//! "semanticgan"` and `[model]` / `[train]` tables of these types.
+
+use crate::error::{Result, SegError};
+use radlens_io::preprocess::IntensityConfig;
+use radlens_io::ClassSchema;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The generator and discriminators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanModelConfig {
+    pub classes: ClassSchema,
+    /// Square image side, a power of two >= 8.
+    pub image_size: usize,
+    /// Dimension of z and of w.
+    pub latent: usize,
+    pub mapping_layers: usize,
+    /// StyleGAN2's channel table (512 up to 32 x 32, then 16384 / resolution) times this.
+    pub channel_multiplier: f64,
+    /// No layer is wider than this.
+    pub max_channels: usize,
+    /// Width of the image-label discriminator's first layer (doubles, up to `max_channels`).
+    pub patch_channels: usize,
+    /// Scales of the multi-scale image-label discriminator.
+    pub patch_scales: usize,
+    pub intensity: IntensityConfig,
+}
+
+impl GanModelConfig {
+    /// Feature channels at resolution `res`.
+    pub fn channels(&self, res: usize) -> usize {
+        let base = (16384 / res).min(512) as f64;
+        ((base * self.channel_multiplier).round() as usize).clamp(1, self.max_channels)
+    }
+
+    /// log2 of the image size.
+    pub fn log_size(&self) -> usize {
+        self.image_size.trailing_zeros() as usize
+    }
+
+    /// Number of w vectors the synthesis network takes (W+): two per resolution from 8 on,
+    /// one for the 4 x 4 layer and one for its ToRGB/ToSEG.
+    pub fn num_ws(&self) -> usize {
+        2 * self.log_size() - 2
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.image_size < 8 || !self.image_size.is_power_of_two() {
+            return Err(format!(
+                "image_size {} must be a power of two >= 8",
+                self.image_size
+            ));
+        }
+        if self.classes.len() < 2 {
+            return Err("at least two classes are needed".into());
+        }
+        if self.latent == 0 || self.mapping_layers == 0 || self.patch_channels == 0 {
+            return Err("latent, mapping_layers and patch_channels must be positive".into());
+        }
+        if self.patch_scales == 0 || self.image_size >> (self.patch_scales - 1) < 16 {
+            return Err(format!(
+                "patch_scales {} leaves the coarsest image-label scale under 16 pixels",
+                self.patch_scales
+            ));
+        }
+        if self.channel_multiplier.is_nan()
+            || self.channel_multiplier <= 0.0
+            || self.max_channels == 0
+        {
+            return Err("channel_multiplier and max_channels must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for GanModelConfig {
+    /// The CPU configuration: 128 x 128, channels x0.25 capped at 128, latent 256, 4 layers.
+    fn default() -> Self {
+        Self {
+            classes: ClassSchema::jsrt(false),
+            image_size: 128,
+            latent: 256,
+            mapping_layers: 4,
+            channel_multiplier: 0.25,
+            max_channels: 128,
+            patch_channels: 32,
+            patch_scales: 3,
+            intensity: IntensityConfig { equalize: true },
+        }
+    }
+}
+
+/// StyleGAN2-ADA's differentiable augmentations that radlens applies, each to real and
+/// generated inputs of both discriminators alike (mask channels move with the image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiffAugment {
+    /// Probability of each augmentation per sample.
+    pub probability: f64,
+    /// Integer translation by up to this fraction of the side (zero fill).
+    pub translation: f64,
+    /// Brightness offset up to +-this and contrast factor in [1 - this, 1 + this] (image only).
+    pub colour: f64,
+    /// A zeroed square of this fraction of the side at a random place.
+    pub cutout: f64,
+}
+
+impl Default for DiffAugment {
+    fn default() -> Self {
+        Self {
+            probability: 0.5,
+            translation: 0.125,
+            colour: 0.25,
+            cutout: 0.25,
+        }
+    }
+}
+
+/// Optimisation of the semi-supervised GAN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GanTrainConfig {
+    /// Generator steps in all.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// Labelled training images (the first of a seeded order of the training split, so that
+    /// smaller budgets are subsets of larger ones).
+    pub labelled: usize,
+    /// Further unlabelled images (`kind:dir`; their masks, if any, are never read).
+    pub unlabelled_datasets: Vec<String>,
+    pub r1_gamma: f64,
+    /// Lazy regularisation: R1 every this many discriminator steps, scaled by it.
+    pub r1_every: usize,
+    /// Probability of mixing two latents at a random crossover layer.
+    pub style_mixing: f64,
+    pub feature_matching_weight: f64,
+    /// EMA half-life of the generator's weights, in thousands of images.
+    pub ema_kimg: f64,
+    pub augment: DiffAugment,
+    pub sample_every: usize,
+    pub checkpoint_every: usize,
+    pub seed: u64,
+    pub train_fraction: f64,
+    pub val_fraction: f64,
+}
+
+impl Default for GanTrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 10_000,
+            batch_size: 4,
+            learning_rate: 0.002,
+            labelled: 175,
+            unlabelled_datasets: Vec::new(),
+            r1_gamma: 10.0,
+            r1_every: 16,
+            style_mixing: 0.9,
+            feature_matching_weight: 2.0,
+            ema_kimg: 10.0,
+            augment: DiffAugment::default(),
+            sample_every: 250,
+            checkpoint_every: 100,
+            seed: 0,
+            train_fraction: 0.7,
+            val_fraction: 0.1,
+        }
+    }
+}
+
+/// Marks a `--config` file as SemanticGAN's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GanKind {
+    Semanticgan,
+}
+
+/// A SemanticGAN `--config` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanRunConfig {
+    pub kind: GanKind,
+    #[serde(default)]
+    pub model: GanModelConfig,
+    #[serde(default)]
+    pub train: GanTrainConfig,
+}
+
+impl GanRunConfig {
+    /// Whether the TOML at `path` asks for a SemanticGAN (`kind = "semanticgan"`).
+    pub fn is_gan_config(path: &Path) -> bool {
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: Option<String>,
+        }
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| toml::from_str::<Kind>(&t).ok())
+            .and_then(|k| k.kind)
+            .is_some_and(|k| k == "semanticgan")
+    }
+
+    /// Read and validate a SemanticGAN TOML config.
+    pub fn from_toml(path: &Path) -> Result<Self> {
+        let bad = |reason: String| SegError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let cfg: GanRunConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        cfg.model.validate().map_err(bad)?;
+        let t = &cfg.train;
+        if t.batch_size < 2
+            || [
+                t.steps,
+                t.labelled,
+                t.r1_every,
+                t.sample_every,
+                t.checkpoint_every,
+            ]
+            .contains(&0)
+        {
+            return Err(bad("steps, labelled, r1_every, sample_every and checkpoint_every must be positive and batch_size at least 2".into()));
+        }
+        let a = &t.augment;
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        if !(unit(a.probability)
+            && unit(a.translation)
+            && unit(a.cutout)
+            && unit(a.colour)
+            && a.colour < 1.0)
+        {
+            return Err(bad(format!("augment: probability, translation and cutout must lie in [0, 1] and colour in [0, 1), got {a:?}")));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_table_matches_stylegan2() {
+        let cpu = GanModelConfig::default();
+        let got: Vec<usize> = [4, 8, 16, 32, 64, 128].map(|r| cpu.channels(r)).to_vec();
+        assert_eq!(got, [128, 128, 128, 128, 64, 32]);
+        assert_eq!(cpu.num_ws(), 12);
+        let paper = GanModelConfig {
+            image_size: 256,
+            channel_multiplier: 2.0,
+            max_channels: 512,
+            ..cpu
+        };
+        let got: Vec<usize> = [4, 32, 64, 128, 256].map(|r| paper.channels(r)).to_vec();
+        assert_eq!(got, [512, 512, 512, 256, 128]);
+    }
+
+    #[test]
+    fn config_kind_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.toml");
+        std::fs::write(&p, "kind = 'semanticgan'\n[model]\nclasses = { names = ['background', 'lung'] }\nimage_size = 64\nlatent = 32\nmapping_layers = 2\nchannel_multiplier = 0.25\nmax_channels = 64\npatch_channels = 8\npatch_scales = 2\nintensity = { equalize = true }\n[train]\nsteps = 3\n").unwrap();
+        assert!(GanRunConfig::is_gan_config(&p));
+        let c = GanRunConfig::from_toml(&p).unwrap();
+        assert_eq!(
+            (c.model.image_size, c.train.steps, c.train.batch_size),
+            (64, 3, 4)
+        );
+        std::fs::write(&p, "kind = 'semanticgan'\n[model]\nclasses = { names = ['background', 'lung'] }\nimage_size = 96\nlatent = 32\nmapping_layers = 2\nchannel_multiplier = 0.25\nmax_channels = 64\npatch_channels = 8\npatch_scales = 2\nintensity = { equalize = true }\n").unwrap();
+        let e = GanRunConfig::from_toml(&p).unwrap_err().to_string();
+        assert!(e.contains("g.toml") && e.contains("power of two"), "{e}");
+        let bad_aug = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("image_size = 96", "image_size = 64")
+            + "[train]\naugment = { probability = 1.5 }\n";
+        std::fs::write(&p, bad_aug).unwrap();
+        let e = GanRunConfig::from_toml(&p).unwrap_err().to_string();
+        assert!(e.contains("augment") && e.contains("1.5"), "{e}");
+        std::fs::write(&p, "[model]\nimage_size = 64\n").unwrap();
+        assert!(!GanRunConfig::is_gan_config(&p));
+    }
+}
