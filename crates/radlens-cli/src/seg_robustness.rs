@@ -4,11 +4,11 @@ use crate::seg_cmd::{load_predictor, temperature, ScoredCases};
 use crate::seg_progress::EvalProgress;
 use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
 use radlens_core::results::write_csv;
 use radlens_io::perturb::Perturbation;
 use radlens_seg::case_results::CaseResults;
 use radlens_seg::robustness::{run_robustness, summarise, ModelUnderTest, RobustnessRow};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -125,7 +125,13 @@ pub fn robustness_cmd(a: RobustnessArgs) -> Result<()> {
         &EvalProgress::default(),
     )?;
     let names: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
-    let summary = summarise(&rows, &names, &perturbations, a.scored.dataset.to_string(), a.seed);
+    let summary = summarise(
+        &rows,
+        &names,
+        &perturbations,
+        a.scored.dataset.to_string(),
+        a.seed,
+    );
     write_csv(
         &a.out.join("per_image.csv"),
         &HEADER,
