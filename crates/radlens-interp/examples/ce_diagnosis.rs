@@ -157,7 +157,7 @@ fn main() {
             select_reports(&corpus, harvest.split, ReportPart::Train, Some(1)).unwrap()[0].text();
         let mut sums = vec![0.0; names.len()];
         let mut count = 0usize;
-        let mut buckets = vec![(0usize, 0.0f64, 0.0f64); 4];
+        let mut buckets = [(0usize, 0.0f64, 0.0f64); 4];
         for r in reports.iter().skip(1) {
             for w in windower.windows(&lm, &r.text()).unwrap() {
                 if w.content().len() < 2 {
@@ -207,7 +207,7 @@ fn main() {
                 for (k, v) in res.iter().enumerate() {
                     sums[k] += v.iter().sum::<f64>();
                 }
-                for j in 0..res[0].len() {
+                for (j, (&clean, &spliced)) in res[0].iter().zip(&res[2]).enumerate() {
                     let p = w.first_position + j;
                     let b = if p < 2 {
                         0
@@ -219,8 +219,8 @@ fn main() {
                         3
                     };
                     buckets[b].0 += 1;
-                    buckets[b].1 += res[0][j];
-                    buckets[b].2 += res[2][j] - res[0][j];
+                    buckets[b].1 += clean;
+                    buckets[b].2 += spliced - clean;
                 }
                 count += res[0].len();
             }

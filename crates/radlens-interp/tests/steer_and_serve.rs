@@ -147,8 +147,8 @@ fn sixteen_concurrent_requests_match_the_model_and_streaming_matches_whole_repli
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(replies.len(), 16);
-    for p in 0..4 {
-        let want = direct_reply(prompts[p], 6);
+    for (p, prompt) in prompts.iter().enumerate().take(4) {
+        let want = direct_reply(prompt, 6);
         assert!(!want.is_empty());
         for (_, text, n) in replies.iter().filter(|r| r.0 == p) {
             assert_eq!(text, &want, "prompt {p}");
