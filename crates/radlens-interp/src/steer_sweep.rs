@@ -25,6 +25,21 @@ pub struct SteeredPair {
     pub steered_activation: f64,
 }
 
+/// Hooks that apply `steer` (none: the unsteered model) at the SAE's hook point.
+fn steered_hooks(sae: &HookedSae, steer: Option<&Steer>) -> Result<Hooks> {
+    let mut hooks = Hooks::new();
+    if let Some(s) = steer {
+        sae.register(
+            &mut hooks,
+            &Intervention {
+                splice_sae: false,
+                steer: vec![s.clone()],
+            },
+        )?;
+    }
+    Ok(hooks)
+}
+
 /// Generates a reply to the chat `prompt` with `steer` applied (`None`: unsteered);
 /// returns the text and the feature's mean activation on the generated tokens.
 pub fn generate_steered(
@@ -37,16 +52,7 @@ pub fn generate_steered(
 ) -> Result<(String, f64)> {
     sae.check_feature(feature)?;
     let ids = lm.chat_prompt(prompt)?;
-    let mut hooks = Hooks::new();
-    if let Some(s) = steer {
-        sae.register(
-            &mut hooks,
-            &Intervention {
-                splice_sae: false,
-                steer: vec![s.clone()],
-            },
-        )?;
-    }
+    let mut hooks = steered_hooks(sae, steer)?;
     hooks.capture(sae.point());
     let g = lm.generate(&ids, cfg, &mut hooks, |_| {})?;
     let rows = hooks
@@ -261,16 +267,7 @@ pub fn perplexity(
             if w.content().len() < 2 {
                 continue;
             }
-            let mut hooks = Hooks::new();
-            if let Some(s) = steer {
-                sae.register(
-                    &mut hooks,
-                    &Intervention {
-                        splice_sae: false,
-                        steer: vec![s.clone()],
-                    },
-                )?;
-            }
+            let mut hooks = steered_hooks(sae, steer)?;
             let logits = lm
                 .model
                 .forward(&w.ids, &mut lm.model.new_cache(), &mut hooks)?;
