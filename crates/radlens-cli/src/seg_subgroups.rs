@@ -71,10 +71,9 @@ pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
         println!("{name} ({} images without it)", at.missing);
         for g in &at.groups {
             println!(
-                "  {:<12} n {:>3}{}  Dice {:.4} [{:.4}, {:.4}]  signed area error {:+.4}",
+                "  {:<12} n {:>3}  Dice {:.4} [{:.4}, {:.4}]  signed area error {:+.4}",
                 g.group,
-                g.n,
-                if g.too_small { " (too small)" } else { "" },
+                g.size_label(),
                 g.dice_mean,
                 g.dice_ci[0],
                 g.dice_ci[1],

@@ -99,6 +99,57 @@ impl Letterbox {
         }
         out
     }
+    /// The argmax over `channels` maps (`channels` x size x size) resampled bilinearly to
+    /// the source grid, as [`Letterbox::invert_maps`] followed by a per-pixel argmax
+    /// (ties to the higher channel, as `Iterator::max_by`), without materialising the
+    /// `channels` full-size maps: on a 2048-pixel film those are 16 M floats per mask,
+    /// and resampling them was a sixth of a robustness sweep.
+    pub fn argmax_on_source(&self, maps: &[f32], channels: usize) -> Vec<u8> {
+        let (w, h) = self.src;
+        let plane = self.size * self.size;
+        let xs = bilinear_taps(self.content.0, w);
+        let ys = bilinear_taps(self.content.1, h);
+        let at = |c: usize, x: usize, y: usize| {
+            maps[c * plane + (y + self.offset.1) * self.size + x + self.offset.0]
+        };
+        // one source row per channel, interpolated vertically, reused along the row
+        let mut rows = vec![0f32; channels * self.content.0];
+        let mut out = Vec::with_capacity(w * h);
+        for &(y0, y1, wy) in &ys {
+            for c in 0..channels {
+                for x in 0..self.content.0 {
+                    rows[c * self.content.0 + x] = (1.0 - wy) * at(c, x, y0) + wy * at(c, x, y1);
+                }
+            }
+            for &(x0, x1, wx) in &xs {
+                let mut best = (0u8, f32::NEG_INFINITY);
+                for c in 0..channels {
+                    let r = &rows[c * self.content.0..];
+                    let v = (1.0 - wx) * r[x0] + wx * r[x1];
+                    if v >= best.1 {
+                        best = (c as u8, v);
+                    }
+                }
+                out.push(best.0);
+            }
+        }
+        out
+    }
+}
+
+/// For each of `dst` output pixels, the two source pixels of `src` it interpolates
+/// and the weight of the second: pixel centres aligned ((x + 0.5) * src / dst - 0.5),
+/// clamped at the edges, as `image`'s triangle filter resamples when enlarging.
+fn bilinear_taps(src: usize, dst: usize) -> Vec<(usize, usize, f32)> {
+    let ratio = src as f64 / dst as f64;
+    (0..dst)
+        .map(|x| {
+            let pos = ((x as f64 + 0.5) * ratio - 0.5).clamp(0.0, (src - 1) as f64);
+            let x0 = pos.floor() as usize;
+            let x1 = (x0 + 1).min(src - 1);
+            (x0, x1, (pos - x0 as f64) as f32)
+        })
+        .collect()
 }
 
 /// Zero-mean, unit-variance intensities (over the given pixels).
@@ -167,6 +218,39 @@ mod tests {
         let back = lb.invert_maps(&vec![0.25; 2 * 64 * 64], 2);
         assert_eq!(back.len(), 2 * 200 * 100);
         assert!(back.iter().all(|v| (v - 0.25).abs() < 1e-5));
+    }
+
+    /// The fused resample-and-argmax labels every pixel as resampling each map with
+    /// `invert_maps` and taking the argmax does (up to near-ties that float rounding
+    /// may break either way), on a letterbox with padding and a random 3-class map.
+    #[test]
+    fn argmax_on_source_matches_resampling_every_map() {
+        let lb = Letterbox::new((37, 23), 16);
+        let mut state = 7u64;
+        let maps: Vec<f32> = (0..3 * 16 * 16)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect();
+        let fused = lb.argmax_on_source(&maps, 3);
+        let big = lb.invert_maps(&maps, 3);
+        let plane = 37 * 23;
+        assert_eq!(fused.len(), plane);
+        let mut compared = 0;
+        for (i, &label) in fused.iter().enumerate() {
+            let v: Vec<f32> = (0..3).map(|c| big[c * plane + i]).collect();
+            let top = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sorted = v.clone();
+            sorted.sort_by(f32::total_cmp);
+            if sorted[2] - sorted[1] > 1e-5 {
+                assert_eq!(v[label as usize], top, "pixel {i}: {v:?} vs label {label}");
+                compared += 1;
+            }
+        }
+        assert!(compared > plane * 99 / 100, "{compared} of {plane}");
     }
 
     #[test]

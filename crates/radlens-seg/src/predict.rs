@@ -282,8 +282,11 @@ impl Prediction {
                 }
             }
         }
-        let big = self.letterbox.invert_maps(&probs, self.classes);
-        argmax_labels(&big, self.classes, w, h, false)
+        LabelMap {
+            width: w,
+            height: h,
+            labels: self.letterbox.argmax_on_source(&probs, self.classes),
+        }
     }
 
     /// Every map resampled to the source image grid.

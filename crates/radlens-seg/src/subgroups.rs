@@ -12,8 +12,7 @@
 
 use crate::evaluate::Evaluation;
 use radlens_eval::compare::holm;
-use radlens_eval::groups::compare_groups;
-use radlens_eval::Summary;
+use radlens_eval::groups::{compare_groups, unit_mean_ci};
 use radlens_io::attributes as attr;
 use radlens_io::dataset::DatasetKind;
 use radlens_io::Sample;
@@ -30,7 +29,11 @@ pub const PERMUTATIONS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupSummary {
     pub group: String,
+    /// Images.
     pub n: usize,
+    /// Patients among them: the independent units the intervals and tests resample.
+    #[serde(default)]
+    pub patients: usize,
     pub too_small: bool,
     pub dice_mean: f64,
     pub dice_ci: [f64; 2],
@@ -45,6 +48,19 @@ pub struct GroupSummary {
     pub dice_values: Vec<f64>,
     /// Per confounding attribute, how many of the group's images have each value.
     pub confounders: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+impl GroupSummary {
+    /// "20", "20 images of 14 patients", with " (too small)" where it is.
+    pub fn size_label(&self) -> String {
+        let patients = if self.patients > 0 && self.patients < self.n {
+            format!(" images of {} patients", self.patients)
+        } else {
+            String::new()
+        };
+        let small = if self.too_small { " (too small)" } else { "" };
+        format!("{}{patients}{small}", self.n)
+    }
 }
 
 /// One attribute's groups and their comparison (over groups that are not too small).
@@ -75,7 +91,7 @@ pub struct SubgroupSummary {
     pub protocol: String,
 }
 
-pub const PROTOCOL: &str = "Per image: mean over annotated structures of Dice and HD95 of the mean prediction (seg eval protocol), and signed area error (predicted - reference) / reference. Per group: mean with a 95% percentile bootstrap interval (2000 resamples within each group). Gap = max - min of the group mean Dice over groups with n >= 20, its interval from the same stratified bootstrap, p-value from 10,000 permutations of the group labels, Holm-adjusted across attributes. Skewed error ratio = max(1 - Dice) / min(1 - Dice) over those groups.";
+pub const PROTOCOL: &str = "Per image: mean over annotated structures of Dice and HD95 of the mean prediction (seg eval protocol), and signed area error (predicted - reference) / reference. Per group: mean with a 95% percentile bootstrap interval (2000 resamples of the group's patients, so that a patient's several films move together; where no patient is recorded each image is its own patient). Gap = max - min of the group mean Dice over groups with n >= 20, its interval from the same stratified bootstrap, p-value from 10,000 permutations of the patients' group labels, Holm-adjusted across attributes. Skewed error ratio = max(1 - Dice) / min(1 - Dice) over those groups.";
 
 /// The attributes a subgroup difference on data of `kind` may be confounded with,
 /// and why.
@@ -95,6 +111,26 @@ pub fn confounders(kind: DatasetKind) -> (Vec<String>, &'static str) {
 
 /// One image: mean Dice, mean HD95 (if any structure has one), mean signed area error.
 type Row = (f64, Option<f64>, f64);
+
+/// Each case's independent unit: its patient where the dataset records one (covid-cxr
+/// has patients filmed several times), else the case itself.
+fn patient_units<'a>(cases: &[&'a Sample]) -> BTreeMap<&'a str, usize> {
+    let mut patients: BTreeMap<String, usize> = BTreeMap::new();
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let unit = match c.attributes.group_of(attr::PATIENT_ID) {
+                Some(p) => {
+                    let next = cases.len() + patients.len();
+                    *patients.entry(p).or_insert(next)
+                }
+                None => i,
+            };
+            (c.id.as_str(), unit)
+        })
+        .collect()
+}
 
 /// One image's per-structure values: Dice, HD95 where defined, signed area error.
 #[derive(Default)]
@@ -135,12 +171,13 @@ pub fn analyse(
     seed: u64,
 ) -> BTreeMap<String, AttributeSummary> {
     let images = per_image(ev);
+    let units = patient_units(cases);
     let mut out: BTreeMap<String, AttributeSummary> = attributes
         .iter()
         .enumerate()
         .map(|(ai, name)| {
             let seed = seed.wrapping_add(1000 * ai as u64);
-            let a = analyse_attribute(&images, cases, name, confounders, seed);
+            let a = analyse_attribute(&images, &units, cases, name, confounders, seed);
             (name.clone(), a)
         })
         .collect();
@@ -163,12 +200,14 @@ pub fn analyse(
 
 fn analyse_attribute(
     images: &BTreeMap<&str, Row>,
+    units: &BTreeMap<&str, usize>,
     cases: &[&Sample],
     name: &str,
     confounders: &[String],
     seed: u64,
 ) -> AttributeSummary {
-    let mut groups: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    // Each group's images with their unit.
+    let mut groups: BTreeMap<String, Vec<(Row, usize)>> = BTreeMap::new();
     let mut mix: BTreeMap<String, BTreeMap<String, BTreeMap<String, usize>>> = BTreeMap::new();
     let mut missing = 0;
     for c in cases {
@@ -191,29 +230,37 @@ fn analyse_attribute(
                 .or_default();
             *counts.entry(value).or_default() += 1;
         }
-        groups.entry(g).or_default().push(*v);
+        let unit = units.get(c.id.as_str()).copied().unwrap_or(usize::MAX);
+        groups.entry(g).or_default().push((*v, unit));
     }
     let names: Vec<&String> = groups.keys().collect();
     let all: Vec<usize> = (0..names.len()).collect();
-    // Each group's mean and interval: resampling within the group, which is the
+    // Each group's mean and interval: resampling the group's patients, which is the
     // stratified bootstrap's marginal for that group.
     let group_stat = |gi: usize, f: fn(&Row) -> Option<f64>, s: u64| {
-        let v: Vec<f64> = groups[names[gi]]
+        let (v, u): (Vec<f64>, Vec<usize>) = groups[names[gi]]
             .iter()
-            .map(|r| f(r).unwrap_or(f64::NAN))
-            .collect();
-        Summary::of(&v, seed.wrapping_add(s)).map(|s| (s.mean, [s.ci95_low, s.ci95_high]))
+            .map(|(r, unit)| (f(r).unwrap_or(f64::NAN), *unit))
+            .unzip();
+        unit_mean_ci(&v, &u, RESAMPLES, seed.wrapping_add(s))
     };
     let summaries: Vec<GroupSummary> = all
         .iter()
         .map(|&gi| {
-            let n = groups[names[gi]].len();
+            let members = &groups[names[gi]];
+            let n = members.len();
+            let patients = members
+                .iter()
+                .map(|m| m.1)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
             let (dm, dci) = group_stat(gi, |r| Some(r.0), 0).unwrap_or((f64::NAN, [f64::NAN; 2]));
             let (am, aci) = group_stat(gi, |r| Some(r.2), 2).unwrap_or((f64::NAN, [f64::NAN; 2]));
             let hd = group_stat(gi, |r| r.1, 1);
             GroupSummary {
                 group: names[gi].clone(),
                 n,
+                patients,
                 too_small: n < MIN_GROUP_SIZE,
                 dice_mean: dm,
                 dice_ci: dci,
@@ -221,7 +268,7 @@ fn analyse_attribute(
                 hd95_ci: hd.map(|h| h.1),
                 signed_area_error_mean: am,
                 signed_area_error_ci: aci,
-                dice_values: groups[names[gi]].iter().map(|r| r.0).collect(),
+                dice_values: members.iter().map(|m| m.0 .0).collect(),
                 confounders: mix.remove(names[gi].as_str()).unwrap_or_default(),
             }
         })
@@ -233,16 +280,18 @@ fn analyse_attribute(
         .collect();
     let test = (big.len() >= 2)
         .then(|| {
-            let (mut values, mut labels) = (Vec::new(), Vec::new());
+            let (mut values, mut labels, mut unit_of) = (Vec::new(), Vec::new(), Vec::new());
             for (li, &gi) in big.iter().enumerate() {
-                for v in &groups[names[gi]] {
-                    values.push(v.0);
+                for (row, unit) in &groups[names[gi]] {
+                    values.push(row.0);
                     labels.push(li);
+                    unit_of.push(*unit);
                 }
             }
             compare_groups(
                 &values,
                 &labels,
+                &unit_of,
                 big.len(),
                 RESAMPLES,
                 PERMUTATIONS,
@@ -368,5 +417,45 @@ mod tests {
         assert_eq!((age.gap, age.p_value, age.p_holm), (None, None, None));
         // Holm over the one tested attribute leaves its p-value
         assert_eq!(sex.p_holm, sex.p_value);
+    }
+
+    /// Each patient filmed twice with identical results is one unit: the group intervals
+    /// and the test are those of one film per patient, and the label counts both.
+    #[test]
+    fn a_patients_films_are_resampled_together() {
+        use radlens_io::attributes::PATIENT_ID;
+        let evaluate = |films_per_patient: usize| {
+            let (mut cases, mut classes) = (Vec::new(), Vec::new());
+            for p in 0..44 {
+                for f in 0..films_per_patient {
+                    let i = p * films_per_patient + f;
+                    let sex = if p < 22 { Sex::Female } else { Sex::Male };
+                    let mut c = case(i, Some(sex), 50.0);
+                    c.attributes.insert(PATIENT_ID, format!("p{p}"));
+                    cases.push(c);
+                    classes.push(row(i, 0.9 + 0.003 * (p % 9) as f64, 100 + p % 5));
+                }
+            }
+            let ev = Evaluation {
+                classes,
+                images: Vec::new(),
+                samples: 0,
+            };
+            let refs: Vec<&Sample> = cases.iter().collect();
+            analyse(&ev, &refs, &[SEX.into()], &[], 7)
+                .remove(SEX)
+                .unwrap()
+        };
+        let (once, twice) = (evaluate(1), evaluate(2));
+        assert_eq!((twice.gap_ci, twice.p_value), (once.gap_ci, once.p_value));
+        for (t, o) in twice.groups.iter().zip(&once.groups) {
+            assert_eq!((t.n, t.patients, o.n, o.patients), (44, 22, 22, 22));
+            assert_eq!(
+                (t.dice_ci, t.signed_area_error_ci),
+                (o.dice_ci, o.signed_area_error_ci)
+            );
+        }
+        assert_eq!(twice.groups[0].size_label(), "44 images of 22 patients");
+        assert_eq!(once.groups[0].size_label(), "22");
     }
 }

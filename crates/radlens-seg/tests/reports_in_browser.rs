@@ -108,6 +108,7 @@ fn subgroups_html() -> String {
         GroupSummary {
             group: name.into(),
             n: dice.len(),
+            patients: dice.len(),
             too_small: false,
             dice_mean: mean,
             dice_ci: [mean - 0.005, mean + 0.005],

@@ -89,7 +89,7 @@ pub fn subgroups_report(summary: &SubgroupSummary) -> Result<String> {
                     .collect();
                 vec![
                     g.group.clone(),
-                    format!("{}{}", g.n, if g.too_small { " (too small)" } else { "" }),
+                    g.size_label(),
                     fmt_ci(g.dice_mean, Some(g.dice_ci), 4),
                     fmt_ci(g.hd95_mean.unwrap_or(f64::NAN), g.hd95_ci, 2),
                     fmt_ci(g.signed_area_error_mean, Some(g.signed_area_error_ci), 4),
