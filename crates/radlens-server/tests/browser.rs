@@ -281,7 +281,7 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
     );
     assert_eq!(
         focus,
-        json!([[" enlarged", "rgb(255, 140, 0)"]; 3]),
+        json!(vec![json!([" enlarged", "rgb(255, 140, 0)"]); 3]),
         "the firing token at full shade"
     );
     assert_eq!(
