@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// (a TLS proxy in front of it); browsers drop Secure cookies on plain HTTP.
     #[arg(long)]
     secure_cookie: bool,
+    /// An SAE run folder for the feature browser, holding the `features.sqlite` that
+    /// `radlens sae features --out DIR/features.sqlite` wrote; repeat for several runs.
+    #[arg(long = "sae-run")]
+    sae_runs: Vec<PathBuf>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -52,6 +56,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         session_ttl: Duration::from_secs(a.session_hours.saturating_mul(3600)),
         request_timeout: Duration::from_secs(a.request_timeout_s),
         secure_cookie: a.secure_cookie,
+        sae_runs: a.sae_runs,
     };
     if a.session_hours == 0 || a.request_timeout_s == 0 {
         return Err(anyhow!(

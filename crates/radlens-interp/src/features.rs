@@ -18,6 +18,7 @@
 //!   example, `context_activations` the latent's activation on each, `focus` the index of
 //!   the example's token in them.
 
+use crate::feature_db::Histogram;
 use crate::{InterpError, Result};
 use radlens_core::atomic::write_atomic_at;
 use radlens_core::observe::Count;
@@ -278,7 +279,7 @@ impl LatentStats {
     fn of(entries: &[Entry], tokens: usize, bins: usize) -> Self {
         let n = entries.len();
         let max = entries.iter().map(|e| e.value as f64).fold(0.0, f64::max);
-        let mut counts = vec![0usize; bins];
+        let mut counts = vec![0u64; bins];
         for e in entries {
             let b = ((e.value as f64 / max) * bins as f64).ceil() as usize;
             counts[b.clamp(1, bins) - 1] += 1;
@@ -288,7 +289,8 @@ impl LatentStats {
             frequency: n as f64 / tokens.max(1) as f64,
             mean: (n > 0).then(|| entries.iter().map(|e| e.value as f64).sum::<f64>() / n as f64),
             max: (n > 0).then_some(max),
-            histogram: serde_json::json!({ "edges": edges, "counts": counts }).to_string(),
+            histogram: serde_json::to_string(&Histogram { edges, counts })
+                .expect("numbers serialise"),
         }
     }
 }
@@ -396,10 +398,10 @@ mod tests {
         assert_eq!(s.max, Some(4.0));
         let mean = s.mean.unwrap();
         assert!((mean - 7.1 / 4.0).abs() < 1e-6, "{mean}");
-        let h: serde_json::Value = serde_json::from_str(&s.histogram).unwrap();
+        let h: Histogram = serde_json::from_str(&s.histogram).unwrap();
         // bins (0,1], (1,2], (2,3], (3,4]
-        assert_eq!(h["counts"], serde_json::json!([2, 1, 0, 1]));
-        assert_eq!(h["edges"], serde_json::json!([0.0, 1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(h.counts, [2, 1, 0, 1]);
+        assert_eq!(h.edges, [0.0, 1.0, 2.0, 3.0, 4.0]);
         let none = LatentStats::of(&[], 8, 4);
         assert_eq!((none.frequency, none.max), (0.0, None));
     }

@@ -9,6 +9,7 @@
 //! - [`steer_sweep`]: steered vs baseline generations, mention rates and perplexity;
 //! - [`serve`]: `radlens lm serve`, the OpenAI-compatible server with those interventions;
 //! - [`features`]: per-latent statistics and examples in a SQLite feature database;
+//!   [`feature_db`] reads one latent back for a feature page;
 //! - [`concepts`]: clinical concept probes (feature AUROC per finding, held-out CIs);
 //! - [`eval`]: an SAE's reconstruction metrics and spliced loss, as `metrics.json`;
 //! - [`inputs`]: the reports and language model a harvest (and its evaluation) reads.
@@ -16,6 +17,7 @@
 pub mod concepts;
 mod error;
 pub mod eval;
+pub mod feature_db;
 pub mod features;
 pub mod harvest;
 pub mod inputs;

@@ -33,11 +33,15 @@ pub enum Severity {
     High,
 }
 
-/// The sentence a flag points at.
+/// The sentence a flag points at, and the mention in it. Offsets count characters
+/// (Unicode scalar values), not bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextSpan {
     pub sentence: String,
-    /// Character range of the mention in the report.
+    /// Offset of the sentence in the report.
+    pub sentence_start: usize,
+    /// Range of the mention in `sentence` (not in the report: a page marks it in the
+    /// sentence it shows).
     pub start: usize,
     pub end: usize,
     pub mention: String,
@@ -112,8 +116,9 @@ pub fn describe_evidence(e: &[Evidence]) -> String {
 fn span(m: &Mention) -> TextSpan {
     TextSpan {
         sentence: m.sentence.clone(),
-        start: m.start,
-        end: m.end,
+        sentence_start: m.sentence_start,
+        start: m.start - m.sentence_start,
+        end: m.end - m.sentence_start,
         mention: m.text.clone(),
     }
 }
@@ -302,6 +307,39 @@ mod tests {
         );
         assert_eq!(kinds(&small, "Cardiomegaly."), [FlagKind::Contradiction]);
         assert!(kinds(&small, "Heart size is normal.").is_empty());
+    }
+
+    #[test]
+    fn a_span_counts_characters_within_its_sentence() {
+        let small = finding(
+            Observation::Cardiomegaly,
+            Assessment::Absent,
+            None,
+            0.42,
+            0.40,
+            0.44,
+        );
+        // 'ä' is two bytes: byte offsets would be one past the mention
+        let report =
+            "IMPRESSION: Lungs are clear. Compared with the 12 März study, the heart is enlarged.";
+        let m = Labeler::builtin().unwrap().mentions(report);
+        let f = &flags_for(&small, &m)[0];
+        assert_eq!(f.kind, FlagKind::Contradiction);
+        let sp = f.span.as_ref().unwrap();
+        assert_eq!(
+            sp.sentence,
+            "Compared with the 12 März study, the heart is enlarged."
+        );
+        assert_eq!(sp.sentence_start, 29);
+        assert_eq!((sp.start, sp.end), (37, 54));
+        let marked: String = sp
+            .sentence
+            .chars()
+            .skip(sp.start)
+            .take(sp.end - sp.start)
+            .collect();
+        assert_eq!(marked, "heart is enlarged");
+        assert_eq!(sp.mention, marked);
     }
 
     #[test]

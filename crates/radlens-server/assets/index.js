@@ -33,4 +33,11 @@ document.getElementById('upload-form').addEventListener('submit', async ev => {
 });
 
 api.get('/healthz').then(h => { document.getElementById('model-version').textContent = `model ${h.model_version}`; });
-showUser().then(loadStudies).catch(e => { document.getElementById('upload-error').textContent = e.message; });
+async function loadRuns() {
+  const runs = await api.get('/api/features');
+  document.getElementById('sae-runs-card').hidden = runs.length === 0;
+  document.getElementById('sae-runs').replaceChildren(...runs.map(r => el('li', {},
+    el('a', { href: `/features/${encodeURIComponent(r.name)}/0`, 'data-run': r.name }, r.name), ` · ${r.latents} latents`)));
+}
+
+showUser().then(() => Promise.all([loadStudies(), loadRuns()])).catch(e => { document.getElementById('upload-error').textContent = e.message; });

@@ -168,17 +168,20 @@ $('sign').onclick = async () => {
 };
 
 // ---- review
-function marked(sentence, flags) {
-  const spans = flags.filter(f => f.span && f.span.sentence === sentence).sort((a, b) => a.span.start - b.span.start);
+// A span's offsets count characters (code points) within its sentence, as the labeller
+// does; a JS string indexes UTF-16 units, so slice the sentence's code points.
+function marked(span, flags) {
+  const chars = Array.from(span.sentence);
+  const mine = flags.filter(f => f.span && f.span.sentence_start === span.sentence_start).sort((a, b) => a.span.start - b.span.start);
   const out = [];
   let at = 0;
-  for (const f of spans) {
+  for (const f of mine) {
     if (f.span.start < at) continue;
-    out.push(sentence.slice(at, f.span.start));
-    out.push(el('mark', { class: `flag ${f.severity}`, title: f.message }, sentence.slice(f.span.start, f.span.end)));
+    out.push(chars.slice(at, f.span.start).join(''));
+    out.push(el('mark', { class: `flag ${f.severity}`, title: f.message }, chars.slice(f.span.start, f.span.end).join('')));
     at = f.span.end;
   }
-  out.push(sentence.slice(at));
+  out.push(chars.slice(at).join(''));
   return el('p', {}, ...out);
 }
 
@@ -186,8 +189,8 @@ $('review-run').onclick = async () => {
   try {
     const text = $('review-text').value;
     const r = await api.post(`/api/studies/${studyId}/review`, { text });
-    const sentences = [...new Set(r.flags.filter(f => f.span).map(f => f.span.sentence))];
-    $('review-marked').replaceChildren(...sentences.map(s => marked(s, r.flags)));
+    const spans = new Map(r.flags.filter(f => f.span).map(f => [f.span.sentence_start, f.span]));
+    $('review-marked').replaceChildren(...[...spans.values()].sort((a, b) => a.sentence_start - b.sentence_start).map(sp => marked(sp, r.flags)));
     $('review-flags').replaceChildren(...(r.flags.length ? r.flags.map(f => {
       const item = el('div', { class: 'flag-item', 'data-flag': f.kind },
         el('span', { class: `badge ${f.severity === 'uncertain' ? 'uncertain' : 'ai'}` }, `AI · ${f.kind}`),

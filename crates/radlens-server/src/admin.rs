@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub async fn list_users(s: Shared, Extension(a): Extension<Actor>) -> Result<Json<Vec<User>>> {
     s.authorize(&a, Permission::Admin, None)?;
-    Ok(Json(accounts::users(&s.db.lock())?))
+    Ok(Json(accounts::users(&s.db.read())?))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,5 +101,5 @@ pub async fn audit_log(
             "limit must be 1 to 1000 (got {limit})"
         )));
     }
-    Ok(Json(accounts::audit(&s.db.lock(), q.study, limit)?))
+    Ok(Json(accounts::audit(&s.db.read(), q.study, limit)?))
 }

@@ -1,19 +1,21 @@
-//! The JSON API. Handlers check their inputs, take the database lock for single
-//! statements, and run anything that decodes images on a blocking thread.
+//! The JSON API. Handlers check their inputs, read through the database's read-only
+//! connections, take the writer's lock for single statements or one transaction, and
+//! run anything that decodes images or copies blobs on a blocking thread. Pages a browser
+//! polls or reopens carry entity tags, so an unchanged one is answered 304 without a body.
 
 use crate::auth::{Actor, Permission};
 use crate::db::accounts::AuditAction;
-use crate::db::records::{
-    self, EditAction, ImageKind, Job, Patient, SentenceEdit, SignedReport, Study,
-};
+use crate::db::records::{self, EditAction, ImageKind, Job, Patient, SentenceEdit, SignedReport};
 use crate::error::{Result, ServerError};
-use crate::results::{self, ReportView, SentenceView, StudyView};
+use crate::http_cache;
+use crate::results::{self, SentenceView, StudyView};
 use crate::upload::{self, Upload};
 use crate::{fhir, jobs, AppState};
+use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Multipart, Query, RawPathParams, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use radlens_report::review::Review;
@@ -80,8 +82,21 @@ pub async fn healthz(State(s): Shared) -> Json<Health> {
     })
 }
 
+/// `v` as JSON with its entity tag; browsers revalidate it on every use.
+fn tagged_json<T: Serialize>(req: &HeaderMap, v: &T) -> Result<Response> {
+    let body = serde_json::to_vec(v)?;
+    let etag = http_cache::etag_of(&body);
+    Ok(http_cache::conditional(
+        req,
+        &etag,
+        "application/json",
+        "private, no-cache",
+        Bytes::from(body),
+    ))
+}
+
 pub async fn list_patients(State(s): Shared) -> Result<Json<Vec<Patient>>> {
-    Ok(Json(records::patients(&s.db.lock())?))
+    Ok(Json(records::patients(&s.db.read())?))
 }
 
 pub async fn patient_history(
@@ -95,8 +110,9 @@ pub async fn patient_history(
     ))
 }
 
-pub async fn list_studies(State(s): Shared) -> Result<Json<Vec<Study>>> {
-    Ok(Json(records::studies(&s.db.lock(), None)?))
+/// Answered as `Vec<`[`records::Study`]`>`.
+pub async fn list_studies(State(s): Shared, req: HeaderMap) -> Result<Response> {
+    tagged_json(&req, &records::studies(&s.db.read(), None)?)
 }
 
 /// `POST /api/studies` answer.
@@ -197,18 +213,22 @@ pub async fn create_study(
     ))
 }
 
-pub async fn get_study(State(s): Shared, p: RawPathParams) -> Result<Json<StudyView>> {
+/// Answered as [`StudyView`].
+pub async fn get_study(State(s): Shared, req: HeaderMap, p: RawPathParams) -> Result<Response> {
     let id = path_id(&p, "id", "study")?;
-    let c = s.db.lock();
-    let study = results::study(&c, id)?;
-    let analysis = records::analysis(&c, id, &s.engine.version)?
-        .map(|a| results::analysis_view(&c, &s, &a))
-        .transpose()?;
-    Ok(Json(StudyView {
-        study,
-        job: records::latest_job(&c, id)?,
-        analysis,
-    }))
+    let view = {
+        let c = s.db.read();
+        let study = results::study(&c, id)?;
+        let analysis = records::analysis(&c, id, &s.engine.version)?
+            .map(|a| results::analysis_view(&c, &s, &a))
+            .transpose()?;
+        StudyView {
+            study,
+            job: records::latest_job(&c, id)?,
+            analysis,
+        }
+    };
+    tagged_json(&req, &view)
 }
 
 pub async fn analyse(
@@ -226,7 +246,7 @@ pub async fn analyse(
 
 pub async fn get_job(State(s): Shared, p: RawPathParams) -> Result<Json<Job>> {
     let id = path_id(&p, "id", "job")?;
-    records::job(&s.db.lock(), id)?
+    records::job(&s.db.read(), id)?
         .map(Json)
         .ok_or_else(|| ServerError::NotFound(format!("no job {id}")))
 }
@@ -235,18 +255,28 @@ pub async fn get_job(State(s): Shared, p: RawPathParams) -> Result<Json<Job>> {
 const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
 /// The display pixels: u16 little endian, row-major, width and height as in the study.
-pub async fn pixels(State(s): Shared, p: RawPathParams) -> Result<Response> {
+/// Served from memory after the first read (a study's pixels never change).
+pub async fn pixels(State(s): Shared, req: HeaderMap, p: RawPathParams) -> Result<Response> {
     let id = path_id(&p, "id", "study")?;
-    let data = records::study_pixels(&s.db.lock(), id)?
-        .ok_or_else(|| ServerError::NotFound(format!("no study {id}")))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream"),
-            (header::CACHE_CONTROL, IMMUTABLE),
-        ],
-        data,
-    )
-        .into_response())
+    let entry = match s.pixels.get(id) {
+        Some(e) => e,
+        None => {
+            let st = s.clone();
+            blocking(move || {
+                let data = records::study_pixels(&st.db.read(), id)?
+                    .ok_or_else(|| ServerError::NotFound(format!("no study {id}")))?;
+                Ok(st.pixels.insert(id, Bytes::from(data)))
+            })
+            .await?
+        }
+    };
+    Ok(http_cache::conditional(
+        &req,
+        &entry.etag,
+        "application/octet-stream",
+        IMMUTABLE,
+        entry.body,
+    ))
 }
 
 pub async fn overlay(State(s): Shared, p: RawPathParams) -> Result<Response> {
@@ -272,7 +302,7 @@ pub async fn overlay(State(s): Shared, p: RawPathParams) -> Result<Response> {
             }
         },
     };
-    let c = s.db.lock();
+    let c = s.db.read();
     let a = results::ready_analysis(&c, &s, id)?;
     let png = records::analysis_image(&c, a.id, kind, idx)?
         .ok_or_else(|| ServerError::NotFound(format!("study {id} has no overlay '{name}'")))?;
@@ -286,11 +316,15 @@ pub async fn overlay(State(s): Shared, p: RawPathParams) -> Result<Response> {
         .into_response())
 }
 
-pub async fn get_draft(State(s): Shared, p: RawPathParams) -> Result<Json<ReportView>> {
+/// Answered as [`results::ReportView`].
+pub async fn get_draft(State(s): Shared, req: HeaderMap, p: RawPathParams) -> Result<Response> {
     let id = path_id(&p, "id", "study")?;
-    let c = s.db.lock();
-    let a = results::ready_analysis(&c, &s, id)?;
-    Ok(Json(results::report_view(&c, &a)?))
+    let view = {
+        let c = s.db.read();
+        let a = results::ready_analysis(&c, &s, id)?;
+        results::report_view(&c, &a)?
+    };
+    tagged_json(&req, &view)
 }
 
 /// `POST /api/studies/{id}/sentences/{sid}`.
@@ -338,7 +372,7 @@ pub async fn edit_sentence(
 
 pub async fn edits(State(s): Shared, p: RawPathParams) -> Result<Json<Vec<SentenceEdit>>> {
     let id = path_id(&p, "id", "study")?;
-    let c = s.db.lock();
+    let c = s.db.read();
     let a = results::ready_analysis(&c, &s, id)?;
     Ok(Json(records::sentence_edits(&c, a.id)?))
 }
@@ -387,7 +421,7 @@ pub async fn sign(
 
 pub async fn fhir_report(State(s): Shared, p: RawPathParams) -> Result<Response> {
     let id = path_id(&p, "id", "study")?;
-    let c = s.db.lock();
+    let c = s.db.read();
     let study = results::study(&c, id)?;
     let a = results::ready_analysis(&c, &s, id)?;
     let signed = records::latest_signed(&c, a.id)?.ok_or_else(|| {
@@ -417,7 +451,7 @@ pub async fn review(
     let id = path_id(&p, "id", "study")?;
     s.authorize(&actor, Permission::Report, Some(id))?;
     let text = bounded_text(&body(b)?.text, MAX_REPORT, "report text")?;
-    let a = results::ready_analysis(&s.db.lock(), &s, id)?;
+    let a = results::ready_analysis(&s.db.read(), &s, id)?;
     let st = s.clone();
     let r = blocking(move || {
         let analysis = results::rebuild(&st, &a)?;
@@ -429,6 +463,31 @@ pub async fn review(
     let detail = format!("reviewed a report: {} flags", r.flags.len());
     s.audit(&actor, AuditAction::Review, Some(id), &detail)?;
     Ok(Json(r))
+}
+
+/// The SAE runs the feature browser shows (`--sae-run`).
+pub async fn feature_runs(State(s): Shared) -> Json<Vec<crate::features::RunInfo>> {
+    Json(s.sae_runs.list())
+}
+
+/// Answered as [`radlens_interp::feature_db::Feature`].
+pub async fn feature(State(s): Shared, req: HeaderMap, p: RawPathParams) -> Result<Response> {
+    let param = |key: &str| {
+        p.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| ServerError::Internal(format!("route without '{key}'")))
+    };
+    let (run, raw) = (param("run")?, param("index")?);
+    let index: usize = raw.parse().map_err(|_| {
+        ServerError::BadRequest(format!(
+            "latent index '{}' is not a non-negative integer",
+            raw.escape_debug()
+        ))
+    })?;
+    let st = s.clone();
+    let f = blocking(move || st.sae_runs.feature(&run, index)).await?;
+    tagged_json(&req, &f)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -444,7 +503,7 @@ pub async fn search(
     let id = path_id(&p, "id", "study")?;
     let Query(q) = q.map_err(|e| ServerError::BadRequest(format!("query: {}", e.body_text())))?;
     let query = bounded_text(&q.q, 200, "search query 'q'")?;
-    let a = results::ready_analysis(&s.db.lock(), &s, id)?;
+    let a = results::ready_analysis(&s.db.read(), &s, id)?;
     let st = s.clone();
     let r = blocking(move || {
         let analysis = results::rebuild(&st, &a)?;

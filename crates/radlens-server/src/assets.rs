@@ -12,6 +12,7 @@ const STUDY: &str = include_str!("../assets/study.html");
 const PATIENT: &str = include_str!("../assets/patient.html");
 const LOGIN: &str = include_str!("../assets/login.html");
 const ADMIN: &str = include_str!("../assets/admin.html");
+const FEATURE: &str = include_str!("../assets/feature.html");
 
 /// (name, content type, body) of every asset.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -44,6 +45,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "patient.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/patient.js"),
+    ),
+    (
+        "feature.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/feature.js"),
     ),
     (
         "login.js",
@@ -82,6 +88,11 @@ pub const OPENAPI: &str = include_str!("../assets/openapi.json");
 
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A latent of an SAE run (its script asks the API, which answers 404 for an unknown one).
+pub async fn feature_page() -> Html<&'static str> {
+    Html(FEATURE)
 }
 
 pub async fn login_page() -> Html<&'static str> {

@@ -254,7 +254,7 @@ fn authenticate(s: &AppState, req: &Request) -> Result<Actor> {
     let token = session_cookie(req.headers())
         .ok_or_else(|| ServerError::Unauthorized("sign in first: no session cookie".into()))?;
     let hash = token_hash(token);
-    let row = accounts::session(&s.db.lock(), &hash)?.ok_or_else(|| {
+    let row = accounts::session(&s.db.read(), &hash)?.ok_or_else(|| {
         ServerError::Unauthorized("the session is unknown or has ended; sign in again".into())
     })?;
     if row.expires_at <= now() {

@@ -12,7 +12,9 @@ pub mod auth;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod features;
 pub mod fhir;
+pub mod http_cache;
 pub mod import;
 pub mod jobs;
 pub mod overlay;
@@ -53,11 +55,19 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Mark the session cookie `Secure` (when served over HTTPS, e.g. behind a proxy).
     pub secure_cookie: bool,
+    /// SAE run folders for the feature browser, each with its `features.sqlite`.
+    pub sae_runs: Vec<PathBuf>,
 }
+
+/// Study pixels kept in memory: 128 films of 1024x1024.
+const PIXEL_CACHE_BYTES: usize = 256 << 20;
 
 /// Shared by every request and the inference worker.
 pub struct AppState {
     pub db: Db,
+    /// Display pixels by study id.
+    pub pixels: http_cache::BlobCache,
+    pub sae_runs: features::SaeRuns,
     pub engine: Engine,
     pub studies_dir: PathBuf,
     pub jobs: mpsc::UnboundedSender<i64>,
@@ -100,6 +110,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/studies/{id}/review", post(api::review))
         .route("/api/studies/{id}/search", get(api::search))
         .route("/api/jobs/{id}", get(api::get_job))
+        .route("/api/features", get(api::feature_runs))
+        .route("/api/features/{run}/{index}", get(api::feature))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_session,
@@ -110,6 +122,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/admin", get(assets::admin_page))
         .route("/studies/{id}", get(assets::study_page))
         .route("/patients/{id}", get(assets::patient_page))
+        .route("/features/{run}/{index}", get(assets::feature_page))
         .route("/assets/{name}", get(assets::asset))
         .route("/healthz", get(api::healthz))
         .route("/api/login", post(auth::login))
@@ -186,6 +199,7 @@ impl Bound {
             return Err("--max-upload-mb must be at least 1".into());
         }
         let db = Db::open(&cfg.db)?;
+        let sae_runs = features::SaeRuns::open(&cfg.sae_runs)?;
         let engine = Engine::load(&cfg.model, cfg.samples, cfg.seed)
             .map_err(|e| format!("--model {}: {e}", cfg.model.display()))?;
         let listener = tokio::net::TcpListener::bind(cfg.bind)
@@ -198,6 +212,8 @@ impl Bound {
         }
         let state = Arc::new(AppState {
             db,
+            pixels: http_cache::BlobCache::new(PIXEL_CACHE_BYTES),
+            sae_runs,
             engine,
             studies_dir,
             jobs: tx,

@@ -178,7 +178,7 @@ pub fn report_view(c: &Connection, row: &AnalysisRow) -> Result<ReportView> {
 /// Rebuild the engine's view of a stored analysis (reads the study's file again).
 pub fn rebuild(state: &AppState, row: &AnalysisRow) -> Result<Analysis> {
     let (stored, mean, samples) = {
-        let c = state.db.lock();
+        let c = state.db.read();
         (
             records::stored_name(&c, row.study_id)?,
             records::analysis_image(&c, row.id, ImageKind::MeanMask, 0)?,

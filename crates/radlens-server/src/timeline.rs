@@ -55,7 +55,7 @@ fn day_number(iso: &str) -> Option<i64> {
 /// Blocking: rebuilds each analysed study (reads its file).
 pub fn history(state: &AppState, patient: i64) -> Result<PatientHistory> {
     let (p, rows) = {
-        let c = state.db.lock();
+        let c = state.db.read();
         let p = records::patient(&c, patient)?
             .ok_or_else(|| ServerError::NotFound(format!("no patient {patient}")))?;
         let mut rows = Vec::new();

@@ -90,6 +90,21 @@ fn upload_analyse_edit_sign_export_and_restart() {
             .bytes()
             .unwrap();
         assert_eq!(px.len(), 256 * 256 * 2);
+        // the pixels carry an entity tag; a client holding them gets 304 without a body
+        let first = c
+            .get(s.url(&format!("/api/studies/{}/pixels", created.id)))
+            .send()
+            .unwrap();
+        let etag = first.headers()["etag"].clone();
+        assert_eq!(first.bytes().unwrap(), px);
+        let again = c
+            .get(s.url(&format!("/api/studies/{}/pixels", created.id)))
+            .header("if-none-match", etag.clone())
+            .send()
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()["etag"], etag);
+        assert!(again.bytes().unwrap().is_empty());
         for i in [0usize, 1000, 256 * 128 + 128, 65535] {
             let v = u16::from_le_bytes([px[2 * i], px[2 * i + 1]]);
             assert_eq!(v, u16::from(small.as_raw()[i]) * 257, "pixel {i}");
@@ -354,6 +369,35 @@ fn review_flags_and_search_regions_come_from_the_image() {
             .is_some_and(|sp| claim.contains(sp.sentence.trim())),
         "{flag:?}"
     );
+
+    // the flag's span is counted in characters within its sentence ('ä' is two bytes)
+    let sentence = match ctr.side_of(0.5) {
+        Some(true) => "Since the März study, heart size is normal.",
+        _ => "Since the März study, the heart is enlarged.",
+    };
+    let r = c
+        .post(s.url(&format!("/api/studies/{}/review", created.id)))
+        .json(&json!({"text": format!("  FINDINGS: Lungs are clear. {sentence}")}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let review: radlens_report::review::Review = r.json().unwrap();
+    let sp = review
+        .flags
+        .iter()
+        .find_map(|f| f.span.as_ref().filter(|sp| sp.sentence == sentence))
+        .unwrap_or_else(|| panic!("no flag in '{sentence}': {:?}", review.flags));
+    // the text is trimmed before review: "FINDINGS: Lungs are clear. " is 27 characters
+    assert_eq!(sp.sentence_start, 27, "{sp:?}");
+    let heart = sentence.to_lowercase().find("heart").unwrap() - 1; // one 2-byte 'ä' before
+    assert_eq!(sp.start, heart, "{sp:?}");
+    let marked: String = sentence
+        .chars()
+        .skip(sp.start)
+        .take(sp.end - sp.start)
+        .collect();
+    assert_eq!(marked, sp.mention);
+    assert!(marked.to_lowercase().starts_with("heart"), "{sp:?}");
 
     // "heart" is the heart's box: the same columns as the CTR's heart line
     let r: radlens_report::search::SearchResult = get(
@@ -709,6 +753,81 @@ struct OpenApi {
     openapi: String,
     paths:
         std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+#[test]
+fn feature_pages_show_a_latents_statistics_and_examples() {
+    use radlens_interp::feature_db::Feature;
+    use radlens_server::features::RunInfo;
+    let dir = tempfile::tempdir().unwrap();
+    let run = sae_run(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.sae_runs = vec![run];
+    let s = start_with(cfg);
+    let c = login(&s, VIEWER);
+    let runs: Vec<RunInfo> = get(&c, &s, "/api/features");
+    assert_eq!(
+        runs,
+        [RunInfo {
+            name: "sae-test".into(),
+            latents: 4
+        }]
+    );
+    // latent 2 fires with 5 on " enlarged" of each of the 3 reports (18 tokens)
+    let r = c.get(s.url("/api/features/sae-test/2")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let etag = r.headers()["etag"].clone();
+    let f: Feature = r.json().unwrap();
+    assert_eq!((f.index, f.fires, f.matryoshka_group), (2, 3, 0));
+    assert!((f.frequency - 3.0 / 18.0).abs() < 1e-12);
+    assert_eq!(
+        (f.mean_activation, f.max_activation),
+        (Some(5.0), Some(5.0))
+    );
+    assert_eq!(f.histogram.counts.iter().sum::<u64>(), 3);
+    assert_eq!(f.histogram.counts.last(), Some(&3));
+    assert_eq!(f.top.len(), 3);
+    for ex in &f.top {
+        assert_eq!(ex.token, " enlarged");
+        assert_eq!(ex.context, SAE_REPORT);
+        assert_eq!(ex.context[ex.focus], " enlarged");
+        assert_eq!(ex.context_activations, [0.0, 0.0, 0.0, 5.0, 0.0, 0.0]);
+    }
+    assert!(f.concepts.is_empty());
+    // latent 1 grows along the report: its strongest example is the last token
+    let f: Feature = get(&c, &s, "/api/features/sae-test/1");
+    assert_eq!(f.fires, 15);
+    assert_eq!(f.top[0].token, " Lungs");
+    assert_eq!(f.top[0].activation, 2.5);
+    assert!(f.quantiles.iter().all(|e| e.activation <= 2.5));
+    // latent 0 never fires: a page with no examples, not an error
+    let f: Feature = get(&c, &s, "/api/features/sae-test/0");
+    assert_eq!((f.fires, f.max_activation), (0, None));
+    assert!(f.top.is_empty() && f.quantiles.is_empty());
+    // an unchanged feature revalidates to 304
+    let r = c
+        .get(s.url("/api/features/sae-test/2"))
+        .header("if-none-match", etag)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    // unknown runs and latents are 404, a bad index 400; a path never reaches the disk
+    for (path, status) in [
+        ("/api/features/sae-test/4", StatusCode::NOT_FOUND),
+        ("/api/features/nope/0", StatusCode::NOT_FOUND),
+        ("/api/features/..%2Fsae-test/0", StatusCode::NOT_FOUND),
+        ("/api/features/sae-test/-1", StatusCode::BAD_REQUEST),
+        ("/api/features/sae-test/1e3", StatusCode::BAD_REQUEST),
+    ] {
+        let (got, msg) = refused(c.get(s.url(path)).send().unwrap());
+        assert_eq!(got, status, "{path}: {msg}");
+    }
+    // signed-out visitors see nothing
+    let r = client()
+        .get(s.url("/api/features/sae-test/2"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! background job, see the overlay drawn on the image, hover a draft sentence and see its
 //! evidence region light up, accept it and sign, check a typed report with a
 //! contradiction and see the flag, search "heart" and see its region, and open the
-//! patient's timeline with a prior side by side; no page logs a console error, and the
-//! administrator's page shows the audit trail. A screenshot of each step goes to
+//! patient's timeline with a prior side by side, open an SAE feature's page from the
+//! study list and see its top contexts with the firing token highlighted; no page logs a
+//! console error, and the administrator's page shows the audit trail. A screenshot of each step goes to
 //! `<target>/tmp/radlens-browser/` (the test prints the folder).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; skipped with a message when they are
@@ -31,7 +32,9 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
     std::fs::create_dir_all(&shots).unwrap();
     eprintln!("screenshots: {}", shots.display());
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.sae_runs = vec![sae_run(dir.path())];
+    let server = start_with(cfg);
     let film = dir.path().join("film.png");
     std::fs::write(&film, small_film(256).0).unwrap();
 
@@ -173,11 +176,17 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
         Some(false) => ("The heart is enlarged.", "contradiction"),
         None => ("The heart is enlarged.", "uncertain"),
     };
+    let report = format!("FINDINGS: {claim} Lungs are clear.");
+    // the labeller's own mention of heart size is what the page must mark, to the character
+    let mention = radlens_report::Labeler::builtin()
+        .unwrap()
+        .mentions(&report)
+        .into_iter()
+        .find(|m| m.observation == radlens_report::Observation::Cardiomegaly)
+        .unwrap()
+        .text;
     b.click(&b.find("[data-tab='review']"));
-    b.send_keys(
-        &b.find("#review-text"),
-        &format!("FINDINGS: {claim} Lungs are clear."),
-    );
+    b.send_keys(&b.find("#review-text"), &report);
     b.click(&b.find("#review-run"));
     b.wait_for(
         "the review flag",
@@ -187,10 +196,7 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
         "return document.querySelector('#review-marked mark.flag').textContent;",
         json!([]),
     );
-    assert!(
-        claim.contains(marked.as_str().unwrap().trim()),
-        "flag on '{marked}', not in '{claim}'"
-    );
+    assert_eq!(marked.as_str(), Some(mention.as_str()), "in '{report}'");
     b.screenshot(&shots.join("5-review-flag.png"));
 
     // "where is the heart" answers with the heart's region on the image
@@ -249,6 +255,45 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
     b.screenshot(&shots.join("7-prior-comparison.png"));
     no_console_errors(&b, "the patient timeline");
 
+    // the study list links the SAE run; latent 2's top contexts mark " enlarged" fully
+    b.goto(&server.url("/"));
+    b.wait_for(
+        "the SAE run link",
+        "return Boolean(document.querySelector(\"#sae-runs a[data-run='sae-test']\"));",
+    );
+    b.click(&b.find("#sae-runs a[data-run='sae-test']"));
+    b.wait_for(
+        "latent 0",
+        "return Boolean(window.radlens && window.radlens.feature && window.radlens.feature.index === 0);",
+    );
+    b.script(
+        "document.getElementById('feature-index').value = '2';",
+        json!([]),
+    );
+    b.click(&b.find("#feature-go button[type='submit']"));
+    b.wait_for(
+        "latent 2's contexts",
+        "return window.radlens.feature.index === 2 && document.querySelectorAll('#feature-top .context').length === 3;",
+    );
+    let focus = b.script(
+        "return [...document.querySelectorAll('#feature-top .tok.focus')].map(t => [t.textContent, getComputedStyle(t).backgroundColor]);",
+        json!([]),
+    );
+    assert_eq!(
+        focus,
+        json!(vec![json!([" enlarged", "rgb(255, 140, 0)"]); 3]),
+        "the firing token at full shade"
+    );
+    assert_eq!(
+        b.script(
+            "return document.querySelectorAll('#feature-histogram rect').length;",
+            json!([])
+        ),
+        json!(20)
+    );
+    b.screenshot(&shots.join("8-feature.png"));
+    no_console_errors(&b, "the feature page");
+
     // the administrator sees who signed
     b.click(&b.find("#logout"));
     b.wait_for("the sign-in page", "return location.pathname === '/login';");
@@ -261,7 +306,7 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
         "the audit trail",
         &format!("return Boolean(window.radlens && window.radlens.ready) && [...document.querySelectorAll(\"#audit tr[data-action='sign']\")].some(tr => tr.textContent.includes('{RADIOLOGIST}'));"),
     );
-    b.screenshot(&shots.join("8-audit.png"));
+    b.screenshot(&shots.join("9-audit.png"));
     no_console_errors(&b, "the admin page");
 }
 

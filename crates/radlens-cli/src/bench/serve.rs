@@ -1,15 +1,20 @@
 //! `radlens bench serve`: a loopback load test of the workbench. It starts the server on a
 //! temporary database with one analysed film, signs one user in, and runs `--clients`
 //! concurrent clients (each its own connection) for `--seconds`, each cycling through the
-//! study list, the image (display pixels) and the cached draft. It prints requests,
-//! errors and latency percentiles per endpoint. Clients and server share this machine's
-//! cores, so the latencies include the load the clients themselves put on it.
+//! study list, the image (display pixels) and the cached draft. Like a browser with the
+//! page open, a client keeps each answer with its entity tag and revalidates it
+//! (`If-None-Match`), so an unchanged page comes back 304 without a body; with `--cold`
+//! clients keep nothing and every answer is sent in full. It prints requests, errors, 304s
+//! and latency percentiles per endpoint, and the machine's load average before and after.
+//! Clients and server share this machine's cores, so the latencies include the load the
+//! clients themselves put on it.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use radlens_server::db::accounts::Role;
 use radlens_server::db::records::{Job, JobState};
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue, ETAG, IF_NONE_MATCH};
+use reqwest::StatusCode;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,13 +35,30 @@ pub struct ServeBenchArgs {
     /// SSN samples of the one analysis (only its set-up time depends on it).
     #[arg(long, default_value_t = 4)]
     samples: usize,
+    /// Clients keep no cache: no entity tags, every answer sent in full.
+    #[arg(long)]
+    cold: bool,
 }
 
 /// The endpoints every client cycles through.
 const ENDPOINTS: [&str; 3] = ["study list", "image pixels", "cached draft"];
 
-/// One finished request: endpoint index, latency, whether it succeeded.
-type Sample = (usize, Duration, bool);
+/// One finished request.
+struct Sample {
+    endpoint: usize,
+    latency: Duration,
+    ok: bool,
+    /// Answered 304 Not Modified.
+    revalidated: bool,
+}
+
+/// The 1-minute load average, from /proc/loadavg (Linux).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
 
 pub fn run(a: &ServeBenchArgs) -> Result<()> {
     if a.clients == 0 || a.seconds == 0 {
@@ -55,6 +77,7 @@ pub fn run(a: &ServeBenchArgs) -> Result<()> {
         session_ttl: Duration::from_secs(3600),
         request_timeout: Duration::from_secs(30),
         secure_cookie: false,
+        sae_runs: Vec::new(),
     };
     let password = "bench password, not secret";
     {
@@ -68,26 +91,29 @@ pub fn run(a: &ServeBenchArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let samples = rt.block_on(load(a, &base, film, password))?;
+    let (samples, load_before) = rt.block_on(load(a, &base, film, password))?;
+    let load_after = load_average();
     drop(server);
 
     println!(
-        "{} clients for {} s on loopback ({} requests in all)",
+        "{} clients for {} s on loopback, {} ({} requests in all); load average {load_before} before, {load_after} after",
         a.clients,
         a.seconds,
+        if a.cold { "cold clients" } else { "clients revalidating" },
         samples.len()
     );
     println!(
-        "{:<14} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "endpoint", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
+        "{:<14} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "endpoint", "requests", "errors", "304s", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
     );
     for (k, name) in ENDPOINTS.iter().enumerate() {
-        let mine: Vec<&Sample> = samples.iter().filter(|s| s.0 == k).collect();
-        let errors = mine.iter().filter(|s| !s.2).count();
-        let mut ms: Vec<f64> = mine.iter().map(|s| s.1.as_secs_f64() * 1e3).collect();
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.endpoint == k).collect();
+        let errors = mine.iter().filter(|s| !s.ok).count();
+        let revalidated = mine.iter().filter(|s| s.revalidated).count();
+        let mut ms: Vec<f64> = mine.iter().map(|s| s.latency.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         println!(
-            "{name:<14} {:>9} {errors:>7} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{name:<14} {:>9} {errors:>7} {revalidated:>7} {:>9.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             ms.len(),
             ms.len() as f64 / a.seconds as f64,
             nearest_rank(&ms, 0.50),
@@ -99,13 +125,14 @@ pub fn run(a: &ServeBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sign in, upload and analyse the film, then run the clients.
+/// Sign in, upload and analyse the film, then run the clients; also the load average
+/// when they start.
 async fn load(
     a: &ServeBenchArgs,
     base: &str,
     film: Vec<u8>,
     password: &str,
-) -> Result<Vec<Sample>> {
+) -> Result<(Vec<Sample>, String)> {
     let anon = reqwest::Client::new();
     let r = anon
         .post(format!("{base}/api/login"))
@@ -165,21 +192,40 @@ async fn load(
         format!("{base}/api/studies/{id}/pixels"),
         format!("{base}/api/studies/{id}/draft"),
     ];
+    let load_before = load_average();
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let mut tasks = Vec::with_capacity(a.clients);
     for i in 0..a.clients {
-        let (c, urls) = (client()?, urls.clone());
+        let (c, urls, cold) = (client()?, urls.clone(), a.cold);
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
+            let mut etags: Vec<Option<HeaderValue>> = vec![None; urls.len()];
             // clients start at different endpoints so each is always under load
             let mut k = i % urls.len();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let ok = match c.get(&urls[k]).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
+                let mut req = c.get(&urls[k]);
+                if let Some(tag) = &etags[k] {
+                    req = req.header(IF_NONE_MATCH, tag.clone());
+                }
+                let (ok, revalidated) = match req.send().await {
+                    Ok(r) if r.status() == StatusCode::NOT_MODIFIED => (etags[k].is_some(), true),
+                    Ok(r) if r.status().is_success() => {
+                        let tag = r.headers().get(ETAG).cloned();
+                        let ok = r.bytes().await.is_ok();
+                        if ok && !cold {
+                            etags[k] = tag;
+                        }
+                        (ok, false)
+                    }
+                    _ => (false, false),
                 };
-                out.push((k, t.elapsed(), ok));
+                out.push(Sample {
+                    endpoint: k,
+                    latency: t.elapsed(),
+                    ok,
+                    revalidated,
+                });
                 k = (k + 1) % urls.len();
             }
             out
@@ -189,7 +235,7 @@ async fn load(
     for t in tasks {
         samples.extend(t.await?);
     }
-    Ok(samples)
+    Ok((samples, load_before))
 }
 
 /// The nearest-rank percentile of sorted values (NaN when empty).

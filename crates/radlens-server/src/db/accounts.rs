@@ -80,7 +80,7 @@ pub fn insert_user(
 }
 
 pub fn users(c: &Connection) -> rusqlite::Result<Vec<User>> {
-    let mut st = c.prepare(&format!(
+    let mut st = c.prepare_cached(&format!(
         "SELECT {USER_COLUMNS} FROM users ORDER BY username"
     ))?;
     let rows = st.query_map([], user_row)?;
@@ -88,21 +88,17 @@ pub fn users(c: &Connection) -> rusqlite::Result<Vec<User>> {
 }
 
 pub fn user(c: &Connection, id: i64) -> rusqlite::Result<Option<User>> {
-    c.query_row(
-        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
-        [id],
-        user_row,
-    )
-    .optional()
+    c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], user_row)
+        .optional()
 }
 
 /// The user and their password hash, by name.
 pub fn credentials(c: &Connection, username: &str) -> rusqlite::Result<Option<(User, String)>> {
-    c.query_row(
-        &format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1"),
-        [username],
-        |r| Ok((user_row(r)?, r.get(5)?)),
-    )
+    c.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1"
+    ))?
+    .query_row([username], |r| Ok((user_row(r)?, r.get(5)?)))
     .optional()
 }
 
@@ -154,18 +150,17 @@ pub struct SessionRow {
 }
 
 pub fn session(c: &Connection, token_hash: &str) -> rusqlite::Result<Option<SessionRow>> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT u.id, u.username, u.role, u.disabled, u.created_at, s.csrf, s.expires_at
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
-        [token_hash],
-        |r| {
-            Ok(SessionRow {
-                user: user_row(r)?,
-                csrf: r.get(5)?,
-                expires_at: r.get(6)?,
-            })
-        },
-    )
+    )?
+    .query_row([token_hash], |r| {
+        Ok(SessionRow {
+            user: user_row(r)?,
+            csrf: r.get(5)?,
+            expires_at: r.get(6)?,
+        })
+    })
     .optional()
 }
 
@@ -216,7 +211,7 @@ pub fn insert_audit(c: &Connection, a: &NewAudit) -> rusqlite::Result<()> {
 
 /// The newest `limit` events, newest first, of one study or of all.
 pub fn audit(c: &Connection, study: Option<i64>, limit: i64) -> rusqlite::Result<Vec<AuditEntry>> {
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT id, at, username, action, study_id, detail, request_id FROM audit
          WHERE ?1 IS NULL OR study_id = ?1 ORDER BY id DESC LIMIT ?2",
     )?;

@@ -128,6 +128,17 @@ CREATE INDEX audit_by_study ON audit(study_id);
 ALTER TABLE studies ADD COLUMN source TEXT;
 CREATE UNIQUE INDEX studies_by_source ON studies(source);
 "#,
+    // 4: display pixels in their own table. SQLite reads a row's columns in order, so
+    // with the ~2 MiB blob inside `studies`, every read of `created_at` (the study list,
+    // each page's study lookup) walked the blob's whole overflow chain.
+    r#"
+CREATE TABLE study_pixels (
+    study_id INTEGER PRIMARY KEY REFERENCES studies(id) ON DELETE CASCADE,
+    pixels BLOB NOT NULL
+);
+INSERT INTO study_pixels (study_id, pixels) SELECT id, pixels FROM studies;
+ALTER TABLE studies DROP COLUMN pixels;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -135,6 +146,11 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Bring `conn` up to [`SCHEMA_VERSION`]; refuse a database from a newer radlens.
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Run the migrations that bring `conn` up to `target`.
+fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), String> {
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
@@ -144,7 +160,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
             "the database is at schema version {current}, newer than this radlens ({SCHEMA_VERSION}); use a newer radlens"
         ));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         tx.execute_batch(sql)
             .and_then(|_| tx.pragma_update(None, "user_version", (i + 1) as i64))
@@ -152,4 +168,51 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
             .map_err(|e| format!("migration {}: {e}", i + 1))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_pixels_out_of_studies_keeps_every_study_and_its_pixels() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        migrate_to(&mut c, 3).unwrap();
+        c.execute_batch(
+            "INSERT INTO patients (patient_key) VALUES ('P1');
+             INSERT INTO studies (patient_id, format, file_name, stored_name, width, height, pixels, source)
+             VALUES (1, 'png', 'a.png', 's1', 2, 1, x'01020304', 'jsrt:a.png'),
+                    (1, 'dicom', 'b.dcm', 's2', 1, 1, x'0506', NULL);",
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let rows: Vec<(i64, String, Vec<u8>)> = c
+            .prepare(
+                "SELECT s.id, s.file_name, p.pixels FROM studies s JOIN study_pixels p ON p.study_id = s.id ORDER BY s.id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, "a.png".to_string(), vec![1, 2, 3, 4]),
+                (2, "b.dcm".to_string(), vec![5, 6])
+            ]
+        );
+        let source: Option<String> = c
+            .query_row("SELECT source FROM studies WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(source.as_deref(), Some("jsrt:a.png"));
+        // the blob column is gone from studies, and deleting a study deletes its pixels
+        assert!(c.prepare("SELECT pixels FROM studies").is_err());
+        c.execute("DELETE FROM studies WHERE id = 2", []).unwrap();
+        let left: i64 = c
+            .query_row("SELECT count(*) FROM study_pixels", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 1);
+    }
 }

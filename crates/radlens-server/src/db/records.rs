@@ -163,7 +163,7 @@ pub struct SignedReport {
 }
 
 pub fn patients(c: &Connection) -> rusqlite::Result<Vec<Patient>> {
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT p.id, p.patient_key, COUNT(s.id) FROM patients p LEFT JOIN studies s ON s.patient_id = p.id
          GROUP BY p.id ORDER BY p.patient_key",
     )?;
@@ -178,9 +178,9 @@ pub fn patients(c: &Connection) -> rusqlite::Result<Vec<Patient>> {
 }
 
 pub fn patient(c: &Connection, id: i64) -> rusqlite::Result<Option<Patient>> {
-    c.query_row(
-        "SELECT p.id, p.patient_key, (SELECT COUNT(*) FROM studies s WHERE s.patient_id = p.id) FROM patients p WHERE p.id = ?1",
-        [id],
+    c.prepare_cached(
+        "SELECT p.id, p.patient_key, (SELECT COUNT(*) FROM studies s WHERE s.patient_id = p.id) FROM patients p WHERE p.id = ?1")?
+        .query_row([id],
         |r| {
             Ok(Patient {
                 id: r.get(0)?,
@@ -217,14 +217,12 @@ pub fn insert_study(c: &mut Connection, s: &NewStudy) -> rusqlite::Result<i64> {
         "INSERT INTO patients (patient_key) VALUES (?1) ON CONFLICT (patient_key) DO NOTHING",
         [&s.patient_key],
     )?;
-    let patient: i64 = tx.query_row(
-        "SELECT id FROM patients WHERE patient_key = ?1",
-        [&s.patient_key],
-        |r| r.get(0),
-    )?;
+    let patient: i64 = tx
+        .prepare_cached("SELECT id FROM patients WHERE patient_key = ?1")?
+        .query_row([&s.patient_key], |r| r.get(0))?;
     tx.execute(
-        "INSERT INTO studies (patient_id, study_date, view, format, file_name, stored_name, width, height, spacing_mm, pixels, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO studies (patient_id, study_date, view, format, file_name, stored_name, width, height, spacing_mm, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             patient,
             s.study_date,
@@ -235,17 +233,20 @@ pub fn insert_study(c: &mut Connection, s: &NewStudy) -> rusqlite::Result<i64> {
             s.width as i64,
             s.height as i64,
             s.spacing_mm,
-            s.pixels,
             s.source
         ],
     )?;
     let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO study_pixels (study_id, pixels) VALUES (?1, ?2)",
+        params![id, s.pixels],
+    )?;
     tx.commit()?;
     Ok(id)
 }
 
 pub fn studies(c: &Connection, patient: Option<i64>) -> rusqlite::Result<Vec<Study>> {
-    let mut st = c.prepare(&format!(
+    let mut st = c.prepare_cached(&format!(
         "SELECT {STUDY_COLUMNS} FROM studies s JOIN patients p ON p.id = s.patient_id
          WHERE ?1 IS NULL OR s.patient_id = ?1
          ORDER BY p.patient_key, s.study_date IS NULL, s.study_date, s.id"
@@ -255,11 +256,11 @@ pub fn studies(c: &Connection, patient: Option<i64>) -> rusqlite::Result<Vec<Stu
 }
 
 pub fn study(c: &Connection, id: i64) -> rusqlite::Result<Option<Study>> {
-    c.query_row(
+    c.prepare_cached(
         &format!(
             "SELECT {STUDY_COLUMNS} FROM studies s JOIN patients p ON p.id = s.patient_id WHERE s.id = ?1"
-        ),
-        [id],
+        ))?
+        .query_row([id],
         study_row,
     )
     .optional()
@@ -267,26 +268,21 @@ pub fn study(c: &Connection, id: i64) -> rusqlite::Result<Option<Study>> {
 
 /// The study imported from `source`, if any.
 pub fn study_by_source(c: &Connection, source: &str) -> rusqlite::Result<Option<i64>> {
-    c.query_row("SELECT id FROM studies WHERE source = ?1", [source], |r| {
-        r.get(0)
-    })
-    .optional()
+    c.prepare_cached("SELECT id FROM studies WHERE source = ?1")?
+        .query_row([source], |r| r.get(0))
+        .optional()
 }
 
 /// The server-chosen file name of a study's upload.
 pub fn stored_name(c: &Connection, study: i64) -> rusqlite::Result<String> {
-    c.query_row(
-        "SELECT stored_name FROM studies WHERE id = ?1",
-        [study],
-        |r| r.get(0),
-    )
+    c.prepare_cached("SELECT stored_name FROM studies WHERE id = ?1")?
+        .query_row([study], |r| r.get(0))
 }
 
 pub fn study_pixels(c: &Connection, study: i64) -> rusqlite::Result<Option<Vec<u8>>> {
-    c.query_row("SELECT pixels FROM studies WHERE id = ?1", [study], |r| {
-        r.get(0)
-    })
-    .optional()
+    c.prepare_cached("SELECT pixels FROM study_pixels WHERE study_id = ?1")?
+        .query_row([study], |r| r.get(0))
+        .optional()
 }
 
 const JOB_COLUMNS: &str = "id, study_id, model_version, state, stage, progress, error, updated_at";
@@ -313,28 +309,24 @@ pub fn insert_job(c: &Connection, study: i64, model_version: &str) -> rusqlite::
 }
 
 pub fn job(c: &Connection, id: i64) -> rusqlite::Result<Option<Job>> {
-    c.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-        [id],
-        job_row,
-    )
-    .optional()
+    c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], job_row)
+        .optional()
 }
 
 /// The study's most recent job.
 pub fn latest_job(c: &Connection, study: i64) -> rusqlite::Result<Option<Job>> {
-    c.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE study_id = ?1 ORDER BY id DESC LIMIT 1"),
-        [study],
-        job_row,
-    )
+    c.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE study_id = ?1 ORDER BY id DESC LIMIT 1"
+    ))?
+    .query_row([study], job_row)
     .optional()
 }
 
 /// Jobs a stopped server left queued or running, oldest first (to run again).
 pub fn unfinished_jobs(c: &Connection) -> rusqlite::Result<Vec<i64>> {
     let mut st =
-        c.prepare("SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")?;
+        c.prepare_cached("SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")?;
     let rows = st.query_map([], |r| r.get(0))?;
     rows.collect()
 }
@@ -376,13 +368,10 @@ pub fn analysis(
     study: i64,
     model_version: &str,
 ) -> rusqlite::Result<Option<AnalysisRow>> {
-    c.query_row(
-        &format!(
-            "SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE study_id = ?1 AND model_version = ?2"
-        ),
-        params![study, model_version],
-        analysis_row,
-    )
+    c.prepare_cached(&format!(
+        "SELECT {ANALYSIS_COLUMNS} FROM analyses WHERE study_id = ?1 AND model_version = ?2"
+    ))?
+    .query_row(params![study, model_version], analysis_row)
     .optional()
 }
 
@@ -412,13 +401,13 @@ pub fn insert_analysis(c: &mut Connection, a: &NewAnalysis, job: i64) -> rusqlit
     )?;
     let id = tx.last_insert_rowid();
     {
-        let mut img = tx.prepare(
+        let mut img = tx.prepare_cached(
             "INSERT INTO analysis_images (analysis_id, kind, idx, png) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for (kind, idx, png) in &a.images {
             img.execute(params![id, kind, idx, png])?;
         }
-        let mut sen = tx.prepare(
+        let mut sen = tx.prepare_cached(
             "INSERT INTO report_sentences (analysis_id, position, section, ai_text, text, status)
              VALUES (?1, ?2, ?3, ?4, ?4, 'pending')",
         )?;
@@ -441,11 +430,10 @@ pub fn analysis_image(
     kind: ImageKind,
     idx: i64,
 ) -> rusqlite::Result<Option<Vec<u8>>> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT png FROM analysis_images WHERE analysis_id = ?1 AND kind = ?2 AND idx = ?3",
-        params![analysis, kind, idx],
-        |r| r.get(0),
-    )
+    )?
+    .query_row(params![analysis, kind, idx], |r| r.get(0))
     .optional()
 }
 
@@ -455,7 +443,7 @@ pub fn analysis_images(
     analysis: i64,
     kind: ImageKind,
 ) -> rusqlite::Result<Vec<Vec<u8>>> {
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT png FROM analysis_images WHERE analysis_id = ?1 AND kind = ?2 ORDER BY idx",
     )?;
     let rows = st.query_map(params![analysis, kind], |r| r.get(0))?;
@@ -463,11 +451,8 @@ pub fn analysis_images(
 }
 
 pub fn count_images(c: &Connection, analysis: i64, kind: ImageKind) -> rusqlite::Result<i64> {
-    c.query_row(
-        "SELECT COUNT(*) FROM analysis_images WHERE analysis_id = ?1 AND kind = ?2",
-        params![analysis, kind],
-        |r| r.get(0),
-    )
+    c.prepare_cached("SELECT COUNT(*) FROM analysis_images WHERE analysis_id = ?1 AND kind = ?2")?
+        .query_row(params![analysis, kind], |r| r.get(0))
 }
 
 fn sentence_row(r: &Row) -> rusqlite::Result<SentenceRow> {
@@ -482,7 +467,7 @@ fn sentence_row(r: &Row) -> rusqlite::Result<SentenceRow> {
 }
 
 pub fn sentences(c: &Connection, analysis: i64) -> rusqlite::Result<Vec<SentenceRow>> {
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT id, position, section, ai_text, text, status FROM report_sentences
          WHERE analysis_id = ?1 ORDER BY position",
     )?;
@@ -502,12 +487,11 @@ pub fn edit_sentence(
 ) -> rusqlite::Result<Option<SentenceRow>> {
     let tx = c.transaction()?;
     let Some(row) = tx
-        .query_row(
+        .prepare_cached(
             "SELECT id, position, section, ai_text, text, status FROM report_sentences
              WHERE id = ?1 AND analysis_id = ?2",
-            params![sentence, analysis],
-            sentence_row,
-        )
+        )?
+        .query_row(params![sentence, analysis], sentence_row)
         .optional()?
     else {
         return Ok(None);
@@ -530,9 +514,9 @@ pub fn edit_sentence(
         "INSERT INTO sentence_edits (sentence_id, action, text, author) VALUES (?1, ?2, ?3, ?4)",
         params![sentence, action, new_text, author],
     )?;
-    let row = tx.query_row(
-        "SELECT id, position, section, ai_text, text, status FROM report_sentences WHERE id = ?1",
-        [sentence],
+    let row = tx.prepare_cached(
+        "SELECT id, position, section, ai_text, text, status FROM report_sentences WHERE id = ?1")?
+        .query_row([sentence],
         sentence_row,
     )?;
     tx.commit()?;
@@ -541,7 +525,7 @@ pub fn edit_sentence(
 
 /// Every action on the sentences of `analysis`, oldest first.
 pub fn sentence_edits(c: &Connection, analysis: i64) -> rusqlite::Result<Vec<SentenceEdit>> {
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT e.id, e.sentence_id, e.action, e.text, e.author, e.at FROM sentence_edits e
          JOIN report_sentences s ON s.id = e.sentence_id WHERE s.analysis_id = ?1 ORDER BY e.id",
     )?;
@@ -574,11 +558,11 @@ pub fn insert_signed(
 
 /// The latest signature of the analysis' report.
 pub fn latest_signed(c: &Connection, analysis: i64) -> rusqlite::Result<Option<SignedReport>> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT id, analysis_id, author, findings, impression, signed_at,
                 (SELECT COUNT(*) FROM signed_reports t WHERE t.analysis_id = r.analysis_id AND t.id <= r.id)
-         FROM signed_reports r WHERE analysis_id = ?1 ORDER BY id DESC LIMIT 1",
-        [analysis],
+         FROM signed_reports r WHERE analysis_id = ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([analysis],
         |r| {
             Ok(SignedReport {
                 id: r.get(0)?,

@@ -29,6 +29,7 @@ pub fn config(dir: &Path) -> Config {
         session_ttl: Duration::from_secs(3600),
         request_timeout: Duration::from_secs(120),
         secure_cookie: false,
+        sae_runs: Vec::new(),
     }
 }
 
@@ -41,7 +42,11 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// A server on a fresh database in `dir` (or the one already there) with the test accounts.
 pub fn start(dir: &Path) -> Running {
-    let cfg = config(dir);
+    start_with(config(dir))
+}
+
+/// A server for `cfg`, with the test accounts.
+pub fn start_with(cfg: Config) -> Running {
     {
         let db = radlens_server::db::Db::open(&cfg.db).expect("database opens");
         if radlens_server::db::accounts::users(&db.lock())
@@ -60,6 +65,54 @@ pub fn start(dir: &Path) -> Running {
         }
     }
     Running::start(cfg).expect("server starts")
+}
+
+/// The words of every report in [`sae_run`]'s store; latent 2 fires on "enlarged" only.
+pub const SAE_REPORT: [&str; 6] = ["The", " heart", " is", " enlarged", ".", " Lungs"];
+
+/// An SAE run folder `<dir>/sae-test` with the feature database of an identity SAE over 4
+/// coordinates, built from a hand-made store of 3 reports of [`SAE_REPORT`]: latent 0
+/// never fires, latent 1 fires with the token's position / 2, latent 2 with 5 on
+/// "enlarged", latent 3 with 1 everywhere.
+pub fn sae_run(dir: &Path) -> PathBuf {
+    use candle_core::{DType, Device, Tensor};
+    use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
+    const D: usize = 4;
+    let store_dir = dir.join("sae-store");
+    let mut store = ActivationStore::create(&store_dir, StoreMeta::new(D, 0, "m")).unwrap();
+    let (mut rows, mut records) = (Vec::new(), Vec::new());
+    for doc in 0..3 {
+        for (p, word) in SAE_REPORT.iter().enumerate() {
+            let enlarged = if *word == " enlarged" { 5.0 } else { 0.0 };
+            rows.extend([0.0, p as f32 / 2.0, enlarged, 1.0]);
+            records.push(TokenRecord {
+                doc: format!("r{doc}"),
+                position: p as u32,
+                token_id: p as u32,
+                text: word.to_string(),
+            });
+        }
+    }
+    let x = Tensor::from_vec(rows, (records.len(), D), &Device::Cpu).unwrap();
+    store.append_shard(&x, &records, (0, 1)).unwrap();
+    store.finish().unwrap();
+    let eye = Tensor::eye(D, DType::F32, &Device::Cpu).unwrap();
+    let zeros = || Tensor::zeros(D, DType::F32, &Device::Cpu).unwrap();
+    let cfg = SaeConfig::plain(D, D, Activation::TopK { k: D }).unwrap();
+    let sae = Sae::from_tensors(cfg, eye.clone(), zeros(), eye, zeros(), None, 1.0).unwrap();
+    let run = dir.join("sae-test");
+    std::fs::create_dir_all(&run).unwrap();
+    let store = ActivationStore::open(&store_dir).unwrap();
+    radlens_interp::features::build_feature_db(
+        &sae,
+        &store,
+        &radlens_interp::features::FeatureConfig::default(),
+        &[("model", "m".to_string())],
+        &run.join(radlens_server::features::FEATURE_DB),
+        &|_: &radlens_core::observe::Count| {},
+    )
+    .unwrap();
+    run
 }
 
 /// A client without a session.
