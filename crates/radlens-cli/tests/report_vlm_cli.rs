@@ -1,0 +1,76 @@
+//! `radlens report draft/search --endpoint` end to end against `radlens lm serve` with the
+//! real SmolLM2 GGUF: a text-only model, so the server refuses the image parts, and the
+//! draft must fail with that reason and the endpoint named, printing no finding.
+
+mod common;
+
+use common::shared;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Kills the server when the test ends, however it ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_text_only_server_is_a_clear_error_not_a_draft() {
+    let gguf = shared().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_radlens"))
+            .args(["lm", "serve", "--bind", "127.0.0.1:0", "--model"])
+            .arg(&gguf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("radlens runs"),
+    );
+    // Read the address, then keep draining the server's stderr so it never writes to a
+    // closed pipe.
+    let stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("serving ") {
+                let url = rest.split(" at ").nth(1).and_then(|u| u.split(' ').next());
+                let _ = tx.send(url.unwrap_or_default().to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("lm serve prints its address");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/v1"),
+        "{url}"
+    );
+    let image = shared().join("data/jsrt/images/JPCLN001.png");
+    for command in [
+        vec!["draft", "--indication", "cough"],
+        vec!["search", "--query", "left pleural effusion"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_radlens"))
+            .arg("report")
+            .args(&command)
+            .arg("--image")
+            .arg(&image)
+            .args(["--endpoint", &url, "--vlm-model", "smollm2", "--json"])
+            .output()
+            .expect("radlens runs");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{command:?}: {err}");
+        assert!(o.stdout.is_empty(), "{command:?} printed a result");
+        assert!(
+            err.contains(&format!("VLM endpoint {url}/chat/completions"))
+                && err.contains("HTTP 400")
+                && err.contains("this model reads text only")
+                && err.contains("nothing was drafted"),
+            "{command:?}: {err}"
+        );
+    }
+}
