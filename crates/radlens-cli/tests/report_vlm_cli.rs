@@ -2,9 +2,10 @@
 //! real SmolLM2 GGUF: a text-only model, so the server refuses the image parts, and the
 //! draft must fail with that reason and the endpoint named, printing no finding.
 
+#[allow(dead_code)] // helpers shared with the other binary tests
 mod common;
 
-use common::shared;
+use common::{shared, stderr};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -62,7 +63,7 @@ fn a_text_only_server_is_a_clear_error_not_a_draft() {
             .args(["--endpoint", &url, "--vlm-model", "smollm2", "--json"])
             .output()
             .expect("radlens runs");
-        let err = String::from_utf8_lossy(&o.stderr);
+        let err = stderr(&o);
         assert!(!o.status.success(), "{command:?}: {err}");
         assert!(o.stdout.is_empty(), "{command:?} printed a result");
         assert!(
