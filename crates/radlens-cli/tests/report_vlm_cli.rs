@@ -33,10 +33,10 @@ fn a_text_only_server_is_a_clear_error_not_a_draft() {
     );
     // Read the address, then keep draining the server's stderr so it never writes to a
     // closed pipe.
-    let stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let server_log = BufReader::new(server.0.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
+        for line in server_log.lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("serving ") {
                 let url = rest.split(" at ").nth(1).and_then(|u| u.split(' ').next());
                 let _ = tx.send(url.unwrap_or_default().to_string());
@@ -51,27 +51,39 @@ fn a_text_only_server_is_a_clear_error_not_a_draft() {
         "{url}"
     );
     let image = shared().join("data/jsrt/images/JPCLN001.png");
-    for command in [
-        vec!["draft", "--indication", "cough"],
-        vec!["search", "--query", "left pleural effusion"],
-    ] {
+    let run = |command: &[&str], model: &str| {
         let o = Command::new(env!("CARGO_BIN_EXE_radlens"))
             .arg("report")
-            .args(&command)
+            .args(command)
             .arg("--image")
             .arg(&image)
-            .args(["--endpoint", &url, "--vlm-model", "smollm2", "--json"])
+            .args(["--endpoint", &url, "--vlm-model", model, "--json"])
             .output()
             .expect("radlens runs");
-        let err = stderr(&o);
-        assert!(!o.status.success(), "{command:?}: {err}");
+        assert!(!o.status.success(), "{command:?} succeeded");
         assert!(o.stdout.is_empty(), "{command:?} printed a result");
+        let err = stderr(&o);
         assert!(
             err.contains(&format!("VLM endpoint {url}/chat/completions"))
-                && err.contains("HTTP 400")
-                && err.contains("this model reads text only")
                 && err.contains("nothing was drafted"),
             "{command:?}: {err}"
         );
+        err
+    };
+    let served = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    for command in [
+        &["draft", "--indication", "cough"][..],
+        &["search", "--query", "left pleural effusion"],
+    ] {
+        let err = run(command, served);
+        assert!(
+            err.contains("HTTP 400") && err.contains("this model reads text only"),
+            "{command:?}: {err}"
+        );
     }
+    let err = run(&["draft"], "maira-2");
+    assert!(
+        err.contains("HTTP 404") && err.contains("'maira-2' is not served here"),
+        "{err}"
+    );
 }

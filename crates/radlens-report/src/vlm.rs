@@ -190,11 +190,11 @@ impl SquareCrop {
     /// The centre of bin `n` ((n + 0.5) / 100 of the side) as an image x coordinate
     /// (pixel i spans [i, i + 1)).
     pub fn x(&self, n: u8) -> f64 {
-        self.x0 + (f64::from(n) + 0.5) / 100.0 * self.side
+        self.x0 + (f64::from(n) + 0.5) * self.side / 100.0
     }
 
     pub fn y(&self, n: u8) -> f64 {
-        self.y0 + (f64::from(n) + 0.5) / 100.0 * self.side
+        self.y0 + (f64::from(n) + 0.5) * self.side / 100.0
     }
 }
 

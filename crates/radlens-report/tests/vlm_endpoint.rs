@@ -14,7 +14,7 @@ use radlens_lm::openai::{
     AssistantMessage, ChatCompletion, ChatRequest, Choice, Content, ContentPart, Usage,
 };
 use radlens_lm::ClientConfig;
-use radlens_report::vlm::{Study, VlmEndpoint, VlmTask, SYSTEM_PROMPT};
+use radlens_report::vlm::{PixelRect, Study, VlmEndpoint, VlmTask, SYSTEM_PROMPT};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -145,6 +145,15 @@ fn images(req: &ChatRequest) -> Vec<image::GrayImage> {
         .collect()
 }
 
+/// `r` is `[x_min, y_min, x_max, y_max]` (to rounding).
+fn assert_rect(r: PixelRect, want: [f64; 4]) {
+    let got = [r.x_min, r.y_min, r.x_max, r.y_max];
+    assert!(
+        got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-9),
+        "{got:?} != {want:?}"
+    );
+}
+
 fn texts(req: &ChatRequest) -> Vec<String> {
     let Content::Parts(parts) = &req.messages[1].content else {
         panic!("the user turn has no parts");
@@ -213,22 +222,10 @@ fn a_grounded_draft_is_asked_in_maira2_format_and_mapped_to_pixels() {
     assert_eq!(s[0].text, "Left pleural effusion.");
     assert_eq!(s[0].boxes[0].bins, [55, 45, 70, 56]);
     // bin n -> 50 + (n + 0.5) in x, (n + 0.5) in y
-    let p = s[0].boxes[0].pixels;
-    assert_eq!(
-        (p.x_min, p.y_min, p.x_max, p.y_max),
-        (105.5, 45.5, 120.5, 56.5)
-    );
+    assert_rect(s[0].boxes[0].pixels, [105.5, 45.5, 120.5, 56.5]);
     assert_eq!(s[1].boxes.len(), 2);
-    let p = s[1].boxes[0].pixels;
-    assert_eq!(
-        (p.x_min, p.y_min, p.x_max, p.y_max),
-        (60.5, 60.5, 80.5, 90.5)
-    );
-    let p = s[1].boxes[1].pixels;
-    assert_eq!(
-        (p.x_min, p.y_min, p.x_max, p.y_max),
-        (50.5, 0.5, 149.5, 99.5)
-    );
+    assert_rect(s[1].boxes[0].pixels, [60.5, 60.5, 80.5, 90.5]);
+    assert_rect(s[1].boxes[1].pixels, [50.5, 0.5, 149.5, 99.5]);
     assert!(s[0].grounded && s[1].grounded);
     assert!(!s[2].grounded && s[2].boxes.is_empty());
     assert_eq!(s[2].text, "No pneumothorax.");
@@ -271,11 +268,7 @@ fn phrase_grounding_uses_maira2s_prompt_on_a_portrait_image() {
             phrase: "left costophrenic angle".into()
         }
     );
-    let p = a.sentences[0].boxes[0].pixels;
-    assert_eq!(
-        (p.x_min, p.y_min, p.x_max, p.y_max),
-        (60.5, 180.5, 90.5, 199.5)
-    );
+    assert_rect(a.sentences[0].boxes[0].pixels, [60.5, 180.5, 90.5, 199.5]);
 }
 
 #[test]
