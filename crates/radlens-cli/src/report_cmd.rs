@@ -16,6 +16,7 @@ use radlens_report::measure::dataset::{
 };
 use radlens_report::measure::{MeasureModel, SampleConfig};
 use radlens_report::phrasing::PhraseBank;
+use radlens_report::vlm::{Study, VlmAnswer, VlmEndpoint};
 use radlens_report::{CorpusSpec, IuRecord, Labeler, ReportPart, ReportSplit};
 use std::path::PathBuf;
 
@@ -442,6 +443,15 @@ pub struct DraftArgs {
     prior_report: Option<PathBuf>,
     #[arg(long)]
     indication: Option<String>,
+    /// The current lateral image (VLM route only).
+    #[arg(long, requires = "endpoint")]
+    lateral: Option<PathBuf>,
+    /// The current report's technique section (VLM route only).
+    #[arg(long, requires = "endpoint")]
+    technique: Option<String>,
+    /// The current report's comparison section (VLM route only).
+    #[arg(long, requires = "endpoint")]
+    comparison: Option<String>,
     /// A dataset that records patients (covid-cxr:<dir>): the prior must be the same patient's.
     #[arg(long)]
     dataset: Option<DatasetSpec>,
@@ -453,6 +463,74 @@ pub struct DraftArgs {
     grounded: bool,
     #[command(flatten)]
     phrasing: PhrasingArgs,
+    #[command(flatten)]
+    vlm: VlmArgs,
+}
+
+/// The optional VLM route: ask a grounded vision-language model instead of radlens' models.
+#[derive(Args)]
+struct VlmArgs {
+    /// OpenAI-compatible endpoint serving a grounded VLM (MAIRA-2's format), its base URL
+    /// ending in the API version, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, requires = "vlm_model")]
+    endpoint: Option<String>,
+    /// The model to ask the endpoint for (`--model` is radlens' segmentation model).
+    #[arg(long, requires = "endpoint")]
+    vlm_model: Option<String>,
+    /// Seconds to wait for the endpoint's answer.
+    #[arg(long, default_value_t = 120)]
+    endpoint_timeout: u64,
+    /// Environment variable holding the endpoint's API key (sent as a bearer token).
+    #[arg(long)]
+    api_key_env: Option<String>,
+}
+
+impl VlmArgs {
+    fn endpoint(&self) -> Result<Option<VlmEndpoint>> {
+        let (Some(url), Some(model)) = (&self.endpoint, &self.vlm_model) else {
+            return Ok(None);
+        };
+        let cfg = radlens_lm::ClientConfig {
+            timeout: std::time::Duration::from_secs(self.endpoint_timeout),
+            api_key_env: self.api_key_env.clone(),
+            ..radlens_lm::ClientConfig::new(url)
+        };
+        Ok(Some(VlmEndpoint::new(cfg, model)?))
+    }
+}
+
+fn read_xray(path: &std::path::Path) -> Result<radlens_io::XrayImage> {
+    Ok(radlens_io::image::read_image(path)?)
+}
+
+fn print_vlm(a: &VlmAnswer, json: bool, grounded: bool) -> Result<()> {
+    if json {
+        return print_json(a);
+    }
+    if grounded {
+        println!("{}", a.grounded_text());
+    } else {
+        print!("{}", a.text());
+    }
+    Ok(())
+}
+
+/// The VLM route of `draft`: MAIRA-2's reporting prompt with the study's images.
+fn vlm_draft(a: &DraftArgs, vlm: &VlmEndpoint, prior_report: Option<&str>) -> Result<()> {
+    let frontal = read_xray(&a.image)?;
+    let lateral = a.lateral.as_deref().map(read_xray).transpose()?;
+    let prior = a.prior_image.as_deref().map(read_xray).transpose()?;
+    let study = Study {
+        frontal: &frontal,
+        lateral: lateral.as_ref(),
+        prior_frontal: prior.as_ref(),
+        prior_report,
+        indication: a.indication.as_deref(),
+        technique: a.technique.as_deref(),
+        comparison: a.comparison.as_deref(),
+    };
+    let answer = vlm.draft(&study, &a.image.display().to_string())?;
+    print_vlm(&answer, a.json, a.grounded)
 }
 
 /// Wording the draft's findings from real reports.
@@ -523,6 +601,9 @@ fn draft_cmd(a: DraftArgs) -> Result<()> {
         }
     }
     let prior_report = a.prior_report.as_deref().map(read_report).transpose()?;
+    if let Some(vlm) = a.vlm.endpoint()? {
+        return vlm_draft(&a, &vlm, prior_report.as_deref());
+    }
     let models = a.models.load()?;
     let labeler = Labeler::builtin()?;
     let current = analyse(&models, &a.image)?;
@@ -602,17 +683,25 @@ pub struct SearchArgs {
     models: ModelArgs,
     #[arg(long)]
     image: PathBuf,
-    /// What to find, in words ("left costophrenic angle", "opacity", "Cardiomegaly").
+    /// What to find, in words ("left costophrenic angle", "opacity", "Cardiomegaly"); with
+    /// --endpoint, the phrase the VLM is asked to ground (MAIRA-2's phrase-grounding prompt).
     #[arg(long)]
     query: String,
-    /// Write the image with the region drawn on it (PNG).
-    #[arg(long)]
+    /// Write the image with the region drawn on it (PNG; radlens' own search only).
+    #[arg(long, conflicts_with = "endpoint")]
     overlay: Option<PathBuf>,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    vlm: VlmArgs,
 }
 
 fn search_cmd(a: SearchArgs) -> Result<()> {
+    if let Some(vlm) = a.vlm.endpoint()? {
+        let image = read_xray(&a.image)?;
+        let answer = vlm.ground(&image, &a.image.display().to_string(), &a.query)?;
+        return print_vlm(&answer, a.json, false);
+    }
     let models = a.models.load()?;
     let analysis = analyse(&models, &a.image)?;
     let r = radlens_report::search::search(&analysis, &a.query);

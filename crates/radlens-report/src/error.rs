@@ -22,6 +22,9 @@ pub enum ReportError {
     /// A report or argument that cannot be processed.
     #[error("{0}")]
     Invalid(String),
+    /// A VLM endpoint that failed or answered what radlens cannot read.
+    #[error("VLM endpoint {endpoint}: {reason} (nothing was drafted from it)")]
+    Vlm { endpoint: String, reason: String },
     #[error(transparent)]
     File(#[from] radlens_core::FileError),
 }

@@ -16,6 +16,8 @@
 //! - [`draft`], [`review`], [`history`]: the workbench's three other concepts;
 //!   [`phrasing`]: draft sentences worded from real reports (all-MiniLM-L6-v2 retrieval);
 //!   [`sweep`]: all of them on every image and patient of a dataset, with counts.
+//! - [`vlm`]: the optional VLM route: MAIRA-2's prompts to an OpenAI-compatible endpoint,
+//!   its grounded answer parsed back to boxes in the image's pixels.
 
 pub mod corpus;
 pub mod label;
@@ -45,6 +47,8 @@ pub mod review;
 pub mod search;
 #[cfg(feature = "imaging")]
 pub mod sweep;
+#[cfg(feature = "imaging")]
+pub mod vlm;
 
 mod error;
 

@@ -238,3 +238,47 @@ fn bad_rule_files_are_named() {
     let e = Labeler::load(Some(dir.path())).unwrap_err().to_string();
     assert!(e.contains("context.txt"), "{e}");
 }
+
+#[test]
+fn a_fractures_age_is_neither_doubt_nor_history() {
+    let labels = |text: &str| labeler().label(&format!("FINDINGS: {text}")).0;
+    for text in [
+        "Age-indeterminate fracture of the left 7th rib.",
+        "Fracture of the right clavicle of indeterminate age.",
+        "Right 6th rib fracture of uncertain age.",
+        "Deformity of the left ribs from previous fractures.",
+        "Status post remote left humerus fracture.",
+        "Old healed right rib fractures.",
+    ] {
+        assert_eq!(labels(text).get(Fracture), Some(Positive), "{text}");
+    }
+    // doubt about the fracture itself still counts, and so does a real history
+    assert_eq!(
+        statuses(
+            "Cortical irregularity may represent an age-indeterminate fracture.",
+            Fracture
+        ),
+        [Uncertain]
+    );
+    assert_eq!(
+        statuses("Indeterminate nodule in the right upper lobe.", Nodule),
+        [Uncertain]
+    );
+    let m = labeler().mentions("Correlate with history of rib fracture.");
+    assert!(!m.is_empty() && m.iter().all(|m| m.historical), "{m:?}");
+}
+
+#[test]
+fn a_broken_device_is_no_bone_fracture() {
+    for text in [
+        "Central venous catheter fracture at the clavicle.",
+        "The lateral most screw is fractured.",
+        "Fracture of the lateral most fixation screw.",
+    ] {
+        assert_eq!(statuses(text, Fracture), [], "{text}");
+    }
+    assert_eq!(
+        statuses("Sternotomy wires and a right rib fracture.", Fracture),
+        [Positive]
+    );
+}
