@@ -4,20 +4,12 @@
 
 #[allow(dead_code)] // helpers shared with the other binary tests
 mod common;
+mod server;
 
 use common::{shared, stderr};
+use server::Server;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-
-/// Kills the server when the test ends, however it ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_text_only_server_is_a_clear_error_not_a_draft() {

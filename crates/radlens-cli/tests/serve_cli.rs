@@ -3,8 +3,10 @@
 //! its database.
 
 mod common;
+mod server;
 
 use common::{radlens, shared, stderr};
+use server::Server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,16 +15,6 @@ use std::process::{Command, Stdio};
 
 fn model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/jsrt-ssn")
-}
-
-/// Kills the server when the test ends, however it ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
