@@ -262,6 +262,17 @@ fn malformed_and_oversized_requests_get_json_errors() {
         matches!(&err, LmError::Endpoint { reason, .. } if reason.contains("HTTP 400") && reason.contains("text only")),
         "{err}"
     );
+    // a refusal is final: reported as it came, not retried and not said to be
+    let patient = ChatClient::new(ClientConfig {
+        max_retries: 3,
+        ..ClientConfig::new(&base)
+    })
+    .unwrap();
+    let err = patient.chat(&with_image).unwrap_err().to_string();
+    assert!(
+        err.contains("HTTP 400") && !err.contains("retries"),
+        "{err}"
+    );
 }
 
 #[test]

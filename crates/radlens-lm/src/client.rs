@@ -149,8 +149,9 @@ impl ChatClient {
         mut read: impl FnMut(reqwest::blocking::Response, &str) -> std::result::Result<T, String>,
     ) -> Result<T> {
         let url = format!("{}/{path}", self.cfg.base_url);
-        let mut last = String::new();
+        let (mut last, mut retried) = (String::new(), 0);
         for attempt in 0..=self.cfg.max_retries {
+            retried = attempt;
             if attempt > 0 {
                 std::thread::sleep(self.cfg.backoff * 2u32.saturating_pow(attempt - 1));
             }
@@ -165,9 +166,13 @@ impl ChatClient {
                 }
             }
         }
+        // a refusal that is not worth retrying (400, 404) is reported as it came
         Err(endpoint(
             &url,
-            format!("{last} (after {} retries)", self.cfg.max_retries),
+            match retried {
+                0 => last,
+                n => format!("{last} (after {n} retries)"),
+            },
         ))
     }
 
