@@ -23,6 +23,7 @@ pub mod timeline;
 pub mod upload;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::header;
 use axum::routing::{get, post};
 use axum::Router;
 use db::Db;
@@ -148,6 +149,11 @@ async fn log_request(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     req.extensions_mut().insert(auth::RequestId(id));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
     let started = std::time::Instant::now();
     let span = tracing::info_span!("request", id, %method, %path, user = tracing::field::Empty);
     let mut res = next.run(req).instrument(span.clone()).await;
@@ -159,6 +165,14 @@ async fn log_request(
         )
     });
     res.headers_mut().insert("x-request-id", id.into());
+    // A refusal may leave the request's body unread, after which the server drops the
+    // connection; saying so keeps a client from sending its next request down it.
+    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
     res
 }
 

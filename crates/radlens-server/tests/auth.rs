@@ -250,6 +250,22 @@ fn sessions_csrf_and_roles_are_enforced_audited_and_logged() {
         StatusCode::FORBIDDEN,
         "may not upload",
     );
+    // a refusal of a request with a body closes the connection and says so, so that the
+    // next request does not go down a connection the server is dropping (it did, and the
+    // request below failed now and then with an incomplete message)
+    let form = reqwest::blocking::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(png[..64].to_vec()).file_name("v.png"),
+        )
+        .text("patient_id", "SEC-2");
+    let r = viewer
+        .post(s.url("/api/studies"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.headers()["connection"], "close");
     refused(
         &logs,
         viewer.get(s.url("/api/audit")),
