@@ -238,30 +238,26 @@ fn sessions_csrf_and_roles_are_enforced_audited_and_logged() {
     );
     // (a small body: the server answers before reading it, and may close the connection
     // under a client still sending a large one)
-    let form = reqwest::blocking::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::blocking::multipart::Part::bytes(png[..64].to_vec()).file_name("v.png"),
-        )
-        .text("patient_id", "SEC-2");
+    let small_upload = || {
+        reqwest::blocking::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(png[..64].to_vec()).file_name("v.png"),
+            )
+            .text("patient_id", "SEC-2")
+    };
     refused(
         &logs,
-        viewer.post(s.url("/api/studies")).multipart(form),
+        viewer.post(s.url("/api/studies")).multipart(small_upload()),
         StatusCode::FORBIDDEN,
         "may not upload",
     );
     // a refusal of a request with a body closes the connection and says so, so that the
     // next request does not go down a connection the server is dropping (it did, and the
     // request below failed now and then with an incomplete message)
-    let form = reqwest::blocking::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::blocking::multipart::Part::bytes(png[..64].to_vec()).file_name("v.png"),
-        )
-        .text("patient_id", "SEC-2");
     let r = viewer
         .post(s.url("/api/studies"))
-        .multipart(form)
+        .multipart(small_upload())
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
