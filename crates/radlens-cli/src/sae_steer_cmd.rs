@@ -8,15 +8,17 @@ use radlens_interp::inputs::{load_model, select_reports};
 use radlens_interp::steer::HookedSae;
 use radlens_interp::steer_sweep::{steer_pairs, steer_sweep, Judge, SweepConfig, SweepProgress};
 use radlens_lm::openai::{Steer, SteerMode};
-use radlens_lm::GenerationConfig;
+use radlens_lm::{GenerationConfig, LanguageModel};
 use radlens_report::{Labeler, Observation, ReportPart};
 use radlens_sae::run::TrainReport;
 use std::path::{Path, PathBuf};
 
 const DEFAULT_MODEL: &str = "../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The feature to steer and the model and SAE it lives in (shared by `steer` and
+/// `steer-sweep`).
 #[derive(Args)]
-pub struct SteerArgs {
+pub struct FeatureArgs {
     /// SAE directory (with train.json, or give --layer).
     #[arg(long)]
     sae: PathBuf,
@@ -27,24 +29,56 @@ pub struct SteerArgs {
     layer: Option<usize>,
     #[arg(long)]
     feature: usize,
+    #[arg(long, value_enum, default_value = "add")]
+    mode: ModeArg,
+}
+
+impl FeatureArgs {
+    fn load(&self) -> Result<(LanguageModel, HookedSae)> {
+        let lm = load_model(&self.model)?;
+        let sae = HookedSae::load(&self.sae, &self.model, self.layer)?;
+        Ok((lm, sae))
+    }
+}
+
+/// How each reply is generated; both runs of a prompt use the same seed.
+#[derive(Args)]
+pub struct GenerationArgs {
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl GenerationArgs {
+    fn config(&self) -> GenerationConfig {
+        GenerationConfig {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            seed: self.seed,
+            ..GenerationConfig::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SteerArgs {
+    #[command(flatten)]
+    target: FeatureArgs,
     /// Steering coefficient, in the SAE's activation units.
     #[arg(long)]
     coef: f64,
-    #[arg(long, value_enum, default_value = "add")]
-    mode: ModeArg,
     /// Prompts (user turns); repeat the flag, or use --prompts-file.
     #[arg(long)]
     prompt: Vec<String>,
     /// One prompt per line.
     #[arg(long)]
     prompts_file: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
-    max_tokens: usize,
-    /// Sampling temperature (0 = greedy); both runs of a prompt use the same seed.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    generation: GenerationArgs,
     /// Also write the pairs as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -67,19 +101,11 @@ impl From<ModeArg> for SteerMode {
 
 #[derive(Args)]
 pub struct SweepArgs {
-    #[arg(long)]
-    sae: PathBuf,
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
-    #[arg(long)]
-    layer: Option<usize>,
-    #[arg(long)]
-    feature: usize,
+    #[command(flatten)]
+    target: FeatureArgs,
     /// Coefficients, comma-separated (0, the baseline, is always run).
     #[arg(long, value_delimiter = ',', required = true)]
     coefs: Vec<f64>,
-    #[arg(long, value_enum, default_value = "add")]
-    mode: ModeArg,
     /// One prompt per line.
     #[arg(long)]
     prompts_file: PathBuf,
@@ -95,12 +121,8 @@ pub struct SweepArgs {
     heldout_reports: usize,
     #[arg(long, default_value_t = 1.2)]
     max_perplexity_ratio: f64,
-    #[arg(long, default_value_t = 64)]
-    max_tokens: usize,
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    generation: GenerationArgs,
     /// Output directory (summary.json).
     #[arg(long)]
     out: PathBuf,
@@ -125,25 +147,19 @@ fn read_prompts(given: Vec<String>, file: Option<&Path>) -> Result<Vec<String>> 
 
 pub fn steer(a: SteerArgs) -> Result<()> {
     let prompts = read_prompts(a.prompt, a.prompts_file.as_deref())?;
-    let lm = load_model(&a.model)?;
-    let sae = HookedSae::load(&a.sae, &a.model, a.layer)?;
+    let (lm, sae) = a.target.load()?;
     let steer = Steer {
-        feature: a.feature,
+        feature: a.target.feature,
         coef: a.coef,
-        mode: a.mode.into(),
+        mode: a.target.mode.into(),
     };
-    let cfg = GenerationConfig {
-        max_tokens: a.max_tokens,
-        temperature: a.temperature,
-        seed: a.seed,
-        ..GenerationConfig::default()
-    };
+    let cfg = a.generation.config();
     let pairs = steer_pairs(&lm, &sae, &steer, &prompts, &cfg, &|_: &usize| {})?;
     for p in &pairs {
         println!("## {}", p.prompt);
         println!(
             "baseline (feature {} mean activation {:.3}):\n{}\n",
-            a.feature, p.baseline_activation, p.baseline
+            a.target.feature, p.baseline_activation, p.baseline
         );
         println!(
             "steered, coef {} (mean activation {:.3}):\n{}\n",
@@ -168,7 +184,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         (None, true) => bail!("give --finding or --keywords"),
     };
     let train: TrainReport =
-        radlens_core::results::read_json(&a.sae.join(radlens_sae::run::REPORT))
+        radlens_core::results::read_json(&a.target.sae.join(radlens_sae::run::REPORT))
             .with_context(|| "the sweep reads held-out text from the SAE's training store")?;
     let harvest = HarvestConfig::from_meta(&train.store)?;
     let heldout = select_reports(
@@ -180,20 +196,14 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     .iter()
     .map(|r| r.text())
     .collect();
-    let lm = load_model(&a.model)?;
-    let sae = HookedSae::load(&a.sae, &a.model, a.layer)?;
+    let (lm, sae) = a.target.load()?;
     let cfg = SweepConfig {
-        feature: a.feature,
-        mode: a.mode.into(),
+        feature: a.target.feature,
+        mode: a.target.mode.into(),
         coefs: a.coefs,
         prompts,
         judge,
-        generation: GenerationConfig {
-            max_tokens: a.max_tokens,
-            temperature: a.temperature,
-            seed: a.seed,
-            ..GenerationConfig::default()
-        },
+        generation: a.generation.config(),
         heldout,
         window: harvest.window,
         max_perplexity_ratio: a.max_perplexity_ratio,
