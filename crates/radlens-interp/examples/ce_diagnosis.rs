@@ -90,31 +90,26 @@ fn main() {
             .unwrap()
             .sqrt()
     };
+    // the mean over rows of each row's norm
+    let mean_row_norm = |t: &Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
     println!(
         "rows {} |mean e| {:.3}  mean|e| {:.3}  |mean x| {:.3} mean|x| {:.3}",
         kept.dim(0).unwrap(),
         nrm(&mean_e),
-        e.sqr()
-            .unwrap()
-            .sum(1)
-            .unwrap()
-            .sqrt()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
+        mean_row_norm(&e),
         nrm(&mean_x),
-        kept.sqr()
-            .unwrap()
-            .sum(1)
-            .unwrap()
-            .sqrt()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
+        mean_row_norm(&kept),
     );
     let recon = |s: Arc<Sae>| -> Edit {
         Arc::new(move |r: &Tensor| {
