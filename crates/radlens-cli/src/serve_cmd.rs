@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// `radlens sae features --out DIR/features.sqlite` wrote; repeat for several runs.
     #[arg(long = "sae-run")]
     sae_runs: Vec<PathBuf>,
+    /// The language model (GGUF) the SAE runs were trained on: enables the feature
+    /// pages' steering box and decoder logits (each run folder must then hold its SAE,
+    /// as `radlens sae train --out DIR` writes it).
+    #[arg(long)]
+    lm_model: Option<PathBuf>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -57,6 +62,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(a.request_timeout_s),
         secure_cookie: a.secure_cookie,
         sae_runs: a.sae_runs,
+        lm_model: a.lm_model,
     };
     if a.session_hours == 0 || a.request_timeout_s == 0 {
         return Err(anyhow!(

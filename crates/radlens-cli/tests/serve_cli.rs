@@ -223,3 +223,62 @@ fn import_brings_in_every_covid_cxr_film_with_its_patient_date_and_view_once() {
     let files = std::fs::read_dir(data.join("studies")).unwrap().count();
     assert_eq!(files, 70);
 }
+
+/// JSRT laid out as the dataset is (`images/`, both clinical tables), three films only.
+#[test]
+fn import_brings_in_jsrt_films_as_one_pa_study_per_patient_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsrt = shared().join("data/jsrt");
+    let copy = dir.path().join("jsrt");
+    std::fs::create_dir_all(copy.join("images")).unwrap();
+    for table in ["CLNDAT_EN.txt", "CNNDAT_EN.TXT"] {
+        std::fs::copy(jsrt.join(table), copy.join(table)).unwrap();
+    }
+    let films = ["JPCLN001", "JPCLN002", "JPCNN001"];
+    for f in films {
+        let name = format!("images/{f}.png");
+        std::fs::copy(jsrt.join(&name), copy.join(&name)).unwrap();
+    }
+    let db = dir.path().join("w.sqlite");
+    let data = dir.path().join("data");
+    let spec = format!("jsrt:{}", copy.display());
+    let args = [
+        "import",
+        &spec,
+        "--db",
+        &db.to_string_lossy(),
+        "--data-dir",
+        &data.to_string_lossy(),
+    ];
+    let o = radlens(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("3 films of 3 patients; 3 imported, 0 already there"),
+        "{out}"
+    );
+    let o = radlens(&args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("0 imported, 3 already there"),
+        "{out}{}",
+        stderr(&o)
+    );
+
+    let db = radlens_server::db::Db::open(&db).unwrap();
+    let studies = radlens_server::db::records::studies(&db.lock(), None).unwrap();
+    let mut keys: Vec<&str> = studies.iter().map(|s| s.patient_key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, films.map(|f| format!("jsrt-{f}")));
+    for s in &studies {
+        // the PNG header's width and height (bytes 16..24 of IHDR)
+        let png = std::fs::read(jsrt.join(format!("images/{}.png", &s.patient_key[5..]))).unwrap();
+        let side = |at: usize| i64::from(u32::from_be_bytes(png[at..at + 4].try_into().unwrap()));
+        assert_eq!((s.width, s.height), (side(16), side(20)));
+        // JSRT records neither dates nor views: every film is a PA view at 0.35 mm
+        assert_eq!(s.view.as_deref(), Some("PA"));
+        assert_eq!(s.study_date, None);
+        assert_eq!(s.spacing_mm, Some(0.35));
+    }
+    assert_eq!(std::fs::read_dir(data.join("studies")).unwrap().count(), 3);
+}

@@ -119,7 +119,11 @@ impl FeatureDb {
         self.latents
     }
 
-    fn sql(&self, source: rusqlite::Error) -> InterpError {
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn sql(&self, source: rusqlite::Error) -> InterpError {
         InterpError::Sqlite {
             path: self.path.clone(),
             source,

@@ -15,9 +15,11 @@
 //! - [`inputs`]: the reports and language model a harvest (and its evaluation) reads.
 
 pub mod concepts;
+pub mod decoder_logits;
 mod error;
 pub mod eval;
 pub mod feature_db;
+pub mod feature_search;
 pub mod features;
 pub mod harvest;
 pub mod inputs;

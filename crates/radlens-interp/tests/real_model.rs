@@ -454,3 +454,80 @@ fn splicing_an_identity_sae_reproduces_the_clean_loss_exactly() {
     // Zeroing the layer's output is far worse.
     assert!(m.ce_zero_ablation > m.ce_clean + 2.0, "{m:?}");
 }
+
+/// The decoder logits of a feature against a naive sum over the GGUF's own tensors (read
+/// apart from the model): logit(v) = sum_j dir_j * gain_j * token_embd[v, j].
+#[test]
+fn decoder_logits_match_a_naive_product_with_the_token_embeddings() {
+    use radlens_interp::decoder_logits::decoder_logits;
+    use radlens_interp::steer::HookedSae;
+    use radlens_lm::GgufFile;
+    let path = shared().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut gguf = GgufFile::open(&path).unwrap();
+    assert!(
+        !gguf.has_tensor("output.weight"),
+        "SmolLM2 ties its output embedding to token_embd"
+    );
+    let embd: Vec<Vec<f32>> = gguf
+        .tensor("token_embd.weight", &Device::Cpu)
+        .unwrap()
+        .dequantize(&Device::Cpu)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let gain: Vec<f32> = gguf
+        .tensor("output_norm.weight", &Device::Cpu)
+        .unwrap()
+        .dequantize(&Device::Cpu)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let d = lm().model.config().hidden_size;
+    let cfg = SaeConfig::plain(d, 8, Activation::TopK { k: 2 }).unwrap();
+    let sae = Sae::new(cfg, 11).unwrap();
+    let hooked = HookedSae {
+        sae: Arc::new(sae),
+        layer: LAYER,
+        filter: TokenFilter {
+            policy: TokenPolicy::default(),
+            median_norm: 1.0,
+        },
+    };
+    let feature = 5;
+    let got = decoder_logits(lm(), &hooked, feature, 10).unwrap();
+    let dir: Vec<f32> = hooked.direction(feature).unwrap().to_vec1().unwrap();
+    let naive: Vec<f64> = embd
+        .iter()
+        .map(|row| {
+            row.iter()
+                .zip(&dir)
+                .zip(&gain)
+                .map(|((e, x), g)| f64::from(*e) * f64::from(*x) * f64::from(*g))
+                .sum()
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..naive.len()).collect();
+    order.sort_by(|&a, &b| naive[b].total_cmp(&naive[a]));
+    let check = |list: &[radlens_interp::decoder_logits::TokenLogit], want: &[usize]| {
+        assert_eq!(list.len(), 10);
+        // rank by rank: the token's own naive logit, and the naive logit of that rank
+        // (so near-ties may swap places without failing)
+        for (t, &id) in list.iter().zip(want) {
+            let own = naive[t.token_id as usize];
+            assert!((t.logit - own).abs() < 1e-4, "{t:?} vs {own}");
+            assert!(
+                (t.logit - naive[id]).abs() < 1e-4,
+                "{t:?} vs rank value {}",
+                naive[id]
+            );
+            assert_eq!(
+                t.token,
+                lm().tokenizer.decode(&[t.token_id], false).unwrap()
+            );
+        }
+    };
+    check(&got.top, &order[..10]);
+    let lowest: Vec<usize> = order.iter().rev().take(10).copied().collect();
+    check(&got.bottom, &lowest);
+    assert!(got.top[0].logit > 0.0 && got.bottom[0].logit < 0.0);
+}

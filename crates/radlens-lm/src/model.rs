@@ -270,6 +270,15 @@ impl HookedLlama {
         KvCache::new(&self.config)
     }
 
+    /// The logit lens of residual-stream directions `(n, hidden)`: each scaled by the final
+    /// norm's gain and read through the output embedding, shape `(n, vocab)`. The norm's
+    /// division by the residual's RMS is left out (it depends on the whole residual, not
+    /// the direction), as in SAELens' `W_dec @ W_U` with the final norm folded in.
+    pub fn unembed_directions(&self, directions: &Tensor) -> Result<Tensor> {
+        let scaled = directions.broadcast_mul(&self.final_norm.weight)?;
+        Ok(self.lm_head.forward(&scaled)?)
+    }
+
     /// Feeds `tokens` after the sequence held in `cache`, running `hooks`, and returns the
     /// logits of every fed position, shape `(tokens, vocab)`.
     pub fn forward(

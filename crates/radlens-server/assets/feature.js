@@ -1,5 +1,7 @@
 // One latent of an SAE run: firing statistics, activation histogram, top and quantile
-// examples with each token shaded by the latent's activation, concept probe scores.
+// examples with each token shaded by the latent's activation, concept probe scores, the
+// decoder direction's logits and a steering box (when the server has the run's language
+// model), and a search over the run's features.
 import { api, el, showUser } from './api.js';
 
 const [, , run, rawIndex] = location.pathname.split('/').map(decodeURIComponent);
@@ -42,9 +44,28 @@ function histogram(svg, h) {
   }
 }
 
+// The run's link to a language model (`lm.status` 'ready' or 'unavailable' with a reason).
+let runInfo = null;
+const base = () => `/api/features/${encodeURIComponent(run)}`;
+
+function logitList(list) {
+  return list.map(t => el('li', {}, el('span', { class: 'tok' }, t.token), ` ${fmt(t.logit)}`));
+}
+
+async function loadLogits(index) {
+  if (runInfo.lm.status !== 'ready') return;
+  const l = await api.get(`${base()}/${index}/logits`);
+  if (window.radlens.feature.index !== index) return; // another latent was opened meanwhile
+  window.radlens.logits = l;
+  $('feature-logits-top').replaceChildren(...logitList(l.top));
+  $('feature-logits-bottom').replaceChildren(...logitList(l.bottom));
+}
+
 async function load(index) {
-  const f = await api.get(`/api/features/${encodeURIComponent(run)}/${index}`);
-  window.radlens = { feature: f };
+  const f = await api.get(`${base()}/${index}`);
+  window.radlens = { ...window.radlens, feature: f, logits: null, steered: null };
+  $('steer-result').hidden = true;
+  $('steer-error').textContent = '';
   document.title = `radlens ${run} · latent ${f.index}`;
   $('feature-title').textContent = `${run} · latent ${f.index}`;
   $('feature-index').value = f.index;
@@ -60,6 +81,53 @@ async function load(index) {
   document.querySelector('#feature-concepts tbody').replaceChildren(...f.concepts.map(c => el('tr', {},
     el('td', {}, c.finding), el('td', {}, c.rank + 1), el('td', {}, fmt(c.train_auroc)),
     el('td', {}, `${fmt(c.heldout_auroc)}${c.ci_low === null ? '' : ` [${fmt(c.ci_low)}, ${fmt(c.ci_high)}]`}`))));
+  await loadLogits(f.index);
+}
+
+function showRun(info) {
+  runInfo = info;
+  const ready = info.lm.status === 'ready';
+  $('steer-form').hidden = !ready;
+  $('steer-note').textContent = ready
+    ? `Generates a reply twice with ${info.lm.model} (same seed): as is, and with this feature steered at layer ${info.lm.layer}. The coefficient is in the SAE's activation units.`
+    : `Steering is not available: ${info.lm.reason}.`;
+  $('feature-logits-card').hidden = !ready;
+}
+
+async function steer() {
+  const index = window.radlens.feature.index;
+  const body = {
+    prompt: $('steer-prompt').value,
+    coef: Number($('steer-coef').value),
+    mode: $('steer-mode').value,
+    max_tokens: Number($('steer-max-tokens').value),
+  };
+  $('steer-run').disabled = true;
+  $('steer-error').textContent = '';
+  try {
+    const r = await api.post(`${base()}/${index}/steer`, body);
+    window.radlens.steered = r;
+    $('steer-baseline').textContent = r.pair.baseline;
+    $('steer-steered').textContent = r.pair.steered;
+    $('steer-baseline-act').textContent = `feature's mean activation on the reply ${fmt(r.pair.baseline_activation)}`;
+    $('steer-steered-act').textContent = `feature's mean activation on the reply ${fmt(r.pair.steered_activation)} (${r.mode} ${r.coef})`;
+    $('steer-result').hidden = false;
+  } catch (e) {
+    $('steer-error').textContent = e.message;
+  } finally {
+    $('steer-run').disabled = false;
+  }
+}
+
+const kinds = { concept: 'concept probe', token: 'top-example token' };
+async function search(q) {
+  const hits = await api.get(`${base()}/search?q=${encodeURIComponent(q)}`);
+  window.radlens.search = hits;
+  $('feature-search-results').replaceChildren(...(hits.length ? hits.map(h => el('li', { 'data-latent': h.index },
+    el('a', { href: `/features/${encodeURIComponent(run)}/${h.index}`, onclick: ev => { ev.preventDefault(); go(h.index); } }, `latent ${h.index}`),
+    ` · ${kinds[h.kind] ?? h.kind} `, el('span', { class: 'tok' }, h.text),
+    h.kind === 'token' ? ` (${h.score} top examples)` : ` (held-out AUROC ${fmt(h.score)})`))
+    : [el('li', { class: 'muted' }, `No feature matches "${q}".`)]));
 }
 
 function go(index) {
@@ -71,4 +139,18 @@ function go(index) {
 $('feature-go').addEventListener('submit', ev => { ev.preventDefault(); go(Number($('feature-index').value)); });
 $('feature-prev').onclick = () => go(Number($('feature-index').value) - 1);
 $('feature-next').onclick = () => go(Number($('feature-index').value) + 1);
-showUser().then(() => load(Number(rawIndex))).catch(e => { $('page-error').textContent = e.message; });
+$('steer-form').addEventListener('submit', ev => { ev.preventDefault(); steer(); });
+$('feature-search').addEventListener('submit', ev => {
+  ev.preventDefault();
+  search($('feature-search-q').value.trim()).catch(e => { $('page-error').textContent = e.message; });
+});
+window.radlens = {};
+showUser()
+  .then(() => api.get('/api/features'))
+  .then(runs => {
+    const info = runs.find(r => r.name === run);
+    if (!info) throw new Error(`no SAE run '${run}'`);
+    showRun(info);
+    return load(Number(rawIndex));
+  })
+  .catch(e => { $('page-error').textContent = e.message; });

@@ -50,7 +50,7 @@ pub(crate) fn body<T>(b: std::result::Result<Json<T>, JsonRejection>) -> Result<
         .map_err(|e| ServerError::BadRequest(format!("request body: {}", e.body_text())))
 }
 
-fn bounded_text(raw: &str, max: usize, what: &str) -> Result<String> {
+pub(crate) fn bounded_text(raw: &str, max: usize, what: &str) -> Result<String> {
     let t = raw.trim();
     if t.is_empty() || t.chars().count() > max {
         return Err(ServerError::BadRequest(format!(
@@ -61,7 +61,9 @@ fn bounded_text(raw: &str, max: usize, what: &str) -> Result<String> {
     Ok(t.to_string())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ServerError::Internal(format!("worker thread: {e}")))?
@@ -83,7 +85,7 @@ pub async fn healthz(State(s): Shared) -> Json<Health> {
 }
 
 /// `v` as JSON with its entity tag; browsers revalidate it on every use.
-fn tagged_json<T: Serialize>(req: &HeaderMap, v: &T) -> Result<Response> {
+pub(crate) fn tagged_json<T: Serialize>(req: &HeaderMap, v: &T) -> Result<Response> {
     let body = serde_json::to_vec(v)?;
     let etag = http_cache::etag_of(&body);
     Ok(http_cache::conditional(
@@ -463,31 +465,6 @@ pub async fn review(
     let detail = format!("reviewed a report: {} flags", r.flags.len());
     s.audit(&actor, AuditAction::Review, Some(id), &detail)?;
     Ok(Json(r))
-}
-
-/// The SAE runs the feature browser shows (`--sae-run`).
-pub async fn feature_runs(State(s): Shared) -> Json<Vec<crate::features::RunInfo>> {
-    Json(s.sae_runs.list())
-}
-
-/// Answered as [`radlens_interp::feature_db::Feature`].
-pub async fn feature(State(s): Shared, req: HeaderMap, p: RawPathParams) -> Result<Response> {
-    let param = |key: &str| {
-        p.iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-            .ok_or_else(|| ServerError::Internal(format!("route without '{key}'")))
-    };
-    let (run, raw) = (param("run")?, param("index")?);
-    let index: usize = raw.parse().map_err(|_| {
-        ServerError::BadRequest(format!(
-            "latent index '{}' is not a non-negative integer",
-            raw.escape_debug()
-        ))
-    })?;
-    let st = s.clone();
-    let f = blocking(move || st.sae_runs.feature(&run, index)).await?;
-    tagged_json(&req, &f)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

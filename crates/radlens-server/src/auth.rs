@@ -52,6 +52,8 @@ pub enum Permission {
     Report,
     /// Manage accounts and read the audit trail.
     Admin,
+    /// Run steering generations with the language model.
+    Steer,
 }
 
 impl Permission {
@@ -61,6 +63,7 @@ impl Permission {
             Self::Upload => matches!(role, Role::Radiologist | Role::Admin),
             Self::Report => role == Role::Radiologist,
             Self::Admin => role == Role::Admin,
+            Self::Steer => matches!(role, Role::Radiologist | Role::Admin),
         }
     }
 
@@ -70,6 +73,7 @@ impl Permission {
             Self::Upload => "upload studies",
             Self::Report => "edit, review or sign reports",
             Self::Admin => "manage users or read the audit trail",
+            Self::Steer => "run steering generations",
         }
     }
 }
@@ -470,12 +474,12 @@ mod tests {
     fn roles_allow_what_the_table_says() {
         use Permission::*;
         let table = [
-            (Role::Viewer, [true, false, false, false]),
-            (Role::Radiologist, [true, true, true, false]),
-            (Role::Admin, [true, true, false, true]),
+            (Role::Viewer, [true, false, false, false, false]),
+            (Role::Radiologist, [true, true, true, false, true]),
+            (Role::Admin, [true, true, false, true, true]),
         ];
         for (role, want) in table {
-            let got = [Read, Upload, Report, Admin].map(|p| p.allows(role));
+            let got = [Read, Upload, Report, Admin, Steer].map(|p| p.allows(role));
             assert_eq!(got, want, "{role:?}");
         }
     }

@@ -1,29 +1,56 @@
 //! The feature browser's data: SAE runs given with `--sae-run DIR`, each folder holding the
 //! feature database `radlens sae features` wrote (`DIR/features.sqlite`), named in URLs by
-//! the folder's name. A request names a run only by that key; no path from it reaches the
-//! filesystem.
+//! the folder's name, and (for steering and decoder logits, with `--lm-model`) the SAE
+//! itself as `radlens sae train` wrote it. A request names a run only by that key; no path
+//! from it reaches the filesystem.
 
 use crate::error::{Result, ServerError};
+use crate::steering::Lm;
+use radlens_interp::decoder_logits::DecoderLogits;
 use radlens_interp::feature_db::{Feature, FeatureDb};
+use radlens_interp::feature_search::SearchHit;
+use radlens_interp::steer::HookedSae;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The feature database's file name inside a run folder.
 pub const FEATURE_DB: &str = "features.sqlite";
+
+/// Most search hits of each kind.
+pub const SEARCH_LIMIT: usize = 50;
+
+/// Decoder logits kept in memory (each a few kB).
+const LOGITS_CACHED: usize = 4096;
+
+/// Whether a run's features can be steered and read through the unembedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum LmLink {
+    Ready { model: String, layer: usize },
+    Unavailable { reason: String },
+}
 
 /// A run the browser can show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub name: String,
     pub latents: usize,
+    pub lm: LmLink,
 }
 
-/// The open feature databases by run name.
-#[derive(Default)]
+struct Run {
+    db: Mutex<FeatureDb>,
+    latents: usize,
+    /// `--lm-model` and the run's SAE hooked into it, or why not.
+    hooked: std::result::Result<(Arc<Lm>, HookedSae), String>,
+}
+
+/// The open feature databases by run name, and the language model they are steered with.
 pub struct SaeRuns {
-    runs: BTreeMap<String, Mutex<FeatureDb>>,
+    runs: BTreeMap<String, Run>,
+    logits: Mutex<HashMap<(String, usize), Arc<DecoderLogits>>>,
 }
 
 /// A run name is the folder's name: letters, digits, `.`, `_` and `-`, not starting with `.`.
@@ -48,48 +75,122 @@ fn run_name(dir: &std::path::Path) -> std::result::Result<String, String> {
 }
 
 impl SaeRuns {
-    /// Open `DIR/features.sqlite` of every run folder.
-    pub fn open(dirs: &[PathBuf]) -> std::result::Result<Self, String> {
+    /// Open `DIR/features.sqlite` of every run folder and, given a model, hook each run's
+    /// SAE into it (a run whose SAE does not fit is still browsable; the reason is shown).
+    pub fn open(dirs: &[PathBuf], lm: Option<Lm>) -> std::result::Result<Self, String> {
+        let lm = lm.map(Arc::new);
         let mut runs = BTreeMap::new();
         for dir in dirs {
             let name = run_name(dir)?;
             let db = FeatureDb::open(&dir.join(FEATURE_DB))
                 .map_err(|e| format!("--sae-run {}: {e}", dir.display()))?;
-            if runs.insert(name.clone(), Mutex::new(db)).is_some() {
+            let hooked = match &lm {
+                Some(lm) => lm.hook(dir, &db).map(|sae| (lm.clone(), sae)),
+                None => {
+                    Err("steering and decoder logits need `radlens serve --lm-model GGUF`".into())
+                }
+            };
+            if let (Some(_), Err(why)) = (&lm, &hooked) {
+                tracing::warn!(run = %name, "no steering or decoder logits: {why}");
+            }
+            let run = Run {
+                latents: db.latents(),
+                db: Mutex::new(db),
+                hooked,
+            };
+            if runs.insert(name.clone(), run).is_some() {
                 return Err(format!(
                     "--sae-run: two runs are named '{name}' (rename one folder)"
                 ));
             }
         }
-        Ok(Self { runs })
+        Ok(Self {
+            runs,
+            logits: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn list(&self) -> Vec<RunInfo> {
         self.runs
             .iter()
-            .map(|(name, db)| RunInfo {
+            .map(|(name, r)| RunInfo {
                 name: name.clone(),
-                latents: db.lock().unwrap_or_else(|p| p.into_inner()).latents(),
+                latents: r.latents,
+                lm: match &r.hooked {
+                    Ok((lm, sae)) => LmLink::Ready {
+                        model: lm.name.clone(),
+                        layer: sae.layer,
+                    },
+                    Err(reason) => LmLink::Unavailable {
+                        reason: reason.clone(),
+                    },
+                },
             })
             .collect()
+    }
+
+    fn run(&self, run: &str) -> Result<&Run> {
+        self.runs
+            .get(run)
+            .ok_or_else(|| ServerError::NotFound(format!("no SAE run '{}'", run.escape_debug())))
+    }
+
+    /// 404 unless `index` is one of `run`'s latents.
+    fn check_index(&self, run: &str, index: usize) -> Result<&Run> {
+        let r = self.run(run)?;
+        if index >= r.latents {
+            return Err(ServerError::NotFound(format!(
+                "SAE run '{run}' has {} latents; no latent {index}",
+                r.latents
+            )));
+        }
+        Ok(r)
     }
 
     /// Latent `index` of `run`; 404 for an unknown run or an index past its width.
     /// Blocking (reads the database).
     pub fn feature(&self, run: &str, index: usize) -> Result<Feature> {
-        let db = self
-            .runs
-            .get(run)
-            .ok_or_else(|| ServerError::NotFound(format!("no SAE run '{}'", run.escape_debug())))?;
-        let db = db.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.check_index(run, index)?;
+        let db = r.db.lock().unwrap_or_else(|p| p.into_inner());
         db.feature(index)
             .map_err(|e| ServerError::Internal(e.to_string()))?
-            .ok_or_else(|| {
-                ServerError::NotFound(format!(
-                    "SAE run '{run}' has {} latents; no latent {index}",
-                    db.latents()
-                ))
-            })
+            .ok_or_else(|| ServerError::NotFound(format!("SAE run '{run}' has no latent {index}")))
+    }
+
+    /// Latents of `run` whose concepts or top tokens contain `query`. Blocking.
+    pub fn search(&self, run: &str, query: &str) -> Result<Vec<SearchHit>> {
+        let db = self.run(run)?.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.search(query, SEARCH_LIMIT)
+            .map_err(|e| ServerError::Internal(e.to_string()))
+    }
+
+    /// The model and hooked SAE of `run` for latent `index`; 409 with the reason when the
+    /// run cannot be steered.
+    pub fn hooked(&self, run: &str, index: usize) -> Result<(Arc<Lm>, HookedSae)> {
+        self.check_index(run, index)?
+            .hooked
+            .clone()
+            .map_err(|why| ServerError::Conflict(format!("SAE run '{run}': {why}")))
+    }
+
+    /// The decoder logits of latent `index` of `run`, computed once. Blocking.
+    pub fn logits(&self, run: &str, index: usize) -> Result<Arc<DecoderLogits>> {
+        let key = (run.to_string(), index);
+        if let Some(l) = self.cache().get(&key) {
+            return Ok(l.clone());
+        }
+        let (lm, sae) = self.hooked(run, index)?;
+        let l = Arc::new(lm.logits(&sae, index)?);
+        let mut cache = self.cache();
+        if cache.len() >= LOGITS_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, l.clone());
+        Ok(l)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, usize), Arc<DecoderLogits>>> {
+        self.logits.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod feature_api;
 pub mod features;
 pub mod fhir;
 pub mod http_cache;
@@ -19,6 +20,7 @@ pub mod import;
 pub mod jobs;
 pub mod overlay;
 pub mod results;
+pub mod steering;
 pub mod timeline;
 pub mod upload;
 
@@ -58,6 +60,8 @@ pub struct Config {
     pub secure_cookie: bool,
     /// SAE run folders for the feature browser, each with its `features.sqlite`.
     pub sae_runs: Vec<PathBuf>,
+    /// The language model (GGUF) the runs' SAEs read, for steering and decoder logits.
+    pub lm_model: Option<PathBuf>,
 }
 
 /// Study pixels kept in memory: 128 films of 1024x1024.
@@ -111,8 +115,17 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/studies/{id}/review", post(api::review))
         .route("/api/studies/{id}/search", get(api::search))
         .route("/api/jobs/{id}", get(api::get_job))
-        .route("/api/features", get(api::feature_runs))
-        .route("/api/features/{run}/{index}", get(api::feature))
+        .route("/api/features", get(feature_api::runs))
+        .route("/api/features/{run}/search", get(feature_api::search))
+        .route("/api/features/{run}/{index}", get(feature_api::feature))
+        .route(
+            "/api/features/{run}/{index}/logits",
+            get(feature_api::logits),
+        )
+        .route(
+            "/api/features/{run}/{index}/steer",
+            post(feature_api::steer),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_session,
@@ -213,7 +226,12 @@ impl Bound {
             return Err("--max-upload-mb must be at least 1".into());
         }
         let db = Db::open(&cfg.db)?;
-        let sae_runs = features::SaeRuns::open(&cfg.sae_runs)?;
+        let lm = cfg
+            .lm_model
+            .as_deref()
+            .map(steering::Lm::load)
+            .transpose()?;
+        let sae_runs = features::SaeRuns::open(&cfg.sae_runs, lm)?;
         let engine = Engine::load(&cfg.model, cfg.samples, cfg.seed)
             .map_err(|e| format!("--model {}: {e}", cfg.model.display()))?;
         let listener = tokio::net::TcpListener::bind(cfg.bind)

@@ -770,7 +770,10 @@ fn feature_pages_show_a_latents_statistics_and_examples() {
         runs,
         [RunInfo {
             name: "sae-test".into(),
-            latents: 4
+            latents: 4,
+            lm: radlens_server::features::LmLink::Unavailable {
+                reason: "steering and decoder logits need `radlens serve --lm-model GGUF`".into()
+            }
         }]
     );
     // latent 2 fires with 5 on " enlarged" of each of the 3 reports (18 tokens)

@@ -3,9 +3,11 @@
 //! evidence region light up, accept it and sign, check a typed report with a
 //! contradiction and see the flag, search "heart" and see its region, and open the
 //! patient's timeline with a prior side by side, open an SAE feature's page from the
-//! study list and see its top contexts with the firing token highlighted; no page logs a
-//! console error, and the administrator's page shows the audit trail. A screenshot of each step goes to
-//! `<target>/tmp/radlens-browser/` (the test prints the folder).
+//! study list and see its top contexts with the firing token highlighted, search features
+//! by token, open a feature of an SAE on the real SmolLM2 and steer it (two replies side
+//! by side); no page logs a console error, and the administrator's page shows the audit
+//! trail. A screenshot of each step goes to `<target>/tmp/radlens-browser/` (the test
+//! prints the folder).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; skipped with a message when they are
 //! missing unless `RADLENS_REQUIRE_BROWSER` is set (CI sets it).
@@ -33,7 +35,11 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
     eprintln!("screenshots: {}", shots.display());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.sae_runs = vec![sae_run(dir.path())];
+    cfg.sae_runs = vec![
+        sae_run(dir.path()),
+        smollm2_sae_run(dir.path(), "smol", 8, 6),
+    ];
+    cfg.lm_model = Some(smollm2());
     let server = start_with(cfg);
     let film = dir.path().join("film.png");
     std::fs::write(&film, small_film(256).0).unwrap();
@@ -291,8 +297,72 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
         ),
         json!(20)
     );
+    // this run's SAE is not SmolLM2's: the page says why instead of offering steering
+    let note = b.script(
+        "return document.getElementById('steer-note').textContent;",
+        json!([]),
+    );
+    assert!(note.as_str().unwrap().contains("not available"), "{note}");
+    assert_eq!(
+        b.script("return [document.getElementById('steer-form').hidden, document.getElementById('feature-logits-card').hidden];", json!([])),
+        json!([true, true])
+    );
     b.screenshot(&shots.join("8-feature.png"));
     no_console_errors(&b, "the feature page");
+
+    // search the run by token: the hit links latent 2
+    b.script(
+        "document.getElementById('feature-index').value = '0';",
+        json!([]),
+    );
+    b.click(&b.find("#feature-go button[type='submit']"));
+    b.wait_for(
+        "latent 0 again",
+        "return window.radlens.feature.index === 0;",
+    );
+    b.send_keys(&b.find("#feature-search-q"), "enlarged");
+    b.click(&b.find("#feature-search button"));
+    b.wait_for(
+        "the search hit",
+        "return Boolean(document.querySelector(\"#feature-search-results li[data-latent='2'] a\"));",
+    );
+    b.screenshot(&shots.join("8b-feature-search.png"));
+    b.click(&b.find("#feature-search-results li[data-latent='2'] a"));
+    b.wait_for(
+        "latent 2 from the search",
+        "return window.radlens.feature.index === 2;",
+    );
+    no_console_errors(&b, "the feature search");
+
+    // a run whose SAE fits SmolLM2: decoder logits, and a side-by-side steered generation
+    b.goto(&server.url("/features/smol/1"));
+    b.wait_for(
+        "latent 1's decoder logits",
+        "return Boolean(window.radlens && window.radlens.logits) && document.querySelectorAll('#feature-logits-top li').length === 20;",
+    );
+    b.script(
+        "document.getElementById('steer-coef').value = '60'; document.getElementById('steer-max-tokens').value = '6';",
+        json!([]),
+    );
+    b.click(&b.find("#steer-run"));
+    b.wait_for(
+        "the steered generation",
+        "return Boolean(window.radlens.steered) && !document.getElementById('steer-result').hidden;",
+    );
+    let replies = b.script(
+        "return [document.getElementById('steer-baseline').textContent, document.getElementById('steer-steered').textContent];",
+        json!([]),
+    );
+    assert_ne!(
+        replies[0], replies[1],
+        "steering changed nothing: {replies}"
+    );
+    b.script(
+        "document.getElementById('steer-card').scrollIntoView();",
+        json!([]),
+    );
+    b.screenshot(&shots.join("8c-steer.png"));
+    no_console_errors(&b, "the steering box");
 
     // the administrator sees who signed
     b.click(&b.find("#logout"));

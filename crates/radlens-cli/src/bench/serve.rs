@@ -1,7 +1,8 @@
 //! `radlens bench serve`: a loopback load test of the workbench. It starts the server on a
 //! temporary database with one analysed film, signs one user in, and runs `--clients`
 //! concurrent clients (each its own connection) for `--seconds`, each cycling through the
-//! study list, the image (display pixels) and the cached draft. Like a browser with the
+//! study list, the image (display pixels), the cached draft and, given `--sae-run`, an SAE
+//! feature page (the most often firing latent among the first 100). Like a browser with the
 //! page open, a client keeps each answer with its entity tag and revalidates it
 //! (`If-None-Match`), so an unchanged page comes back 304 without a body; with `--cold`
 //! clients keep nothing and every answer is sent in full. It prints requests, errors, 304s
@@ -38,10 +39,13 @@ pub struct ServeBenchArgs {
     /// Clients keep no cache: no entity tags, every answer sent in full.
     #[arg(long)]
     cold: bool,
+    /// An SAE run folder (with its `features.sqlite`): clients also open a feature page.
+    #[arg(long)]
+    sae_run: Option<PathBuf>,
 }
 
-/// The endpoints every client cycles through.
-const ENDPOINTS: [&str; 3] = ["study list", "image pixels", "cached draft"];
+/// Latents the bench looks through for the feature page it loads.
+const FEATURE_CANDIDATES: usize = 100;
 
 /// One finished request.
 struct Sample {
@@ -77,7 +81,8 @@ pub fn run(a: &ServeBenchArgs) -> Result<()> {
         session_ttl: Duration::from_secs(3600),
         request_timeout: Duration::from_secs(30),
         secure_cookie: false,
-        sae_runs: Vec::new(),
+        sae_runs: a.sae_run.iter().cloned().collect(),
+        lm_model: None,
     };
     let password = "bench password, not secret";
     {
@@ -91,7 +96,7 @@ pub fn run(a: &ServeBenchArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (samples, load_before) = rt.block_on(load(a, &base, film, password))?;
+    let (endpoints, samples, load_before) = rt.block_on(load(a, &base, film, password))?;
     let load_after = load_average();
     drop(server);
 
@@ -106,7 +111,7 @@ pub fn run(a: &ServeBenchArgs) -> Result<()> {
         "{:<14} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "endpoint", "requests", "errors", "304s", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
     );
-    for (k, name) in ENDPOINTS.iter().enumerate() {
+    for (k, name) in endpoints.iter().enumerate() {
         let mine: Vec<&Sample> = samples.iter().filter(|s| s.endpoint == k).collect();
         let errors = mine.iter().filter(|s| !s.ok).count();
         let revalidated = mine.iter().filter(|s| s.revalidated).count();
@@ -125,14 +130,14 @@ pub fn run(a: &ServeBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sign in, upload and analyse the film, then run the clients; also the load average
-/// when they start.
+/// Sign in, upload and analyse the film, then run the clients: the endpoints' names, the
+/// samples, and the load average when they start.
 async fn load(
     a: &ServeBenchArgs,
     base: &str,
     film: Vec<u8>,
     password: &str,
-) -> Result<(Vec<Sample>, String)> {
+) -> Result<(Vec<String>, Vec<Sample>, String)> {
     let anon = reqwest::Client::new();
     let r = anon
         .post(format!("{base}/api/login"))
@@ -187,11 +192,18 @@ async fn load(
         }
     }
     let id = created.id;
-    let urls = [
-        format!("{base}/api/studies"),
-        format!("{base}/api/studies/{id}/pixels"),
-        format!("{base}/api/studies/{id}/draft"),
-    ];
+    let mut endpoints: Vec<(String, String)> = [
+        ("study list", format!("{base}/api/studies")),
+        ("image pixels", format!("{base}/api/studies/{id}/pixels")),
+        ("cached draft", format!("{base}/api/studies/{id}/draft")),
+    ]
+    .map(|(n, u)| (n.to_string(), u))
+    .into();
+    if a.sae_run.is_some() {
+        let url = feature_page(&c, base).await?;
+        endpoints.push(("feature page".into(), url));
+    }
+    let urls: Vec<String> = endpoints.iter().map(|(_, u)| u.clone()).collect();
     let load_before = load_average();
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let mut tasks = Vec::with_capacity(a.clients);
@@ -235,7 +247,41 @@ async fn load(
     for t in tasks {
         samples.extend(t.await?);
     }
-    Ok((samples, load_before))
+    Ok((
+        endpoints.into_iter().map(|(n, _)| n).collect(),
+        samples,
+        load_before,
+    ))
+}
+
+/// The URL of the feature page of the SAE run's most often firing latent among its
+/// first [`FEATURE_CANDIDATES`].
+async fn feature_page(c: &reqwest::Client, base: &str) -> Result<String> {
+    use radlens_interp::feature_db::Feature;
+    let runs: Vec<radlens_server::features::RunInfo> = c
+        .get(format!("{base}/api/features"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let run = runs
+        .first()
+        .ok_or_else(|| anyhow!("the server lists no SAE run"))?;
+    let mut best = (0, 0);
+    for i in 0..run.latents.min(FEATURE_CANDIDATES) {
+        let f: Feature = c
+            .get(format!("{base}/api/features/{}/{i}", run.name))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if f.fires > best.1 {
+            best = (i, f.fires);
+        }
+    }
+    Ok(format!("{base}/api/features/{}/{}", run.name, best.0))
 }
 
 /// The nearest-rank percentile of sorted values (NaN when empty).

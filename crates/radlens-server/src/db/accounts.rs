@@ -22,6 +22,7 @@ text_enum!(
         SentenceEdit => "sentence_edit",
         Sign => "sign",
         Review => "review",
+        Steer => "steer",
         UserAdd => "user_add",
         UserUpdate => "user_update",
         Denied => "denied",

@@ -30,6 +30,7 @@ pub fn config(dir: &Path) -> Config {
         request_timeout: Duration::from_secs(120),
         secure_cookie: false,
         sae_runs: Vec::new(),
+        lm_model: None,
     }
 }
 
@@ -201,4 +202,74 @@ pub fn wait_job(c: &Client, s: &Running, id: i64) -> Job {
         assert!(Instant::now() < deadline, "job {id} did not finish: {j:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The real SmolLM2 GGUF the steering tests load.
+pub fn smollm2() -> PathBuf {
+    radlens_testdata::shared_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// SmolLM2's residual width.
+pub const SMOLLM2_WIDTH: usize = 576;
+
+/// A run folder `<dir>/<name>` that fits SmolLM2 at `layer`: an SAE of `latents` random
+/// unit-norm directions with tied encoder (ReLU, seeded), saved as `radlens sae train`
+/// saves it, and its feature database over a store of 3 reports of [`SAE_REPORT`] whose
+/// residuals are seeded noise plus 4 x latent 1's direction on " enlarged", so latent 1's
+/// top examples are " enlarged".
+pub fn smollm2_sae_run(dir: &Path, name: &str, latents: usize, layer: usize) -> PathBuf {
+    use candle_core::{Device, Tensor};
+    use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
+    use rand::{Rng, SeedableRng};
+    const D: usize = SMOLLM2_WIDTH;
+    let cfg = SaeConfig::plain(
+        D,
+        latents,
+        Activation::Relu {
+            l1_coefficient: 0.0,
+        },
+    )
+    .unwrap();
+    let sae = Sae::new(cfg, 3).unwrap();
+    let dir1: Vec<f32> = sae.w_dec().get(1).unwrap().to_vec1().unwrap();
+    let model = smollm2()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let store_dir = dir.join(format!("{name}-store"));
+    let mut store =
+        ActivationStore::create(&store_dir, StoreMeta::new(D, layer, model.clone())).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let (mut rows, mut records) = (Vec::new(), Vec::new());
+    for doc in 0..3 {
+        for (p, word) in SAE_REPORT.iter().enumerate() {
+            let planted = if *word == " enlarged" { 4.0 } else { 0.0 };
+            rows.extend(
+                dir1.iter()
+                    .map(|v| 0.1 * (rng.gen::<f32>() - 0.5) + planted * v),
+            );
+            records.push(TokenRecord {
+                doc: format!("r{doc}"),
+                position: p as u32,
+                token_id: p as u32,
+                text: word.to_string(),
+            });
+        }
+    }
+    let x = Tensor::from_vec(rows, (records.len(), D), &Device::Cpu).unwrap();
+    store.append_shard(&x, &records, (0, 1)).unwrap();
+    store.finish().unwrap();
+    let run = dir.join(name);
+    radlens_sae::formats::save_saelens(&sae, &run).unwrap();
+    radlens_interp::features::build_feature_db(
+        &sae,
+        &ActivationStore::open(&store_dir).unwrap(),
+        &radlens_interp::features::FeatureConfig::default(),
+        &[("model", model), ("layer", layer.to_string())],
+        &run.join(radlens_server::features::FEATURE_DB),
+        &|_: &radlens_core::observe::Count| {},
+    )
+    .unwrap();
+    run
 }
