@@ -1,5 +1,6 @@
-//! Finding latents in a feature database by what they mean: the clinical findings whose
-//! concept probes ranked them, and the tokens their top examples fire on; and reading the
+//! Finding latents in a feature database by what they mean: their automated explanations
+//! (`radlens sae explain`), the clinical findings whose concept probes ranked them, and the
+//! tokens their top examples fire on; and reading the
 //! database's provenance (`meta`). Queries are matched as literal substrings (case
 //! insensitive for ASCII), always bound as parameters.
 
@@ -12,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchKind {
+    /// An explanation's text; `score` is its best score, if it was scored.
+    Explanation,
     /// A finding whose concept probe ranked the latent; `score` is its held-out AUROC.
     Concept,
     /// A token of the latent's top examples; `score` is how many of them it is.
@@ -22,9 +25,9 @@ pub enum MatchKind {
 pub struct SearchHit {
     pub index: usize,
     pub kind: MatchKind,
-    /// The finding or token that matched.
+    /// The explanation, finding or token that matched.
     pub text: String,
-    pub score: f64,
+    pub score: Option<f64>,
 }
 
 /// `query` as a LIKE pattern that matches it literally anywhere (`\` escapes).
@@ -64,13 +67,37 @@ impl FeatureDb {
             .map_err(|e| self.sql(e))
     }
 
-    /// Latents whose concept findings or top-example tokens contain `query`: concept hits
-    /// first (best held-out AUROC first), then token hits (most top examples first), at
-    /// most `limit` of each kind.
+    /// Latents whose explanations, concept findings or top-example tokens contain `query`:
+    /// explanation hits first (best scored first), then concept hits (best held-out AUROC
+    /// first), then token hits (most top examples first), at most `limit` of each kind.
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>> {
         let pattern = contains_pattern(query);
         let limit = limit as i64;
         let mut hits = Vec::new();
+        if self.has_table("explanations")? {
+            let mut st = self
+                .conn()
+                .prepare(
+                    "SELECT e.latent, e.text,
+                        (SELECT max(s.score) FROM scores s
+                         WHERE s.latent = e.latent AND s.explainer = e.explainer) AS best
+                     FROM explanations e WHERE e.text LIKE ?1 ESCAPE '\\'
+                     ORDER BY best IS NULL, best DESC, e.latent LIMIT ?2",
+                )
+                .map_err(|e| self.sql(e))?;
+            let rows = st
+                .query_map(rusqlite::params![pattern, limit], |r| {
+                    Ok(SearchHit {
+                        index: r.get::<_, i64>(0)? as usize,
+                        kind: MatchKind::Explanation,
+                        text: r.get(1)?,
+                        score: r.get(2)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| self.sql(e))?;
+            hits.extend(rows);
+        }
         if self.has_table("concepts")? {
             let mut st = self
                 .conn()
@@ -86,7 +113,7 @@ impl FeatureDb {
                         index: r.get::<_, i64>(0)? as usize,
                         kind: MatchKind::Concept,
                         text: r.get(1)?,
-                        score: r.get(2)?,
+                        score: Some(r.get(2)?),
                     })
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -107,7 +134,7 @@ impl FeatureDb {
                     index: r.get::<_, i64>(0)? as usize,
                     kind: MatchKind::Token,
                     text: r.get(1)?,
-                    score: r.get::<_, i64>(2)? as f64,
+                    score: Some(r.get::<_, i64>(2)? as f64),
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())

@@ -1,5 +1,6 @@
 // One latent of an SAE run: firing statistics, activation histogram, top and quantile
-// examples with each token shaded by the latent's activation, concept probe scores, the
+// examples with each token shaded by the latent's activation, its explanations and their
+// scores, concept probe scores, the
 // decoder direction's logits and a steering box (when the server has the run's language
 // model), and a search over the run's features.
 import { api, el, showUser } from './api.js';
@@ -77,6 +78,11 @@ async function load(index) {
   $('feature-quantiles').replaceChildren(...bins.map(q => el('div', {},
     el('h3', {}, `activation quantile ${q + 1} (1 = weakest)`),
     ...f.quantiles.filter(ex => ex.quantile === q).map(ex => context(ex, max)))));
+  $('feature-explanations-card').hidden = f.explanations.length === 0;
+  $('feature-explanations').replaceChildren(...f.explanations.map(x => el('li', { 'data-explainer': x.explainer },
+    el('q', {}, x.text), el('span', { class: 'muted' }, ` · ${x.explainer}`),
+    ...(x.scores.length ? x.scores.map(sc => el('span', { class: 'score', title: `${sc.n_positive} firing and ${sc.n_negative} non-firing examples` }, ` ${sc.scorer} ${fmt(sc.score)}`))
+      : [el('span', { class: 'muted' }, ' · not scored')]))));
   $('feature-concepts-card').hidden = f.concepts.length === 0;
   document.querySelector('#feature-concepts tbody').replaceChildren(...f.concepts.map(c => el('tr', {},
     el('td', {}, c.finding), el('td', {}, c.rank + 1), el('td', {}, fmt(c.train_auroc)),
@@ -119,14 +125,17 @@ async function steer() {
   }
 }
 
-const kinds = { concept: 'concept probe', token: 'top-example token' };
+const kinds = { explanation: 'explanation', concept: 'concept probe', token: 'top-example token' };
+function hitScore(h) {
+  if (h.score === null) return ' (not scored)';
+  return { explanation: ` (best score ${fmt(h.score)})`, concept: ` (held-out AUROC ${fmt(h.score)})`, token: ` (${h.score} top examples)` }[h.kind] ?? '';
+}
 async function search(q) {
   const hits = await api.get(`${base()}/search?q=${encodeURIComponent(q)}`);
   window.radlens.search = hits;
   $('feature-search-results').replaceChildren(...(hits.length ? hits.map(h => el('li', { 'data-latent': h.index },
     el('a', { href: `/features/${encodeURIComponent(run)}/${h.index}`, onclick: ev => { ev.preventDefault(); go(h.index); } }, `latent ${h.index}`),
-    ` · ${kinds[h.kind] ?? h.kind} `, el('span', { class: 'tok' }, h.text),
-    h.kind === 'token' ? ` (${h.score} top examples)` : ` (held-out AUROC ${fmt(h.score)})`))
+    ` · ${kinds[h.kind] ?? h.kind} `, el('span', { class: 'tok' }, h.text), hitScore(h)))
     : [el('li', { class: 'muted' }, `No feature matches "${q}".`)]));
 }
 

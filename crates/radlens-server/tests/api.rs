@@ -797,6 +797,23 @@ fn feature_pages_show_a_latents_statistics_and_examples() {
         assert_eq!(ex.context_activations, [0.0, 0.0, 0.0, 5.0, 0.0, 0.0]);
     }
     assert!(f.concepts.is_empty());
+    let (_, explainer, text, score) = SAE_EXPLANATIONS[0];
+    assert_eq!(f.explanations.len(), 1);
+    assert_eq!(
+        (
+            f.explanations[0].explainer.as_str(),
+            f.explanations[0].text.as_str()
+        ),
+        (explainer, text)
+    );
+    assert_eq!(
+        f.explanations[0]
+            .scores
+            .iter()
+            .map(|s| s.score)
+            .collect::<Vec<_>>(),
+        [score.unwrap()]
+    );
     // latent 1 grows along the report: its strongest example is the last token
     let f: Feature = get(&c, &s, "/api/features/sae-test/1");
     assert_eq!(f.fires, 15);

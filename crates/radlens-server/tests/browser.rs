@@ -297,6 +297,14 @@ fn upload_view_overlay_draft_and_sign_in_chromium() {
         ),
         json!(20)
     );
+    // its explanation, with its score
+    assert_eq!(
+        b.script(
+            "return [...document.querySelectorAll('#feature-explanations li')].map(li => li.textContent);",
+            json!([])
+        ),
+        json!([format!("{} · ngram embedding 0.930", SAE_EXPLANATIONS[0].2)])
+    );
     // this run's SAE is not SmolLM2's: the page says why instead of offering steering
     let note = b.script(
         "return document.getElementById('steer-note').textContent;",

@@ -185,7 +185,7 @@ fn steering_logits_and_search_on_smollm2() {
             .map(|_| {
                 sc.spawn(|| {
                     c.post(s.url("/api/features/smol/1/steer"))
-                        .json(&json!({"prompt": "Describe a chest X-ray.", "coef": 5.0, "max_tokens": 4}))
+                        .json(&json!({"prompt": "Describe a chest X-ray.", "coef": 5.0, "max_tokens": 1}))
                         .send()
                         .unwrap()
                         .status()
@@ -215,22 +215,33 @@ fn steering_logits_and_search_on_smollm2() {
         assert_eq!(r.status(), StatusCode::OK, "{q}");
         r.json().unwrap()
     };
-    // every latent but 0 has " enlarged" in its 3 reports' top examples; ties go to the
-    // stronger activation there (latent 2: 5, latent 1: 3 / 2, latent 3: 1)
+    // latent 2's explanation first, with its score; then every latent but 0, which has
+    // " enlarged" in its 3 reports' top examples, ties going to the stronger activation
+    // there (latent 2: 5, latent 1: 3 / 2, latent 3: 1)
     let hits = search("sae-test", "ENLARGED");
-    let got: Vec<(usize, MatchKind, &str, f64)> = hits
+    let got: Vec<(usize, MatchKind, &str, Option<f64>)> = hits
         .iter()
         .map(|h| (h.index, h.kind, h.text.as_str(), h.score))
         .collect();
+    let mut want = vec![(2, MatchKind::Explanation, SAE_EXPLANATIONS[0].2, Some(0.93))];
+    want.extend([2, 1, 3].map(|i| (i, MatchKind::Token, " enlarged", Some(3.0))));
+    assert_eq!(got, want, "{hits:?}");
+    // metacharacters match only themselves: '%' is in one explanation, the rest nowhere
+    let hits = search("sae-test", "%");
+    assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(
-        got,
-        [2, 1, 3].map(|i| (i, MatchKind::Token, " enlarged", 3.0)),
-        "{hits:?}"
+        (hits[0].index, hits[0].kind, hits[0].score),
+        (3, MatchKind::Explanation, None)
     );
-    for q in ["%", "_", "' OR 1=1 --", "\"; DROP TABLE latents; --", "\\"] {
+    for q in ["_", "' OR 1=1 --", "\"; DROP TABLE latents; --", "\\", "%%"] {
         assert!(search("sae-test", q).is_empty(), "{q}");
     }
-    assert_eq!(search("smol", "enlarged")[0].index, 1);
+    let hits = search("smol", "enlarged");
+    assert_eq!(
+        (hits[0].index, hits[0].kind),
+        (1, MatchKind::Token),
+        "{hits:?}"
+    );
     // the database is intact after the hostile queries
     let f: radlens_interp::feature_db::Feature = c
         .get(s.url("/api/features/sae-test/2"))

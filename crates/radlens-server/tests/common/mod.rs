@@ -71,10 +71,16 @@ pub fn start_with(cfg: Config) -> Running {
 /// The words of every report in [`sae_run`]'s store; latent 2 fires on "enlarged" only.
 pub const SAE_REPORT: [&str; 6] = ["The", " heart", " is", " enlarged", ".", " Lungs"];
 
+/// The explanations [`sae_run`] stores: (latent, explainer, text, embedding score).
+pub const SAE_EXPLANATIONS: [(usize, &str, &str, Option<f64>); 2] = [
+    (2, "ngram", "the word \"enlarged\" (heart size)", Some(0.93)),
+    (3, "ngram", "every token (100% of them)", None),
+];
+
 /// An SAE run folder `<dir>/sae-test` with the feature database of an identity SAE over 4
 /// coordinates, built from a hand-made store of 3 reports of [`SAE_REPORT`]: latent 0
 /// never fires, latent 1 fires with the token's position / 2, latent 2 with 5 on
-/// "enlarged", latent 3 with 1 everywhere.
+/// "enlarged", latent 3 with 1 everywhere; and [`SAE_EXPLANATIONS`].
 pub fn sae_run(dir: &Path) -> PathBuf {
     use candle_core::{DType, Device, Tensor};
     use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
@@ -113,6 +119,20 @@ pub fn sae_run(dir: &Path) -> PathBuf {
         &|_: &radlens_core::observe::Count| {},
     )
     .unwrap();
+    use radlens_interp::autointerp::db::{AutointerpDb, ExplanationScore};
+    let mut db = AutointerpDb::open(&run.join(radlens_server::features::FEATURE_DB)).unwrap();
+    for (latent, explainer, text, score) in SAE_EXPLANATIONS {
+        db.put_explanation(latent, explainer, text, &[]).unwrap();
+        if let Some(score) = score {
+            let s = ExplanationScore {
+                scorer: "embedding".into(),
+                score,
+                n_positive: 3,
+                n_negative: 15,
+            };
+            db.put_score(latent, explainer, &s, &()).unwrap();
+        }
+    }
     run
 }
 
