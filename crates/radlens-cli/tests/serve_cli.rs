@@ -145,21 +145,38 @@ fn user_add_stores_a_hash_of_the_password_from_stdin_and_refuses_bad_accounts() 
     }
 }
 
-#[test]
-fn import_brings_in_every_covid_cxr_film_with_its_patient_date_and_view_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("w.sqlite");
-    let data = dir.path().join("data");
-    let covid = shared().join("data/covid-cxr");
-    let spec = format!("covid-cxr:{}", covid.display());
+/// The database `import_twice` fills, in its folder.
+const IMPORT_DB: &str = "w.sqlite";
+
+/// `radlens import SPEC` into `dir/w.sqlite` and `dir/data`, twice: what the first run
+/// printed (the second must find all `films` already there).
+fn import_twice(spec: &str, dir: &std::path::Path, films: usize) -> String {
+    let (db, data) = (dir.join(IMPORT_DB), dir.join("data"));
     let args = [
         "import",
-        &spec,
+        spec,
         "--db",
         &db.to_string_lossy(),
         "--data-dir",
         &data.to_string_lossy(),
     ];
+    let o = radlens(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = String::from_utf8_lossy(&o.stdout).into_owned();
+    let o = radlens(&args);
+    let again = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        again.contains(&format!("0 imported, {films} already there")),
+        "{again}{}",
+        stderr(&o)
+    );
+    first
+}
+
+#[test]
+fn import_brings_in_every_covid_cxr_film_with_its_patient_date_and_view_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let covid = shared().join("data/covid-cxr");
     // patients as metadata.csv lists them (../shared/data/README.md: 70 films)
     let mut meta = csv::Reader::from_path(covid.join("metadata.csv")).unwrap();
     let h = meta.headers().unwrap().clone();
@@ -169,24 +186,14 @@ fn import_brings_in_every_covid_cxr_film_with_its_patient_date_and_view_once() {
     let patients: std::collections::BTreeSet<&str> = rows.iter().map(|r| &r[c_patient]).collect();
     let ap = rows.iter().filter(|r| &r[c_view] == "AP").count();
 
-    let o = radlens(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = import_twice(&format!("covid-cxr:{}", covid.display()), dir.path(), 70);
     let expected = format!(
         "70 films of {} patients; 70 imported, 0 already there",
         patients.len()
     );
     assert!(out.contains(&expected), "{out}");
-    // again: nothing new
-    let o = radlens(&args);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("0 imported, 70 already there"),
-        "{out}{}",
-        stderr(&o)
-    );
 
-    let db = radlens_server::db::Db::open(&db).unwrap();
+    let db = radlens_server::db::Db::open(&dir.path().join(IMPORT_DB)).unwrap();
     let c = db.lock();
     let studies = radlens_server::db::records::studies(&c, None).unwrap();
     assert_eq!(studies.len(), 70);
@@ -220,7 +227,9 @@ fn import_brings_in_every_covid_cxr_film_with_its_patient_date_and_view_once() {
         ]
     );
     // one stored file per film, none left half-written
-    let files = std::fs::read_dir(data.join("studies")).unwrap().count();
+    let files = std::fs::read_dir(dir.path().join("data/studies"))
+        .unwrap()
+        .count();
     assert_eq!(files, 70);
 }
 
@@ -239,33 +248,13 @@ fn import_brings_in_jsrt_films_as_one_pa_study_per_patient_once() {
         let name = format!("images/{f}.png");
         std::fs::copy(jsrt.join(&name), copy.join(&name)).unwrap();
     }
-    let db = dir.path().join("w.sqlite");
-    let data = dir.path().join("data");
-    let spec = format!("jsrt:{}", copy.display());
-    let args = [
-        "import",
-        &spec,
-        "--db",
-        &db.to_string_lossy(),
-        "--data-dir",
-        &data.to_string_lossy(),
-    ];
-    let o = radlens(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = import_twice(&format!("jsrt:{}", copy.display()), dir.path(), 3);
     assert!(
         out.contains("3 films of 3 patients; 3 imported, 0 already there"),
         "{out}"
     );
-    let o = radlens(&args);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        out.contains("0 imported, 3 already there"),
-        "{out}{}",
-        stderr(&o)
-    );
 
-    let db = radlens_server::db::Db::open(&db).unwrap();
+    let db = radlens_server::db::Db::open(&dir.path().join(IMPORT_DB)).unwrap();
     let studies = radlens_server::db::records::studies(&db.lock(), None).unwrap();
     let mut keys: Vec<&str> = studies.iter().map(|s| s.patient_key.as_str()).collect();
     keys.sort_unstable();
@@ -280,5 +269,10 @@ fn import_brings_in_jsrt_films_as_one_pa_study_per_patient_once() {
         assert_eq!(s.study_date, None);
         assert_eq!(s.spacing_mm, Some(0.35));
     }
-    assert_eq!(std::fs::read_dir(data.join("studies")).unwrap().count(), 3);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/studies"))
+            .unwrap()
+            .count(),
+        3
+    );
 }

@@ -71,25 +71,43 @@ impl FeatureDb {
     /// explanation hits first (best scored first), then concept hits (best held-out AUROC
     /// first), then token hits (most top examples first), at most `limit` of each kind.
     pub fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>> {
+        const QUERIES: [(&str, MatchKind, &str); 3] = [
+            (
+                "explanations",
+                MatchKind::Explanation,
+                "SELECT e.latent, e.text,
+                    (SELECT max(s.score) FROM scores s
+                     WHERE s.latent = e.latent AND s.explainer = e.explainer) AS best
+                 FROM explanations e WHERE e.text LIKE ?1 ESCAPE '\\'
+                 ORDER BY best IS NULL, best DESC, e.latent LIMIT ?2",
+            ),
+            (
+                "concepts",
+                MatchKind::Concept,
+                "SELECT latent, finding, max(heldout_auroc) AS auroc FROM concepts
+                 WHERE finding LIKE ?1 ESCAPE '\\'
+                 GROUP BY latent, finding ORDER BY auroc DESC, latent LIMIT ?2",
+            ),
+            (
+                "examples",
+                MatchKind::Token,
+                "SELECT latent, token, count(*) AS n FROM examples
+                 WHERE kind = 'top' AND token LIKE ?1 ESCAPE '\\'
+                 GROUP BY latent, token ORDER BY n DESC, max(activation) DESC, latent LIMIT ?2",
+            ),
+        ];
         let pattern = contains_pattern(query);
-        let limit = limit as i64;
         let mut hits = Vec::new();
-        if self.has_table("explanations")? {
-            let mut st = self
-                .conn()
-                .prepare(
-                    "SELECT e.latent, e.text,
-                        (SELECT max(s.score) FROM scores s
-                         WHERE s.latent = e.latent AND s.explainer = e.explainer) AS best
-                     FROM explanations e WHERE e.text LIKE ?1 ESCAPE '\\'
-                     ORDER BY best IS NULL, best DESC, e.latent LIMIT ?2",
-                )
-                .map_err(|e| self.sql(e))?;
+        for (table, kind, sql) in QUERIES {
+            if !self.has_table(table)? {
+                continue;
+            }
+            let mut st = self.conn().prepare(sql).map_err(|e| self.sql(e))?;
             let rows = st
-                .query_map(rusqlite::params![pattern, limit], |r| {
+                .query_map(rusqlite::params![pattern, limit as i64], |r| {
                     Ok(SearchHit {
                         index: r.get::<_, i64>(0)? as usize,
-                        kind: MatchKind::Explanation,
+                        kind,
                         text: r.get(1)?,
                         score: r.get(2)?,
                     })
@@ -98,48 +116,6 @@ impl FeatureDb {
                 .map_err(|e| self.sql(e))?;
             hits.extend(rows);
         }
-        if self.has_table("concepts")? {
-            let mut st = self
-                .conn()
-                .prepare(
-                    "SELECT latent, finding, max(heldout_auroc) AS auroc FROM concepts
-                     WHERE finding LIKE ?1 ESCAPE '\\'
-                     GROUP BY latent, finding ORDER BY auroc DESC, latent LIMIT ?2",
-                )
-                .map_err(|e| self.sql(e))?;
-            let rows = st
-                .query_map(rusqlite::params![pattern, limit], |r| {
-                    Ok(SearchHit {
-                        index: r.get::<_, i64>(0)? as usize,
-                        kind: MatchKind::Concept,
-                        text: r.get(1)?,
-                        score: Some(r.get(2)?),
-                    })
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(|e| self.sql(e))?;
-            hits.extend(rows);
-        }
-        let mut st = self
-            .conn()
-            .prepare(
-                "SELECT latent, token, count(*) AS n FROM examples
-                 WHERE kind = 'top' AND token LIKE ?1 ESCAPE '\\'
-                 GROUP BY latent, token ORDER BY n DESC, max(activation) DESC, latent LIMIT ?2",
-            )
-            .map_err(|e| self.sql(e))?;
-        let rows = st
-            .query_map(rusqlite::params![pattern, limit], |r| {
-                Ok(SearchHit {
-                    index: r.get::<_, i64>(0)? as usize,
-                    kind: MatchKind::Token,
-                    text: r.get(1)?,
-                    score: Some(r.get::<_, i64>(2)? as f64),
-                })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.sql(e))?;
-        hits.extend(rows);
         Ok(hits)
     }
 }
