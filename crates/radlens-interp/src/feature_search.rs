@@ -56,6 +56,14 @@ impl FeatureDb {
             .map_err(|e| self.sql(e))
     }
 
+    /// A number that changes whenever another connection (`radlens sae explain`, `sae
+    /// concepts`) commits to the database, so a reader knows its cached pages are stale.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))
+    }
+
     fn has_table(&self, name: &str) -> Result<bool> {
         self.conn()
             .query_row(

@@ -90,13 +90,17 @@ async function load(index) {
   await loadLogits(f.index);
 }
 
-function showRun(info) {
+// Viewers read; steering runs the model, which radiologists and admins may do.
+function showRun(info, user) {
   runInfo = info;
   const ready = info.lm.status === 'ready';
-  $('steer-form').hidden = !ready;
-  $('steer-note').textContent = ready
-    ? `Generates a reply twice with ${info.lm.model} (same seed): as is, and with this feature steered at layer ${info.lm.layer}. The coefficient is in the SAE's activation units.`
-    : `Steering is not available: ${info.lm.reason}.`;
+  const allowed = user.role !== 'viewer';
+  $('steer-form').hidden = !(ready && allowed);
+  $('steer-note').textContent = !ready
+    ? `Steering is not available: ${info.lm.reason}.`
+    : allowed
+      ? `Generates a reply twice with ${info.lm.model} (same seed): as is, and with this feature steered at layer ${info.lm.layer}. The coefficient is in the SAE's activation units.`
+      : 'Steering runs the language model, which needs a radiologist or admin account.';
   $('feature-logits-card').hidden = !ready;
 }
 
@@ -155,11 +159,11 @@ $('feature-search').addEventListener('submit', ev => {
 });
 window.radlens = {};
 showUser()
-  .then(() => api.get('/api/features'))
-  .then(runs => {
+  .then(user => Promise.all([user, api.get('/api/features')]))
+  .then(([user, runs]) => {
     const info = runs.find(r => r.name === run);
     if (!info) throw new Error(`no SAE run '${run}'`);
-    showRun(info);
+    showRun(info, user);
     return load(Number(rawIndex));
   })
   .catch(e => { $('page-error').textContent = e.message; });

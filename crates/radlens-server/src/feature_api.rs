@@ -6,6 +6,7 @@ use crate::auth::{Actor, Permission};
 use crate::db::accounts::AuditAction;
 use crate::error::{Result, ServerError};
 use crate::features::RunInfo;
+use crate::http_cache;
 use crate::steering::{SteerRequest, SteerResult};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, RawPathParams, State};
@@ -41,12 +42,19 @@ pub async fn runs(State(s): Shared) -> Json<Vec<RunInfo>> {
     Json(s.sae_runs.list())
 }
 
-/// Answered as [`radlens_interp::feature_db::Feature`].
+/// Answered as [`radlens_interp::feature_db::Feature`], from memory while the run's
+/// database is unchanged.
 pub async fn feature(State(s): Shared, req: HeaderMap, p: RawPathParams) -> Result<Response> {
     let (run, index) = run_and_index(&p)?;
     let st = s.clone();
-    let f = blocking(move || st.sae_runs.feature(&run, index)).await?;
-    tagged_json(&req, &f)
+    let page = blocking(move || st.sae_runs.feature_page(&run, index)).await?;
+    Ok(http_cache::conditional(
+        &req,
+        &page.etag,
+        "application/json",
+        "private, no-cache",
+        page.body,
+    ))
 }
 
 /// Answered as [`radlens_interp::decoder_logits::DecoderLogits`]; 409 without a model

@@ -5,7 +5,9 @@
 //! from it reaches the filesystem.
 
 use crate::error::{Result, ServerError};
+use crate::http_cache::{BlobCache, Entry};
 use crate::steering::Lm;
+use axum::body::Bytes;
 use radlens_interp::decoder_logits::DecoderLogits;
 use radlens_interp::feature_db::{Feature, FeatureDb};
 use radlens_interp::feature_search::SearchHit;
@@ -23,6 +25,9 @@ pub const SEARCH_LIMIT: usize = 50;
 
 /// Decoder logits kept in memory (each a few kB).
 const LOGITS_CACHED: usize = 4096;
+
+/// Feature pages (JSON) kept in memory per run.
+const PAGE_CACHE_BYTES: usize = 32 << 20;
 
 /// Whether a run's features can be steered and read through the unembedding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +48,9 @@ pub struct RunInfo {
 struct Run {
     db: Mutex<FeatureDb>,
     latents: usize,
+    /// Feature pages as served, valid while the database's `data_version` is `version`.
+    pages: BlobCache,
+    version: Mutex<Option<i64>>,
     /// `--lm-model` and the run's SAE hooked into it, or why not.
     hooked: std::result::Result<(Arc<Lm>, HookedSae), String>,
 }
@@ -96,6 +104,8 @@ impl SaeRuns {
             let run = Run {
                 latents: db.latents(),
                 db: Mutex::new(db),
+                pages: BlobCache::new(PAGE_CACHE_BYTES),
+                version: Mutex::new(None),
                 hooked,
             };
             if runs.insert(name.clone(), run).is_some() {
@@ -147,14 +157,29 @@ impl SaeRuns {
         Ok(r)
     }
 
-    /// Latent `index` of `run`; 404 for an unknown run or an index past its width.
-    /// Blocking (reads the database).
-    pub fn feature(&self, run: &str, index: usize) -> Result<Feature> {
+    /// Latent `index` of `run` as JSON ([`Feature`]) with its entity tag, from memory
+    /// unless the database changed since it was read; 404 for an unknown run or an index
+    /// past its width. Blocking (may read the database).
+    pub fn feature_page(&self, run: &str, index: usize) -> Result<Entry> {
         let r = self.check_index(run, index)?;
+        let internal = |e: radlens_interp::InterpError| ServerError::Internal(e.to_string());
         let db = r.db.lock().unwrap_or_else(|p| p.into_inner());
-        db.feature(index)
-            .map_err(|e| ServerError::Internal(e.to_string()))?
-            .ok_or_else(|| ServerError::NotFound(format!("SAE run '{run}' has no latent {index}")))
+        let now = Some(db.data_version().map_err(internal)?);
+        {
+            let mut seen = r.version.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen != now {
+                r.pages.clear();
+                *seen = now;
+            }
+        }
+        if let Some(page) = r.pages.get(index as i64) {
+            return Ok(page);
+        }
+        let f: Feature = db.feature(index).map_err(internal)?.ok_or_else(|| {
+            ServerError::NotFound(format!("SAE run '{run}' has no latent {index}"))
+        })?;
+        Ok(r.pages
+            .insert(index as i64, Bytes::from(serde_json::to_vec(&f)?)))
     }
 
     /// Latents of `run` whose concepts or top tokens contain `query`. Blocking.

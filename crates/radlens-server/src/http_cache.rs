@@ -52,7 +52,8 @@ pub struct Entry {
     pub etag: String,
 }
 
-/// Bodies by study id, least recently used evicted beyond a byte budget.
+/// Bodies by id (a study's pixels, a latent's feature page), least recently used evicted
+/// beyond a byte budget.
 pub struct BlobCache {
     budget: usize,
     inner: Mutex<Inner>,
@@ -116,6 +117,13 @@ impl BlobCache {
             g.bytes -= gone.body.len();
         }
         entry
+    }
+
+    /// Forget every body (what they were made from has changed).
+    pub fn clear(&self) {
+        let mut g = self.inner();
+        g.entries.clear();
+        g.bytes = 0;
     }
 
     /// Bytes held now.

@@ -762,7 +762,7 @@ fn feature_pages_show_a_latents_statistics_and_examples() {
     let dir = tempfile::tempdir().unwrap();
     let run = sae_run(dir.path());
     let mut cfg = config(dir.path());
-    cfg.sae_runs = vec![run];
+    cfg.sae_runs = vec![run.clone()];
     let s = start_with(cfg);
     let c = login(&s, VIEWER);
     let runs: Vec<RunInfo> = get(&c, &s, "/api/features");
@@ -827,10 +827,33 @@ fn feature_pages_show_a_latents_statistics_and_examples() {
     // an unchanged feature revalidates to 304
     let r = c
         .get(s.url("/api/features/sae-test/2"))
-        .header("if-none-match", etag)
+        .header("if-none-match", etag.clone())
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    // a new explanation written while serving (another process's commit) shows at once,
+    // under a new tag
+    let mut db = radlens_interp::autointerp::db::AutointerpDb::open(
+        &run.join(radlens_server::features::FEATURE_DB),
+    )
+    .unwrap();
+    db.put_explanation(2, "llm:test", "cardiac enlargement", &[])
+        .unwrap();
+    drop(db);
+    let r = c
+        .get(s.url("/api/features/sae-test/2"))
+        .header("if-none-match", etag.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_ne!(r.headers()["etag"], etag);
+    let f: Feature = r.json().unwrap();
+    let explainers: Vec<&str> = f
+        .explanations
+        .iter()
+        .map(|e| e.explainer.as_str())
+        .collect();
+    assert_eq!(explainers, ["llm:test", "ngram"]);
     // unknown runs and latents are 404, a bad index 400; a path never reaches the disk
     for (path, status) in [
         ("/api/features/sae-test/4", StatusCode::NOT_FOUND),
