@@ -19,9 +19,13 @@ const LAYER: usize = 6;
 fn steering_logits_and_search_on_smollm2() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
+    let smol = smollm2_sae_run(dir.path(), "smol", 8, LAYER);
+    let identity = sae_run(dir.path());
     cfg.sae_runs = vec![
-        smollm2_sae_run(dir.path(), "smol", 8, LAYER),
-        sae_run(dir.path()),
+        misfit(&identity, "narrow", "6"),
+        misfit(&smol, "deep", "40"),
+        smol,
+        identity,
     ];
     cfg.lm_model = Some(smollm2());
     let s = start_with(cfg);
@@ -35,7 +39,18 @@ fn steering_logits_and_search_on_smollm2() {
         .json()
         .unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["sae-test", "smol"]);
+    assert_eq!(names, ["deep", "narrow", "sae-test", "smol"]);
+    let reason = |i: usize| match &runs[i].lm {
+        LmLink::Unavailable { reason } => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(reason(0).contains("layer 40"), "{}", reason(0));
+    assert!(
+        reason(1).contains("reads 4-wide activations but SmolLM2-135M-Instruct.Q4_1.gguf has a 576-wide residual stream"),
+        "{}",
+        reason(1)
+    );
+    let runs = &runs[2..];
     assert_eq!(
         runs[1].lm,
         LmLink::Ready {
@@ -268,4 +283,26 @@ fn steering_logits_and_search_on_smollm2() {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+/// A copy of run folder `from` (SAE and feature database) as `<dir>/<name>` whose
+/// database says it was computed on SmolLM2's layer `layer`.
+fn misfit(from: &std::path::Path, name: &str, layer: &str) -> std::path::PathBuf {
+    let to = from.with_file_name(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+    let db = rusqlite::Connection::open(to.join(radlens_server::features::FEATURE_DB)).unwrap();
+    let model = smollm2()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for (k, v) in [("model", model.as_str()), ("layer", layer)] {
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?1, ?2)", [k, v])
+            .unwrap();
+    }
+    to
 }

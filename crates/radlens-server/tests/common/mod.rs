@@ -80,7 +80,8 @@ pub const SAE_EXPLANATIONS: [(usize, &str, &str, Option<f64>); 2] = [
 /// An SAE run folder `<dir>/sae-test` with the feature database of an identity SAE over 4
 /// coordinates, built from a hand-made store of 3 reports of [`SAE_REPORT`]: latent 0
 /// never fires, latent 1 fires with the token's position / 2, latent 2 with 5 on
-/// "enlarged", latent 3 with 1 everywhere; and [`SAE_EXPLANATIONS`].
+/// "enlarged", latent 3 with 1 everywhere; and [`SAE_EXPLANATIONS`]. The SAE is saved
+/// beside its database.
 pub fn sae_run(dir: &Path) -> PathBuf {
     use candle_core::{DType, Device, Tensor};
     use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
@@ -108,7 +109,7 @@ pub fn sae_run(dir: &Path) -> PathBuf {
     let cfg = SaeConfig::plain(D, D, Activation::TopK { k: D }).unwrap();
     let sae = Sae::from_tensors(cfg, eye.clone(), zeros(), eye, zeros(), None, 1.0).unwrap();
     let run = dir.join("sae-test");
-    std::fs::create_dir_all(&run).unwrap();
+    radlens_sae::formats::save_saelens(&sae, &run).unwrap();
     let store = ActivationStore::open(&store_dir).unwrap();
     radlens_interp::features::build_feature_db(
         &sae,
