@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run fuzz targets one after another at low CPU priority, each until SECONDS have passed or
+# Run fuzz targets one after another at low CPU priority (NICE, default 15), each until SECONDS have passed or
 # RUNS inputs were tried (default 10 million), from the binaries `cargo +nightly fuzz build`
 # made (release, AddressSanitizer, debug assertions).
 #
@@ -10,7 +10,7 @@
 # parsed in well under a millisecond. Findings go to fuzz/artifacts/<target>/, libFuzzer's
 # log to fuzz/logs/<target>.log; its last lines (-print_final_stats) give executions,
 # exec/s and time.
-#   fuzz/run.sh [SECONDS] [TARGET...]    FUZZ_BIN=<dir of the binaries>  RUNS=<n>
+#   fuzz/run.sh [SECONDS] [TARGET...]    FUZZ_BIN=<dir of the binaries>  RUNS=<n>  NICE=<n>
 set -eu
 cd "$(dirname "$0")"
 secs=${1:-1800}
@@ -29,17 +29,19 @@ declare -A MAX_LEN=(
 )
 # 2 GiB of memory, 10 s per input: an input of at most 16 KiB must not need more.
 limits=(-rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10)
+# Leaks that are not leaks (threads a codec leaves exiting): lsan.supp says which and why.
+export LSAN_OPTIONS="suppressions=$PWD/lsan.supp"
 
 mkdir -p logs
 for t in $targets; do
   len=${MAX_LEN[$t]:?"unknown target $t"}
   mkdir -p "corpus/$t" "seeds/$t" "artifacts/$t"
   rm -rf "corpus/$t.min" && mkdir "corpus/$t.min"
-  nice -n 15 "$bin/$t" -merge=1 -max_len="$len" "${limits[@]}" "corpus/$t.min" "corpus/$t" \
+  nice -n "${NICE:-15}" "$bin/$t" -merge=1 -max_len="$len" "${limits[@]}" "corpus/$t.min" "corpus/$t" \
     "seeds/$t" > "logs/$t.merge.log" 2>&1 || { echo "$t: merge failed (logs/$t.merge.log)"; continue; }
   rm -rf "corpus/$t" && mv "corpus/$t.min" "corpus/$t"
   echo "$t: $(ls "corpus/$t" | wc -l) inputs, $(du -sk "corpus/$t" | cut -f1) KiB after merging"
-  nice -n 15 "$bin/$t" "corpus/$t" -max_len="$len" -runs="${RUNS:-10000000}" \
+  nice -n "${NICE:-15}" "$bin/$t" "corpus/$t" -max_len="$len" -runs="${RUNS:-10000000}" \
     -max_total_time="$secs" "${limits[@]}" -artifact_prefix="artifacts/$t/" \
     -print_final_stats=1 > "logs/$t.log" 2>&1 || echo "$t: libFuzzer exited $? (see logs/$t.log)"
   grep -E 'stat::(number_of_executed_units|average_exec_per_sec)' "logs/$t.log" | tr '\n' ' '
