@@ -98,7 +98,12 @@ pub fn stored_frame(
                     rgb.map_err(|e| format!("frame {frame}: {e}"))?,
                     Photometric::Rgb,
                 ),
-                None => encapsulated_frame(obj, layout, frame)?,
+                None => {
+                    if ts == RLE_LOSSLESS {
+                        rle::check_headers(seq.fragments())?;
+                    }
+                    encapsulated_frame(obj, layout, frame)?
+                }
             };
             // RLE keeps the file's colour space; the image codecs return RGB.
             let pi = if ts == RLE_LOSSLESS || layout.samples_per_pixel == 1 {
