@@ -142,7 +142,9 @@ impl LlmArgs {
 enum ExplainerKind {
     /// Contrastive n-grams, no language model.
     Ngram,
+    /// An OpenAI-compatible chat endpoint (--endpoint, --model).
     Endpoint,
+    /// A local GGUF through radlens-lm (--lm-model).
     Local,
 }
 

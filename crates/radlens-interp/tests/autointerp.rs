@@ -185,12 +185,15 @@ fn ngram_explanations_name_each_features_token_and_are_cached() {
         judge_batch: 5,
     };
     let rows = score(&mut ai, &[], &scorers, 0, dir.path(), &Silent).unwrap();
-    assert_eq!(rows.len(), 1);
-    let r = &rows[0];
+    let names: Vec<(&str, &str, usize)> = rows
+        .iter()
+        .map(|r| (r.explainer.as_str(), r.scorer.as_str(), r.n_features))
+        .collect();
     assert_eq!(
-        (r.explainer.as_str(), r.scorer.as_str(), r.n_features),
-        ("ngram", "embedding", 3)
+        names,
+        [("ngram", "embedding", 3), ("ngram", "embedding_hard", 3)]
     );
+    let r = &rows[0];
     assert!(
         r.accuracy > 0.7 && r.ci_low <= r.accuracy && r.accuracy <= r.ci_high,
         "{r:?}"
@@ -200,11 +203,11 @@ fn ngram_explanations_name_each_features_token_and_are_cached() {
         rows
     );
     let page = FeatureDb::open(&db).unwrap().feature(0).unwrap().unwrap();
-    let s = &page.explanations[0].scores[0];
-    assert_eq!(s.scorer, "embedding");
-    assert_eq!(s.n_positive, s.n_negative);
-    assert!(s.n_positive >= 4, "{s:?}");
-    assert_eq!(count(&db, "scores"), 3);
+    let s = &page.explanations[0].scores;
+    assert_eq!(s[0].scorer, "embedding");
+    assert_eq!(s[0].n_positive, s[0].n_negative + s[1].n_negative);
+    assert!(s[0].n_positive >= 4, "{s:?}");
+    assert_eq!(count(&db, "scores"), 6);
 }
 
 fn ctx(text: &str) -> Context {
@@ -231,15 +234,21 @@ fn embedding_scorer_ranks_by_meaning_with_the_real_minilm() {
             (NegativeKind::Random, ctx("old healed clavicle fracture")),
         ],
     };
-    let (right, details) =
-        embedding_score(minilm(), "pleural effusion: fluid around the lung", &set).unwrap();
+    let right = "pleural effusion: fluid around the lung";
+    let (random, details) = embedding_score(minilm(), right, &set, NegativeKind::Random).unwrap();
     assert_eq!(
-        (right.score, right.n_positive, right.n_negative),
-        (1.0, 3, 3)
+        (random.score, random.n_positive, random.n_negative),
+        (1.0, 3, 2)
     );
-    assert_eq!(details.texts.len(), 6);
+    assert_eq!(details.texts.len(), 5);
+    let (hard, _) = embedding_score(minilm(), right, &set, NegativeKind::Hard).unwrap();
+    assert_eq!(
+        (hard.scorer.as_str(), hard.score, hard.n_negative),
+        ("embedding_hard", 1.0, 1)
+    );
     // the explanation of the other feature ranks everything the other way round
-    let (wrong, _) = embedding_score(minilm(), "bone fractures of the ribs", &set).unwrap();
+    let wrong = "bone fractures of the ribs";
+    let (wrong, _) = embedding_score(minilm(), wrong, &set, NegativeKind::Random).unwrap();
     assert_eq!(wrong.score, 0.0);
 }
 
@@ -306,6 +315,7 @@ fn lm() -> Arc<LanguageModel> {
 fn serve() -> String {
     let cfg = ServeConfig {
         max_tokens_limit: 64,
+        default_max_tokens: 16,
         parallel: 2,
         ..ServeConfig::new("smollm2")
     };

@@ -2,7 +2,7 @@
 //! each one not yet explained, score each explanation not yet scored, one transaction per
 //! result, and summarise the scores over latents with bootstrap intervals.
 
-use super::contexts::{LatentExamples, ScoringSet, StoreIndex};
+use super::contexts::{LatentExamples, NegativeKind, ScoringSet, StoreIndex};
 use super::db::{AutointerpDb, ExplanationScore};
 use super::llm::{self, ChatModel, JudgeTask};
 use super::ngram::{self, NgramConfig};
@@ -347,7 +347,7 @@ pub fn score(
     }
     let mut names: Vec<&str> = Vec::new();
     if scorers.embedding.is_some() {
-        names.push("embedding");
+        names.extend(["embedding", "embedding_hard"]);
     }
     if scorers.judge.is_some() {
         names.extend(["detection", "fuzzing"]);
@@ -382,10 +382,15 @@ pub fn score(
                 let judge_seed = seed ^ ((latent as u64) << 24) ^ 2;
                 for scorer in todo {
                     let (s, details): (ExplanationScore, ScoreDetails) = match scorer {
-                        "embedding" => embedding_score(
+                        "embedding" | "embedding_hard" => embedding_score(
                             scorers.embedding.expect("embedding scorer chosen"),
                             &text,
                             &set,
+                            if scorer == "embedding" {
+                                NegativeKind::Random
+                            } else {
+                                NegativeKind::Hard
+                            },
                         )?,
                         task => judge_score(
                             scorers.judge.expect("judge chosen"),

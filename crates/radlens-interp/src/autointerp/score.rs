@@ -3,7 +3,9 @@
 //!
 //! - embedding: the explanation is a query, each window a document, both embedded with a
 //!   sentence encoder (all-MiniLM-L6-v2); the score is the AUROC of their cosine
-//!   similarity (delphi's embedding scorer);
+//!   similarity (delphi's embedding scorer), against the random negatives (`embedding`,
+//!   delphi's default) and, separately, against the hard ones (`embedding_hard`), which
+//!   share the latent's tokens and so ask whether the explanation says when they count;
 //! - detection: an LLM judge reads the explanation and the windows (unmarked, shuffled)
 //!   and says which ones the latent fires on;
 //! - fuzzing: the judge reads windows with tokens marked and says whether the marks are
@@ -79,13 +81,16 @@ fn counts(texts: &[ScoredText]) -> (usize, usize) {
     (p, texts.len() - p)
 }
 
-/// AUROC of the cosine similarity between the explanation and each window.
+/// AUROC of the cosine similarity between the explanation and each window, the
+/// positives against the negatives of one `kind`.
 pub fn embedding_score(
     encoder: &SentenceEncoder,
     explanation: &str,
     set: &ScoringSet,
+    kind: NegativeKind,
 ) -> Result<(ExplanationScore, ScoreDetails)> {
     let mut texts = plain_texts(set);
+    texts.retain(|t| t.negative.is_none_or(|k| k == kind));
     let docs: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
     let query = encoder.embed(&[explanation])?;
     let sims = encoder.embed(&docs)?.similarities(query.row(0));
@@ -99,7 +104,11 @@ pub fn embedding_score(
     let score = auroc(&scores, &labels).unwrap_or(0.5);
     Ok((
         ExplanationScore {
-            scorer: "embedding".into(),
+            scorer: match kind {
+                NegativeKind::Random => "embedding",
+                NegativeKind::Hard => "embedding_hard",
+            }
+            .into(),
             score,
             n_positive,
             n_negative,
