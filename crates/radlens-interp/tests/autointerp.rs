@@ -5,7 +5,10 @@
 //! `radlens lm serve` with the SmolLM2 GGUF; broken endpoints and mismatched inputs are
 //! refused with nothing written.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::lm;
 use radlens_core::observe::Silent;
 use radlens_core::results::read_json;
 use radlens_interp::autointerp::contexts::{Context, NegativeKind, ScoringSet};
@@ -18,7 +21,7 @@ use radlens_interp::autointerp::score::embedding_score;
 use radlens_interp::feature_db::FeatureDb;
 use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_interp::serve::{ServeConfig, Server};
-use radlens_lm::{ChatClient, ClientConfig, LanguageModel, SentenceEncoder, WeightFormat};
+use radlens_lm::{ChatClient, ClientConfig, SentenceEncoder};
 use radlens_sae::formats::save_saelens;
 use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
 use rand::seq::SliceRandom;
@@ -26,7 +29,7 @@ use rand::SeedableRng;
 use rusqlite::Connection;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const D: usize = 4;
@@ -302,15 +305,6 @@ fn mismatched_inputs_and_bad_features_are_refused_with_nothing_written() {
     assert_eq!(count(&db, "explanations"), 0);
 }
 
-fn lm() -> Arc<LanguageModel> {
-    static LM: OnceLock<Arc<LanguageModel>> = OnceLock::new();
-    LM.get_or_init(|| {
-        let path = radlens_testdata::shared_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        Arc::new(LanguageModel::load(path, &Device::Cpu, WeightFormat::F32).unwrap())
-    })
-    .clone()
-}
-
 /// `radlens lm serve` on a free loopback port in its own runtime; returns the base URL.
 fn serve() -> String {
     let cfg = ServeConfig {
@@ -319,22 +313,7 @@ fn serve() -> String {
         parallel: 2,
         ..ServeConfig::new("smollm2")
     };
-    let server = Arc::new(Server::new(lm(), None, cfg).unwrap());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, server.router()).await.unwrap();
-        });
-    });
-    format!("http://{addr}/v1")
+    common::serve(Server::new(lm(), None, cfg).unwrap())
 }
 
 fn endpoint(base: &str, timeout: Duration) -> EndpointModel {

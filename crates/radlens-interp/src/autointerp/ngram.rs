@@ -176,16 +176,7 @@ fn word_around(tokens: &[String], i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ctx(tokens: &[&str], acts: &[f64]) -> Context {
-        Context {
-            doc: "d".into(),
-            position: 0,
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            activations: acts.to_vec(),
-            focus: 0,
-        }
-    }
+    use crate::autointerp::contexts::test_context as ctx;
 
     /// Two activating windows (the latent fires on " effusion") and two silent ones.
     fn tiny() -> (Vec<Context>, Vec<Context>) {

@@ -194,7 +194,7 @@ pub fn judge_score(
         let of: Vec<&ScoredText> = texts.iter().filter(|t| t.label == label).collect();
         let right = of
             .iter()
-            .filter(|t| t.prediction.map(|p| (p > 0.5) == label).unwrap_or(false))
+            .filter(|t| t.prediction.is_some_and(|p| (p > 0.5) == label))
             .count();
         if of.is_empty() {
             0.5
@@ -229,10 +229,7 @@ mod tests {
     fn ctx(doc: &str, tokens: &[&str], acts: &[f64]) -> Context {
         Context {
             doc: doc.into(),
-            position: 0,
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            activations: acts.to_vec(),
-            focus: 0,
+            ..crate::autointerp::contexts::test_context(tokens, acts)
         }
     }
 
