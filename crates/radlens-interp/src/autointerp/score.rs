@@ -100,7 +100,7 @@ pub fn embedding_score(
     let scores: Vec<f64> = sims.iter().map(|&s| s as f64).collect();
     let labels: Vec<bool> = texts.iter().map(|t| t.label).collect();
     let (n_positive, n_negative) = counts(&texts);
-    // an empty class leaves nothing to separate: chance
+    // an empty class leaves nothing to separate: chance (runs leave such latents out)
     let score = auroc(&scores, &labels).unwrap_or(0.5);
     Ok((
         ExplanationScore {
