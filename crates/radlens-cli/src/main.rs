@@ -8,6 +8,7 @@ mod lm_cmd;
 mod lm_serve_cmd;
 mod progress;
 mod report_cmd;
+mod sae_autointerp_cmd;
 mod sae_cmd;
 mod sae_steer_cmd;
 mod seg_cmd;

@@ -49,6 +49,12 @@ pub enum SaeCommand {
     /// Steer over a range of coefficients: mention rate of a finding over the prompts and
     /// held-out perplexity at each; writes summary.json.
     SteerSweep(crate::sae_steer_cmd::SweepArgs),
+    /// Explain latents from their feature-database examples (contrastive n-grams, an
+    /// OpenAI-compatible endpoint or a local GGUF); resumable, stored in the database.
+    Explain(crate::sae_autointerp_cmd::ExplainArgs),
+    /// Score explanations: embedding AUROC (all-MiniLM-L6-v2), detection and fuzzing by an
+    /// LLM judge; stored in the database, summary in scores.json.
+    Score(crate::sae_autointerp_cmd::ScoreArgs),
 }
 
 pub fn run(cmd: SaeCommand) -> Result<()> {
@@ -60,6 +66,8 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Concepts(a) => concepts_cmd(a),
         SaeCommand::Steer(a) => crate::sae_steer_cmd::steer(a),
         SaeCommand::SteerSweep(a) => crate::sae_steer_cmd::sweep(a),
+        SaeCommand::Explain(a) => crate::sae_autointerp_cmd::explain_cmd(a),
+        SaeCommand::Score(a) => crate::sae_autointerp_cmd::score_cmd(a),
     }
 }
 

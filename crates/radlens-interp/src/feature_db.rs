@@ -1,7 +1,9 @@
 //! Reading a feature database ([`crate::features`] writes it, [`crate::concepts`] adds its
-//! `concepts` table): one latent at a time, through the database's indexes, as a typed
-//! [`Feature`] for a feature page.
+//! `concepts` table, [`crate::autointerp`] its explanations and scores): one latent at a
+//! time, through the database's indexes, as a typed [`Feature`] for a feature page.
 
+use crate::autointerp::db::read_explanations;
+pub use crate::autointerp::db::{Explanation, ExplanationScore};
 use crate::{InterpError, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,8 @@ pub struct Feature {
     /// By quantile bin, strongest first within a bin.
     pub quantiles: Vec<Example>,
     pub concepts: Vec<ConceptScore>,
+    /// Automated explanations with their scores (`radlens sae explain` / `score`).
+    pub explanations: Vec<Explanation>,
 }
 
 /// An open feature database (read-only).
@@ -150,6 +154,7 @@ impl FeatureDb {
                             top: Vec::new(),
                             quantiles: Vec::new(),
                             concepts: Vec::new(),
+                            explanations: Vec::new(),
                         },
                         r.get::<_, String>(6)?,
                     ))
@@ -206,6 +211,7 @@ impl FeatureDb {
                 .and_then(|rows| rows.collect())
                 .map_err(|e| self.sql(e))?;
         }
+        f.explanations = read_explanations(&self.conn, index).map_err(|e| self.sql(e))?;
         Ok(Some(f))
     }
 

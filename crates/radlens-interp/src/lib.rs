@@ -10,10 +10,12 @@
 //! - [`serve`]: `radlens lm serve`, the OpenAI-compatible server with those interventions;
 //! - [`features`]: per-latent statistics and examples in a SQLite feature database;
 //!   [`feature_db`] reads one latent back for a feature page;
+//! - [`autointerp`]: automated explanations of latents and their scores (delphi's method);
 //! - [`concepts`]: clinical concept probes (feature AUROC per finding, held-out CIs);
 //! - [`eval`]: an SAE's reconstruction metrics and spliced loss, as `metrics.json`;
 //! - [`inputs`]: the reports and language model a harvest (and its evaluation) reads.
 
+pub mod autointerp;
 pub mod concepts;
 mod error;
 pub mod eval;
