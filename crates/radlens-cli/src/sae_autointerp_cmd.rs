@@ -142,7 +142,9 @@ impl LlmArgs {
 enum ExplainerKind {
     /// Contrastive n-grams, no language model.
     Ngram,
+    /// An OpenAI-compatible chat endpoint (--endpoint, --model).
     Endpoint,
+    /// A local GGUF through radlens-lm (--lm-model).
     Local,
 }
 
@@ -248,10 +250,10 @@ pub fn score_cmd(a: ScoreArgs) -> Result<()> {
         },
     )?;
     pb.finish();
-    println!("explainer                 scorer      n  score [95% CI]");
+    println!("explainer                            scorer            n  score [95% CI]");
     for r in &rows {
         println!(
-            "{:<25} {:<9} {:>4}  {:.3} [{:.3}, {:.3}]",
+            "{:<36} {:<14} {:>4}  {:.3} [{:.3}, {:.3}]",
             r.explainer, r.scorer, r.n_features, r.accuracy, r.ci_low, r.ci_high
         );
     }

@@ -1,6 +1,6 @@
 //! Reading a feature database ([`crate::features`] writes it, [`crate::concepts`] adds its
-//! `concepts` table, [`crate::autointerp`] its explanations): one latent at a time, through the database's indexes, as a typed
-//! [`Feature`] for a feature page.
+//! `concepts` table, [`crate::autointerp`] its explanations and scores): one latent at a
+//! time, through the database's indexes, as a typed [`Feature`] for a feature page.
 
 use crate::autointerp::db::read_explanations;
 pub use crate::autointerp::db::{Explanation, ExplanationScore};

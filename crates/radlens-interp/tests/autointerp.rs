@@ -5,7 +5,10 @@
 //! `radlens lm serve` with the SmolLM2 GGUF; broken endpoints and mismatched inputs are
 //! refused with nothing written.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::lm;
 use radlens_core::observe::Silent;
 use radlens_core::results::read_json;
 use radlens_interp::autointerp::contexts::{Context, NegativeKind, ScoringSet};
@@ -18,7 +21,7 @@ use radlens_interp::autointerp::score::embedding_score;
 use radlens_interp::feature_db::FeatureDb;
 use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_interp::serve::{ServeConfig, Server};
-use radlens_lm::{ChatClient, ClientConfig, LanguageModel, SentenceEncoder, WeightFormat};
+use radlens_lm::{ChatClient, ClientConfig, SentenceEncoder};
 use radlens_sae::formats::save_saelens;
 use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
 use rand::seq::SliceRandom;
@@ -26,7 +29,7 @@ use rand::SeedableRng;
 use rusqlite::Connection;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const D: usize = 4;
@@ -185,12 +188,17 @@ fn ngram_explanations_name_each_features_token_and_are_cached() {
         judge_batch: 5,
     };
     let rows = score(&mut ai, &[], &scorers, 0, dir.path(), &Silent).unwrap();
-    assert_eq!(rows.len(), 1);
-    let r = &rows[0];
+    let names: Vec<(&str, &str, usize)> = rows
+        .iter()
+        .map(|r| (r.explainer.as_str(), r.scorer.as_str(), r.n_features))
+        .collect();
+    // "rib" and "heart" fire wherever they occur: no hard negatives, so only feature 0
+    // ("effusion", silent after "no") has a hard score
     assert_eq!(
-        (r.explainer.as_str(), r.scorer.as_str(), r.n_features),
-        ("ngram", "embedding", 3)
+        names,
+        [("ngram", "embedding", 3), ("ngram", "embedding_hard", 1)]
     );
+    let r = &rows[0];
     assert!(
         r.accuracy > 0.7 && r.ci_low <= r.accuracy && r.accuracy <= r.ci_high,
         "{r:?}"
@@ -200,11 +208,13 @@ fn ngram_explanations_name_each_features_token_and_are_cached() {
         rows
     );
     let page = FeatureDb::open(&db).unwrap().feature(0).unwrap().unwrap();
-    let s = &page.explanations[0].scores[0];
-    assert_eq!(s.scorer, "embedding");
-    assert_eq!(s.n_positive, s.n_negative);
-    assert!(s.n_positive >= 4, "{s:?}");
-    assert_eq!(count(&db, "scores"), 3);
+    let s = &page.explanations[0].scores;
+    assert_eq!(s[0].scorer, "embedding");
+    assert_eq!(s[0].n_positive, s[0].n_negative + s[1].n_negative);
+    assert!(s[0].n_positive >= 4, "{s:?}");
+    assert_eq!(count(&db, "scores"), 4);
+    let e = score(&mut ai, &["nope".into()], &scorers, 0, dir.path(), &Silent).unwrap_err();
+    assert!(e.to_string().contains("no explanations by nope"), "{e}");
 }
 
 fn ctx(text: &str) -> Context {
@@ -231,15 +241,21 @@ fn embedding_scorer_ranks_by_meaning_with_the_real_minilm() {
             (NegativeKind::Random, ctx("old healed clavicle fracture")),
         ],
     };
-    let (right, details) =
-        embedding_score(minilm(), "pleural effusion: fluid around the lung", &set).unwrap();
+    let right = "pleural effusion: fluid around the lung";
+    let (random, details) = embedding_score(minilm(), right, &set, NegativeKind::Random).unwrap();
     assert_eq!(
-        (right.score, right.n_positive, right.n_negative),
-        (1.0, 3, 3)
+        (random.score, random.n_positive, random.n_negative),
+        (1.0, 3, 2)
     );
-    assert_eq!(details.texts.len(), 6);
+    assert_eq!(details.texts.len(), 5);
+    let (hard, _) = embedding_score(minilm(), right, &set, NegativeKind::Hard).unwrap();
+    assert_eq!(
+        (hard.scorer.as_str(), hard.score, hard.n_negative),
+        ("embedding_hard", 1.0, 1)
+    );
     // the explanation of the other feature ranks everything the other way round
-    let (wrong, _) = embedding_score(minilm(), "bone fractures of the ribs", &set).unwrap();
+    let wrong = "bone fractures of the ribs";
+    let (wrong, _) = embedding_score(minilm(), wrong, &set, NegativeKind::Random).unwrap();
     assert_eq!(wrong.score, 0.0);
 }
 
@@ -293,38 +309,15 @@ fn mismatched_inputs_and_bad_features_are_refused_with_nothing_written() {
     assert_eq!(count(&db, "explanations"), 0);
 }
 
-fn lm() -> Arc<LanguageModel> {
-    static LM: OnceLock<Arc<LanguageModel>> = OnceLock::new();
-    LM.get_or_init(|| {
-        let path = radlens_testdata::shared_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        Arc::new(LanguageModel::load(path, &Device::Cpu, WeightFormat::F32).unwrap())
-    })
-    .clone()
-}
-
 /// `radlens lm serve` on a free loopback port in its own runtime; returns the base URL.
 fn serve() -> String {
     let cfg = ServeConfig {
         max_tokens_limit: 64,
+        default_max_tokens: 16,
         parallel: 2,
         ..ServeConfig::new("smollm2")
     };
-    let server = Arc::new(Server::new(lm(), None, cfg).unwrap());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, server.router()).await.unwrap();
-        });
-    });
-    format!("http://{addr}/v1")
+    common::serve(Server::new(lm(), None, cfg).unwrap())
 }
 
 fn endpoint(base: &str, timeout: Duration) -> EndpointModel {

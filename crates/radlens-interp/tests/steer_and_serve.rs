@@ -2,7 +2,10 @@
 //! OpenAI client (and raw HTTP for malformed requests); the client's failure handling
 //! against sockets that never answer or answer garbage.
 
+mod common;
+
 use candle_core::Device;
+use common::lm;
 use radlens_interp::serve::{ServeConfig, Server};
 use radlens_interp::steer::HookedSae;
 use radlens_interp::steer_sweep::{steer_sweep, Judge, SweepConfig};
@@ -11,29 +14,17 @@ use radlens_lm::openai::{
     ChatMessage, ChatRequest, Content, ContentPart, ErrorBody, ImageUrl, Intervention, Steer,
     SteerMode,
 };
-use radlens_lm::{
-    ChatClient, ClientConfig, GenerationConfig, HookPoint, Hooks, LanguageModel, LmError,
-    WeightFormat,
-};
+use radlens_lm::{ChatClient, ClientConfig, GenerationConfig, HookPoint, Hooks, LmError};
 use radlens_sae::tokens::{TokenFilter, TokenPolicy};
 use radlens_sae::{Activation, Sae, SaeConfig};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 const MODEL_ID: &str = "smollm2-135m";
 const LAYER: usize = 10;
-
-fn lm() -> Arc<LanguageModel> {
-    static LM: OnceLock<Arc<LanguageModel>> = OnceLock::new();
-    LM.get_or_init(|| {
-        let path = radlens_testdata::shared_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        Arc::new(LanguageModel::load(path, &Device::Cpu, WeightFormat::F32).unwrap())
-    })
-    .clone()
-}
 
 /// A ReLU SAE with tied weights and zero biases (seeded): feature f's activation is
 /// `relu(scale * x . w_f)`, so clamping can be checked by hand.
@@ -69,22 +60,7 @@ fn start(sae: Option<HookedSae>) -> String {
         parallel: 4,
         ..ServeConfig::new(MODEL_ID)
     };
-    let server = Arc::new(Server::new(lm(), sae, cfg).unwrap());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, server.router()).await.unwrap();
-        });
-    });
-    format!("http://{addr}/v1")
+    common::serve(Server::new(lm(), sae, cfg).unwrap())
 }
 
 fn client(base: &str) -> ChatClient {

@@ -21,17 +21,25 @@ pub fn read_raster(path: &Path) -> Result<XrayImage> {
     })
 }
 
+/// The most bytes an image may decode to: 2^26 16-bit samples (8192 x 8192 greyscale), the
+/// bound DICOM frames have ([`crate::dicom::MAX_FRAME_SAMPLES`]). A header states any size:
+/// without a bound a 235-byte JPEG declaring 20734 x 8329 colour pixels made the decoder
+/// fill half a gigabyte (found by the `raster` fuzz target).
+const MAX_DECODED_BYTES: u64 = 2 * crate::dicom::MAX_FRAME_SAMPLES as u64;
+
 /// Decode a PNG/JPEG file (format from its content), naming the file in errors.
 pub(crate) fn decode(path: &Path) -> Result<image::DynamicImage> {
-    image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| IoError::fs(path, e))?
         .with_guessed_format()
-        .map_err(|e| IoError::fs(path, e))?
-        .decode()
-        .map_err(|e| IoError::Decode {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| IoError::fs(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    reader.decode().map_err(|e| IoError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Write an 8-bit greyscale PNG atomically.
@@ -101,6 +109,21 @@ mod tests {
         let im = read_raster(&p16).unwrap();
         assert!((im.pixels[1] - 32768.0 / 65535.0).abs() < 1e-6);
         assert_eq!(im.pixels[2], 1.0);
+    }
+
+    #[test]
+    fn images_larger_than_the_bound_are_refused_before_decoding() {
+        // The `raster` fuzz target's input: a 235-byte baseline JPEG whose frame header
+        // declares 20734 x 8329 pixels of three components.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.jpg");
+        std::fs::write(&path, include_bytes!("fuzz_inputs/timeout-df0d2b48.jpg")).unwrap();
+        let err = read_raster(&path).unwrap_err().to_string();
+        assert!(err.contains("huge.jpg") && err.contains("limit"), "{err}");
+        // At the bound: 8192 x 8192 16-bit greyscale is read.
+        let big = dir.path().join("big.png");
+        write_gray16_png(&big, 8192, 8192, &vec![7u16; 8192 * 8192]).unwrap();
+        assert_eq!(read_raster(&big).unwrap().width, 8192);
     }
 
     #[test]

@@ -29,11 +29,6 @@ const LOSSY: [&str; 5] = [
     "1.2.840.10008.1.2.4.203", // HTJ2K (lossy allowed)
 ];
 
-/// Files pydicom decodes and radlens cannot (README, "DICOM"), with what their error must
-/// say so that the user learns why: 12-bit JPEG, which no JPEG codec dicom-rs offers
-/// decodes. They must still not panic; every other decoded file must match.
-const KNOWN_GAPS: [(&str, &str); 1] = [("JPGExtended.dcm", "12-bit JPEG (JPEG Extended")];
-
 #[derive(Deserialize)]
 struct Manifest {
     pydicom: String,
@@ -86,7 +81,6 @@ enum Outcome {
     WithinTolerance,
     ClearError,
     DecodedWherePydicomFails,
-    KnownGap,
     Failed,
     Panicked,
 }
@@ -192,18 +186,8 @@ fn radlens_matches_pydicom_on_its_test_files() {
             "decoded" => check_decoded(&path, &refs, e),
             _ => check_refused(&path, e),
         });
-        let gap = KNOWN_GAPS.iter().find(|(f, _)| *f == e.file);
         let outcome = match run {
-            Ok(Ok(o)) => {
-                if let Some((f, _)) = gap {
-                    eprintln!("note: known gap {f} now passes: remove it from KNOWN_GAPS");
-                }
-                o
-            }
-            Ok(Err(msg)) if gap.is_some_and(|(_, says)| msg.contains(says)) => {
-                eprintln!("known gap {}: {msg}", e.file);
-                Outcome::KnownGap
-            }
+            Ok(Ok(o)) => o,
             Ok(Err(msg)) => {
                 failures.push(format!(
                     "{} [{}] {}: {msg}",

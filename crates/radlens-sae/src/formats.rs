@@ -2,6 +2,7 @@
 //! `config.json` (read).
 
 use crate::config::{Activation, SaeConfig};
+use crate::pth_bounds;
 use crate::sae::Sae;
 use crate::{Result, SaeError};
 use candle_core::{DType, Device, Tensor};
@@ -177,7 +178,12 @@ pub fn load_dictionary_learning(dir: &Path) -> Result<Sae> {
     let cfg_json = read_json(&cfg_path)?;
     let trainer = &cfg_json["trainer"];
     let bad = |r: String| SaeError::format(&ae_path, r);
+    let file_len = std::fs::metadata(&ae_path)
+        .map_err(|e| SaeError::io(&ae_path, e))?
+        .len();
+    pth_bounds::check_pickles(&ae_path).map_err(&bad)?;
     let pth = candle_core::pickle::PthTensors::new(&ae_path, None)?;
+    pth_bounds::check_tensor_sizes(&pth, file_len).map_err(&bad)?;
     let get = |name: &str| -> Result<Option<Tensor>> {
         Ok(match pth.get(name)? {
             Some(t) => Some(t.to_dtype(DType::F32)?),

@@ -22,6 +22,7 @@ pub mod formats;
 mod loss;
 pub mod metrics;
 mod optim;
+mod pth_bounds;
 pub mod report;
 pub mod run;
 mod sae;

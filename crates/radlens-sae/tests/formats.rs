@@ -209,3 +209,63 @@ fn reads_dictionary_learning_ae_pt() {
     assert!(err.to_string().contains("activation_dim"), "{err}");
     assert!(load_dictionary_learning(Path::new("/nonexistent")).is_err());
 }
+
+/// Inputs of the `sae_ae_pt` fuzz target (`fuzz/`), kept whole: `config.json`, a NUL byte,
+/// then `ae.pt`. The seed is a state dict torch saved (`fuzz/seeds.sh`). The fuzzer changed
+/// a string length in its pickle to 4 GB, which candle allocated before it read the string.
+/// That input is now refused by the zip's checksum; the same change made with a correct
+/// checksum, as a hostile file would carry, is refused by the length check.
+#[test]
+fn ae_pt_inputs_the_fuzzer_stopped_on() {
+    let split = |bytes: &[u8]| {
+        let at = bytes.iter().position(|&b| b == 0).unwrap();
+        (bytes[..at].to_vec(), bytes[at + 1..].to_vec())
+    };
+    let load = |config: &[u8], ae_pt: &[u8]| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        std::fs::write(dir.path().join("ae.pt"), ae_pt).unwrap();
+        load_dictionary_learning(dir.path()).map_err(|e| e.to_string())
+    };
+    let (config, seed) = split(include_bytes!("fuzz_inputs/seed-matryoshka"));
+    let sae = load(&config, &seed).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((sae.config().d_in, sae.config().d_sae), (4, 8));
+    assert_eq!(sae.config().group_sizes, vec![4, 4]);
+
+    let (config, found) = split(include_bytes!("fuzz_inputs/oom-db5012c5"));
+    let Err(err) = load(&config, &found) else {
+        panic!("the fuzzer's input was accepted");
+    };
+    assert!(err.contains("data.pkl: Invalid checksum"), "{err}");
+
+    let Err(err) = load(&config, &with_first_string_length(&seed, u32::MAX - 0xfe)) else {
+        panic!("a 4 GB string length was accepted");
+    };
+    assert!(
+        err.contains("ae.pt") && err.contains("a string in the pickle claims 4294967041 bytes"),
+        "{err}"
+    );
+}
+
+/// `ae_pt` rewritten (entries stored, checksums recomputed) with the length of the first
+/// BINUNICODE string in its pickle set to `len`.
+fn with_first_string_length(ae_pt: &[u8], len: u32) -> Vec<u8> {
+    use std::io::{Cursor, Read, Write};
+    let mut zip = zip::ZipArchive::new(Cursor::new(ae_pt)).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let name = entry.name().unwrap().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name.ends_with("data.pkl") {
+            let at = bytes.iter().position(|&b| b == b'X').unwrap();
+            bytes[at + 1..at + 5].copy_from_slice(&len.to_le_bytes());
+        }
+        out.start_file(name, stored).unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}

@@ -383,19 +383,21 @@ impl ScoringSet {
     }
 }
 
+/// A context of report "d" from token texts and activations, for tests.
+#[cfg(test)]
+pub(crate) fn test_context(tokens: &[&str], activations: &[f64]) -> Context {
+    Context {
+        doc: "d".into(),
+        position: 0,
+        tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        activations: activations.to_vec(),
+        focus: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn ctx(tokens: &[&str], acts: &[f64]) -> Context {
-        Context {
-            doc: "d".into(),
-            position: 0,
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            activations: acts.to_vec(),
-            focus: 0,
-        }
-    }
+    use super::test_context as ctx;
 
     #[test]
     fn runs_of_marked_tokens_share_one_pair_of_delimiters() {

@@ -107,15 +107,17 @@ pub fn score_terms(active: &[Context], silent: &[Context], cfg: &NgramConfig) ->
     terms
 }
 
-/// The explanation: the most over-represented n-grams (distinct texts) and the token the
-/// latent fires on most strongly in most examples.
+/// The explanation: the most over-represented n-grams (none a fragment of another named
+/// before it) and the token the latent fires on most strongly in most examples.
 pub fn explain(active: &[Context], silent: &[Context], cfg: &NgramConfig) -> String {
     let mut named: Vec<String> = Vec::new();
     for t in score_terms(active, silent, cfg) {
         if named.len() == cfg.max_terms || t.z < cfg.min_z {
             break;
         }
-        if t.count_active >= cfg.min_count && !named.contains(&t.text) {
+        // a fragment of a named term adds nothing ("astinal" after "mediastinal"); a term
+        // that extends one adds its context ("pleural effusion" after "effusion")
+        if t.count_active >= cfg.min_count && !named.iter().any(|n| n.contains(&t.text)) {
             named.push(t.text);
         }
     }
@@ -126,14 +128,18 @@ pub fn explain(active: &[Context], silent: &[Context], cfg: &NgramConfig) -> Str
         quoted.join(", ")
     };
     match peak_token(active) {
-        Some(tok) => format!("{terms} (fires on the token {tok:?})"),
+        Some((tok, word)) if word != tok => {
+            format!("{terms} (fires on the token {tok:?} of {word:?})")
+        }
+        Some((tok, _)) => format!("{terms} (fires on the token {tok:?})"),
         None => terms,
     }
 }
 
-/// The commonest text of the token with the highest activation in each example.
-fn peak_token(active: &[Context]) -> Option<String> {
-    let mut counts: HashMap<String, usize> = HashMap::new();
+/// The commonest (token, word) pair of the token with the highest activation in each
+/// example: a sub-word token is shown with the word it is part of.
+fn peak_token(active: &[Context]) -> Option<(String, String)> {
+    let mut counts: HashMap<(String, String), usize> = HashMap::new();
     for c in active {
         let Some(peak) =
             (0..c.tokens.len()).max_by(|&i, &j| c.activations[i].total_cmp(&c.activations[j]))
@@ -142,7 +148,8 @@ fn peak_token(active: &[Context]) -> Option<String> {
         };
         let text = c.tokens[peak].trim();
         if !text.is_empty() {
-            *counts.entry(text.to_string()).or_default() += 1;
+            let word = word_around(&c.tokens, peak);
+            *counts.entry((text.to_string(), word)).or_default() += 1;
         }
     }
     counts
@@ -151,19 +158,25 @@ fn peak_token(active: &[Context]) -> Option<String> {
         .map(|(t, _)| t)
 }
 
+/// The word token `i` belongs to: byte-level BPE tokens that start a word carry its
+/// leading space, the others continue the word before them.
+fn word_around(tokens: &[String], i: usize) -> String {
+    let starts_word = |t: &str| !t.starts_with(|c: char| c.is_alphanumeric());
+    let mut start = i;
+    while start > 0 && !starts_word(&tokens[start]) {
+        start -= 1;
+    }
+    let mut end = i + 1;
+    while end < tokens.len() && !starts_word(&tokens[end]) {
+        end += 1;
+    }
+    tokens[start..end].concat().trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ctx(tokens: &[&str], acts: &[f64]) -> Context {
-        Context {
-            doc: "d".into(),
-            position: 0,
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            activations: acts.to_vec(),
-            focus: 0,
-        }
-    }
+    use crate::autointerp::contexts::test_context as ctx;
 
     /// Two activating windows (the latent fires on " effusion") and two silent ones.
     fn tiny() -> (Vec<Context>, Vec<Context>) {
@@ -211,6 +224,22 @@ mod tests {
             .iter()
             .all(|t| t.text != "small" && t.text != "pleural"));
         assert_eq!(terms[0].text, "effusion");
+    }
+
+    #[test]
+    fn a_sub_word_peak_token_is_shown_with_its_word() {
+        let toks = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let t = toks(&["The", " medi", "ast", "inal", " contour", "."]);
+        assert_eq!(word_around(&t, 2), "mediastinal");
+        assert_eq!(word_around(&t, 1), "mediastinal");
+        assert_eq!(word_around(&t, 4), "contour");
+        assert_eq!(word_around(&t, 0), "The");
+        let active = vec![ctx(&["The", " medi", "ast", "inal"], &[0.0, 0.0, 3.0, 1.0])];
+        let text = explain(&active, &[], &NgramConfig::default());
+        assert_eq!(
+            text,
+            r#"no n-gram stands out (fires on the token "ast" of "mediastinal")"#
+        );
     }
 
     #[test]

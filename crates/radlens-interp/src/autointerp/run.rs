@@ -2,7 +2,7 @@
 //! each one not yet explained, score each explanation not yet scored, one transaction per
 //! result, and summarise the scores over latents with bootstrap intervals.
 
-use super::contexts::{LatentExamples, ScoringSet, StoreIndex};
+use super::contexts::{LatentExamples, NegativeKind, ScoringSet, StoreIndex};
 use super::db::{AutointerpDb, ExplanationScore};
 use super::llm::{self, ChatModel, JudgeTask};
 use super::ngram::{self, NgramConfig};
@@ -339,6 +339,14 @@ pub fn score(
     } else {
         explainers.to_vec()
     };
+    let known = ai.db.explainers()?;
+    if let Some(unknown) = explainers.iter().find(|e| !known.contains(e)) {
+        return Err(InterpError::invalid(format!(
+            "{}: no explanations by {unknown} (explainers here: {})",
+            ai.db.path().display(),
+            known.join(", ")
+        )));
+    }
     if explainers.is_empty() {
         return Err(InterpError::invalid(format!(
             "{}: no explanations to score (run `radlens sae explain` first)",
@@ -347,7 +355,7 @@ pub fn score(
     }
     let mut names: Vec<&str> = Vec::new();
     if scorers.embedding.is_some() {
-        names.push("embedding");
+        names.extend(["embedding", "embedding_hard"]);
     }
     if scorers.judge.is_some() {
         names.extend(["detection", "fuzzing"]);
@@ -380,12 +388,17 @@ pub fn score(
                 let ex = ai.examples(latent)?;
                 let set = ScoringSet::draw(&ai.index, &ex, latent, scorers.examples, seed);
                 let judge_seed = seed ^ ((latent as u64) << 24) ^ 2;
-                for scorer in todo {
+                for scorer in todo.into_iter().filter(|s| scorable(&set, s)) {
                     let (s, details): (ExplanationScore, ScoreDetails) = match scorer {
-                        "embedding" => embedding_score(
+                        "embedding" | "embedding_hard" => embedding_score(
                             scorers.embedding.expect("embedding scorer chosen"),
                             &text,
                             &set,
+                            if scorer == "embedding" {
+                                NegativeKind::Random
+                            } else {
+                                NegativeKind::Hard
+                            },
                         )?,
                         task => judge_score(
                             scorers.judge.expect("judge chosen"),
@@ -409,6 +422,19 @@ pub fn score(
     let rows = summarise(ai, &explainers, &names, seed)?;
     write_json(&out.join(SCORES), &rows)?;
     Ok(rows)
+}
+
+/// Whether `set` has both classes for `scorer`: a latent whose examples were all shown
+/// to the explainer, or without silent windows of a kind, is left out (not scored at
+/// chance), so `n_features` counts only latents that could be scored.
+fn scorable(set: &ScoringSet, scorer: &str) -> bool {
+    let has = |kind| set.negatives.iter().any(|(k, _)| *k == kind);
+    !set.positives.is_empty()
+        && match scorer {
+            "embedding" => has(NegativeKind::Random),
+            "embedding_hard" => has(NegativeKind::Hard),
+            _ => !set.negatives.is_empty(),
+        }
 }
 
 /// Mean score and bootstrap interval over the chosen latents, per explainer and scorer.
@@ -449,6 +475,23 @@ fn summarise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_latent_without_one_class_is_not_scored() {
+        use crate::autointerp::contexts::test_context;
+        let c = || test_context(&["a"], &[0.0]);
+        let random_only = ScoringSet {
+            positives: vec![c()],
+            negatives: vec![(NegativeKind::Random, c())],
+        };
+        assert!(scorable(&random_only, "embedding") && scorable(&random_only, "detection"));
+        assert!(!scorable(&random_only, "embedding_hard"));
+        let no_positives = ScoringSet {
+            positives: vec![],
+            ..random_only
+        };
+        assert!(!scorable(&no_positives, "embedding") && !scorable(&no_positives, "fuzzing"));
+    }
 
     #[test]
     fn stratified_choice_takes_groups_in_turn_and_skips_rare_latents() {

@@ -3,7 +3,9 @@
 //!
 //! - embedding: the explanation is a query, each window a document, both embedded with a
 //!   sentence encoder (all-MiniLM-L6-v2); the score is the AUROC of their cosine
-//!   similarity (delphi's embedding scorer);
+//!   similarity (delphi's embedding scorer), against the random negatives (`embedding`,
+//!   delphi's default) and, separately, against the hard ones (`embedding_hard`), which
+//!   share the latent's tokens and so ask whether the explanation says when they count;
 //! - detection: an LLM judge reads the explanation and the windows (unmarked, shuffled)
 //!   and says which ones the latent fires on;
 //! - fuzzing: the judge reads windows with tokens marked and says whether the marks are
@@ -79,13 +81,16 @@ fn counts(texts: &[ScoredText]) -> (usize, usize) {
     (p, texts.len() - p)
 }
 
-/// AUROC of the cosine similarity between the explanation and each window.
+/// AUROC of the cosine similarity between the explanation and each window, the
+/// positives against the negatives of one `kind`.
 pub fn embedding_score(
     encoder: &SentenceEncoder,
     explanation: &str,
     set: &ScoringSet,
+    kind: NegativeKind,
 ) -> Result<(ExplanationScore, ScoreDetails)> {
     let mut texts = plain_texts(set);
+    texts.retain(|t| t.negative.is_none_or(|k| k == kind));
     let docs: Vec<&str> = texts.iter().map(|t| t.text.as_str()).collect();
     let query = encoder.embed(&[explanation])?;
     let sims = encoder.embed(&docs)?.similarities(query.row(0));
@@ -95,11 +100,15 @@ pub fn embedding_score(
     let scores: Vec<f64> = sims.iter().map(|&s| s as f64).collect();
     let labels: Vec<bool> = texts.iter().map(|t| t.label).collect();
     let (n_positive, n_negative) = counts(&texts);
-    // an empty class leaves nothing to separate: chance
+    // an empty class leaves nothing to separate: chance (runs leave such latents out)
     let score = auroc(&scores, &labels).unwrap_or(0.5);
     Ok((
         ExplanationScore {
-            scorer: "embedding".into(),
+            scorer: match kind {
+                NegativeKind::Random => "embedding",
+                NegativeKind::Hard => "embedding_hard",
+            }
+            .into(),
             score,
             n_positive,
             n_negative,
@@ -185,7 +194,7 @@ pub fn judge_score(
         let of: Vec<&ScoredText> = texts.iter().filter(|t| t.label == label).collect();
         let right = of
             .iter()
-            .filter(|t| t.prediction.map(|p| (p > 0.5) == label).unwrap_or(false))
+            .filter(|t| t.prediction.is_some_and(|p| (p > 0.5) == label))
             .count();
         if of.is_empty() {
             0.5
@@ -220,10 +229,7 @@ mod tests {
     fn ctx(doc: &str, tokens: &[&str], acts: &[f64]) -> Context {
         Context {
             doc: doc.into(),
-            position: 0,
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            activations: acts.to_vec(),
-            focus: 0,
+            ..crate::autointerp::contexts::test_context(tokens, acts)
         }
     }
 

@@ -12,6 +12,7 @@ mod colour;
 mod export;
 mod implicit_vr;
 mod info;
+mod jpeg12;
 mod jpeg_rgb;
 mod lengths;
 mod lut;

@@ -1,9 +1,9 @@
 //! Stored pixel values of one frame: native (uncompressed) data sliced and unpacked here,
-//! encapsulated data (JPEG, JPEG-LS, JPEG 2000, RLE) through dicom-rs' codecs, with any
-//! codec panic caught and turned into an error.
+//! encapsulated data (JPEG, JPEG-LS, JPEG 2000, RLE) through dicom-rs' codecs (12-bit DCT
+//! JPEG through libjpeg-turbo), with any codec panic caught and turned into an error.
 
 use super::attrs::{Photometric, PixelLayout};
-use super::{colour, jpeg_rgb, rle};
+use super::{colour, jpeg12, jpeg_rgb, rle};
 use dicom_core::value::{PrimitiveValue, Value};
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
@@ -71,13 +71,22 @@ pub fn stored_frame(
                 false,
             )
         }
-        Value::PixelSequence(_) if ts == JPEG_EXTENDED && layout.bits_stored > 8 => {
-            return Err(format!(
-                "12-bit JPEG (JPEG Extended, {JPEG_EXTENDED}, {} bits stored) is not supported: \
-                 dicom-rs' JPEG codec (jpeg-decoder) decodes 8-bit DCT JPEG only; convert the \
-                 file to a lossless syntax first (e.g. dcmtk's `dcmdjpeg`)",
-                layout.bits_stored
-            ))
+        Value::PixelSequence(seq) if ts == JPEG_EXTENDED && layout.bits_stored > 8 => {
+            let jpeg = frame_fragment(seq.fragments(), layout.frames, frame).ok_or_else(|| {
+                format!(
+                    "{} fragments for {} frames: cannot tell which hold frame {frame}",
+                    seq.fragments().len(),
+                    layout.frames
+                )
+            })?;
+            let bytes =
+                jpeg12::decode(&jpeg, layout.columns, layout.rows, layout.samples_per_pixel)
+                    .map_err(|e| format!("frame {frame}: {e}"))?;
+            let pi = match layout.samples_per_pixel {
+                1 => layout.photometric.clone(),
+                _ => Photometric::Rgb,
+            };
+            (unpack(&bytes, layout, layout.frame_samples())?, pi, false)
         }
         Value::PixelSequence(seq) => {
             let unstated_rgb = (JPEG_DCT.contains(&ts) && layout.photometric == Photometric::Rgb)
@@ -89,7 +98,12 @@ pub fn stored_frame(
                     rgb.map_err(|e| format!("frame {frame}: {e}"))?,
                     Photometric::Rgb,
                 ),
-                None => encapsulated_frame(obj, layout, frame)?,
+                None => {
+                    if ts == RLE_LOSSLESS {
+                        rle::check_headers(seq.fragments())?;
+                    }
+                    encapsulated_frame(obj, layout, frame)?
+                }
             };
             // RLE keeps the file's colour space; the image codecs return RGB.
             let pi = if ts == RLE_LOSSLESS || layout.samples_per_pixel == 1 {

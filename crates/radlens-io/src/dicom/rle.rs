@@ -4,6 +4,28 @@
 
 use super::attrs::PixelLayout;
 
+/// The most segments an RLE header lists: 15 offsets fill its 64 bytes (PS3.5 G.5).
+const MAX_SEGMENTS: u32 = 15;
+
+/// Check each fragment's header before dicom-rs' RLE decoder reads it: that decoder
+/// allocates the declared segment count before checking it (4 billion, from a mutated file
+/// the `dicom` fuzz target found) and indexes past a short fragment.
+pub fn check_headers(fragments: &[Vec<u8>]) -> Result<(), String> {
+    for (i, fragment) in fragments.iter().enumerate() {
+        let declared = fragment
+            .get(..4)
+            .filter(|_| fragment.len() >= 64)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| format!("RLE fragment {i} is shorter than its 64-byte header"))?;
+        if declared > MAX_SEGMENTS {
+            return Err(format!(
+                "RLE fragment {i} declares {declared} segments; its header holds at most {MAX_SEGMENTS}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Decode one frame's fragment into little-endian interleaved samples.
 pub fn decode_frame(fragment: &[u8], layout: &PixelLayout) -> Result<Vec<u8>, String> {
     let pixels = layout.rows * layout.columns;

@@ -540,7 +540,7 @@ type Expected = std::result::Result<(usize, usize), &'static str>;
 /// `fuzz_inputs/`), with what radlens must now make of it.
 #[test]
 fn inputs_the_fuzzer_stopped_on() {
-    let cases: [(&str, &[u8], Expected); 4] = [
+    let cases: [(&str, &[u8], Expected); 5] = [
         // A mutated tag made a group length (4010,0000), UL, of 2 bytes in this implicit VR
         // file. dicom-rs reads 0 values from it yet counts 2 bytes as read, so it takes
         // every later element 2 bytes early and finally two pixel values as a 3.9 GB OB
@@ -562,6 +562,13 @@ fn inputs_the_fuzzer_stopped_on() {
             "oom-4625a9d7.dcm",
             include_bytes!("fuzz_inputs/oom-4625a9d7.dcm"),
             Err("the deflated data set is corrupt"),
+        ),
+        // An RLE fragment whose header declares 4 billion segments, which dicom-rs' RLE
+        // decoder allocated before checking.
+        (
+            "oom-3d50a920.dcm",
+            include_bytes!("fuzz_inputs/oom-3d50a920.dcm"),
+            Err("RLE fragment 0 declares"),
         ),
         // JPEG 2000 through the Rust port openjp2 broke an unsafe precondition here;
         // OpenJPEG decodes it.
