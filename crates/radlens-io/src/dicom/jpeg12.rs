@@ -123,13 +123,14 @@ mod tests {
             s.extend(p);
             s
         };
-        let mut huff = vec![0u8; 17];
-        huff[1] = 1;
+        // One code of length 1 (16 counts by length), for symbol 0.
+        let mut counts = [0u8; 16];
+        counts[0] = 1;
         let mut jpeg = vec![0xFF, 0xD8];
         jpeg.extend(seg(0xDB, &[[0u8].as_slice(), &[1; 64]].concat()));
         jpeg.extend(seg(0xC0, &[8, 0, 8, 0, 8, 1, 1, 0x11, 0]));
-        jpeg.extend(seg(0xC4, &[[0x00].as_slice(), &huff[1..], &[0]].concat()));
-        jpeg.extend(seg(0xC4, &[[0x10].as_slice(), &huff[1..], &[0]].concat()));
+        jpeg.extend(seg(0xC4, &[[0x00].as_slice(), &counts, &[0]].concat()));
+        jpeg.extend(seg(0xC4, &[[0x10].as_slice(), &counts, &[0]].concat()));
         jpeg.extend(seg(0xDA, &[1, 1, 0, 0, 63, 0]));
         jpeg.extend([0x3F, 0xFF, 0xD9]);
         let err = decode(&jpeg, 8, 8, 1).unwrap_err();
