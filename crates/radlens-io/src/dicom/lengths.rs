@@ -51,7 +51,17 @@ pub fn check(bytes: &[u8]) -> Result<DataSetVr, String> {
         explicit_vr: true,
         big_endian: false,
     };
-    let (data_set_start, ts) = walk(bytes, start, meta, Some(0x0002))?;
+    // dicom-rs reads the meta group as far as its group length (0002,0000) says, whatever
+    // the groups of the elements inside (a mutated file put a data set element there, so a
+    // walk that stopped at the first other group inflated the wrong bytes); a meta group
+    // without a group length it refuses, and the walk then stops where group 0002 ends.
+    let meta_end = match bytes.get(start..start + 12) {
+        Some([0x02, 0, 0, 0, b'U', b'L', 4, 0, g @ ..]) => {
+            Stop::At(start + 12 + u32::from_le_bytes([g[0], g[1], g[2], g[3]]) as usize)
+        }
+        _ => Stop::OutsideGroup(0x0002),
+    };
+    let (data_set_start, ts) = walk(bytes, start, meta, meta_end)?;
     let ts = ts.unwrap_or_default();
     let rest = &bytes[data_set_start..];
     let inflated;
@@ -83,7 +93,7 @@ pub fn check(bytes: &[u8]) -> Result<DataSetVr, String> {
         explicit_vr: explicit_declared && first_has_vr,
         big_endian: ts == EXPLICIT_VR_BE,
     };
-    walk(data_set, 0, encoding, None)?;
+    walk(data_set, 0, encoding, Stop::AtEnd)?;
     Ok(if explicit_declared && !first_has_vr {
         DataSetVr::ImplicitUnderExplicit
     } else {
@@ -91,14 +101,24 @@ pub fn check(bytes: &[u8]) -> Result<DataSetVr, String> {
     })
 }
 
-/// Walk element headers from `at`: through the whole buffer, or while the group is
-/// `only_group` (the meta group). Returns where the walk stopped and, in the meta group,
-/// the transfer syntax UID.
+/// Where a walk over element headers stops.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// At the end of the buffer (a data set).
+    AtEnd,
+    /// At the first element at or past this offset (a meta group of known length).
+    At(usize),
+    /// At the first element of another group (a meta group without a group length).
+    OutsideGroup(u16),
+}
+
+/// Walk element headers from `at` until `stop`. Returns where the walk stopped and, in the
+/// meta group, the transfer syntax UID.
 fn walk(
     b: &[u8],
     mut at: usize,
     enc: Encoding,
-    only_group: Option<u16>,
+    stop: Stop,
 ) -> Result<(usize, Option<String>), String> {
     let mut ts = None;
     // Inside encapsulated Pixel Data items are fragments of compressed data, not data sets.
@@ -113,8 +133,10 @@ fn walk(
             }
         };
         let (group, element) = (u16_at(0), u16_at(2));
-        if only_group.is_some_and(|g| g != group) {
-            break;
+        match stop {
+            Stop::At(end) if at >= end => break,
+            Stop::OutsideGroup(g) if g != group => break,
+            _ => {}
         }
         let u32_at = |i: usize| -> Option<u32> {
             let v: [u8; 4] = b.get(at + i..at + i + 4)?.try_into().ok()?;

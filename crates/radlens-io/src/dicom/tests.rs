@@ -540,7 +540,7 @@ type Expected = std::result::Result<(usize, usize), &'static str>;
 /// `fuzz_inputs/`), with what radlens must now make of it.
 #[test]
 fn inputs_the_fuzzer_stopped_on() {
-    let cases: [(&str, &[u8], Expected); 5] = [
+    let cases: [(&str, &[u8], Expected); 6] = [
         // A mutated tag made a group length (4010,0000), UL, of 2 bytes in this implicit VR
         // file. dicom-rs reads 0 values from it yet counts 2 bytes as read, so it takes
         // every later element 2 bytes early and finally two pixel values as a 3.9 GB OB
@@ -569,6 +569,16 @@ fn inputs_the_fuzzer_stopped_on() {
             "oom-3d50a920.dcm",
             include_bytes!("fuzz_inputs/oom-3d50a920.dcm"),
             Err("RLE fragment 0 declares"),
+        ),
+        // A mutated meta group: an element of group 0003 inside the length (0002,0000)
+        // gives. dicom-rs reads the meta group to that length and inflates the rest, where
+        // an OB declared 1.4 GB (8.7 s and 1.4 GB of memory); radlens' check stopped at the
+        // first other group and inflated other bytes. Now both start at the same byte, and
+        // the stream from there is corrupt.
+        (
+            "slow-b9e2e052.dcm",
+            include_bytes!("fuzz_inputs/slow-b9e2e052.dcm"),
+            Err("the deflated data set is corrupt"),
         ),
         // JPEG 2000 through the Rust port openjp2 broke an unsafe precondition here;
         // OpenJPEG decodes it.
