@@ -39,7 +39,7 @@ enum Command {
     /// Segment chest X-rays: train, predict (with samples and uncertainty), evaluate.
     #[command(subcommand)]
     Seg(seg_cmd::SegCommand),
-    /// Benchmark training steps (U-Net/SSN, SAE) against stock candle and PyTorch.
+    /// Benchmark training steps (U-Net/SSN, SAE, SemanticGAN) against stock candle and PyTorch.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Run the hookable GGUF language model (interpretability core).

@@ -3,6 +3,7 @@
 //! Each benchmark times its steps with `radlens_core::timing::time_runs` and prints a
 //! table of seconds per step and a final JSON line.
 
+mod gan;
 mod sae;
 mod seg;
 mod serve;
@@ -21,6 +22,8 @@ pub enum BenchCommand {
     Seg(seg::SegBenchArgs),
     /// Time one Matryoshka BatchTopK SAE training step: sparse kernels, dense candle, PyTorch.
     Sae(sae::SaeBenchArgs),
+    /// Time one SemanticGAN G+D training step (and its lazy-R1 variant) against PyTorch.
+    Gan(gan::GanBenchArgs),
     /// Load-test the workbench on loopback: concurrent clients, latency percentiles.
     Serve(serve::ServeBenchArgs),
 }
@@ -29,6 +32,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Seg(a) => seg::run(&a),
         BenchCommand::Sae(a) => sae::run(&a),
+        BenchCommand::Gan(a) => gan::run(&a),
         BenchCommand::Serve(a) => serve::run(&a),
     }
 }

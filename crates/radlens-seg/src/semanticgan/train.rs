@@ -176,8 +176,8 @@ pub fn gan_intensity(x: &mut [f32], intensity: IntensityConfig) {
     x.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0);
 }
 
-/// The four networks and their optimisers.
-struct Nets {
+/// The four networks and their optimisers: what one training step updates.
+pub struct GanNets {
     g: Generator,
     g_ema: Generator,
     d: ImageDiscriminator,
@@ -200,8 +200,9 @@ fn gan_adam(p: &ParamStore) -> Adam {
     )
 }
 
-impl Nets {
-    fn new(cfg: &GanModelConfig, seed: u64, device: &Device) -> Result<Self> {
+impl GanNets {
+    /// Freshly initialised networks from `seed`, the EMA generator a copy of the generator.
+    pub fn new(cfg: &GanModelConfig, seed: u64, device: &Device) -> Result<Self> {
         let g = Generator::new(cfg, device, seed)?;
         let g_ema = Generator::new(cfg, device, seed)?;
         let d = ImageDiscriminator::new(cfg, device, seed.wrapping_add(1))?;
@@ -226,7 +227,8 @@ impl Nets {
         ]
     }
 
-    fn checkpoint(&self) -> Result<HashMap<String, Tensor>> {
+    /// Every network's weights and Adam moments, by checkpoint name.
+    pub fn checkpoint(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (prefix, store, opt) in self.stores() {
             for (k, v) in store.tensors() {
@@ -451,7 +453,7 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
     }
     let (split, budget) = budget_of(&req, &cfg, &run_at)?;
     let data = load_data(&req, &cfg, &budget, observer)?;
-    let mut nets = Nets::new(&cfg.model, cfg.train.seed, &req.device)?;
+    let mut nets = GanNets::new(&cfg.model, cfg.train.seed, &req.device)?;
     // A new run's folder is made only now, so that a bad input leaves nothing behind.
     let run = RunDir::open(&req.out, "config.json", req.resume)?;
     let last = run.join("checkpoint/last.safetensors");
@@ -580,10 +582,39 @@ fn finite(what: &str, loss: &Tensor, step: usize) -> Result<f64> {
     }
 }
 
-/// One update of both discriminators (plus R1 on every `r1_every`-th step) and one of the
-/// generator; `last_r1` is reported again on steps without R1.
+/// One step's real inputs.
+pub struct GanBatch {
+    /// (B, 1, S, S) images drawn from every training image, labelled or not.
+    pub real: Tensor,
+    /// (B, 1 + C, S, S) labelled images with their one-hot masks.
+    pub labelled_pair: Tensor,
+}
+
+/// Draws one step's batch from `data` with `rng`.
+fn draw_batch(
+    data: &GanData,
+    m: &GanModelConfig,
+    b: usize,
+    rng: &mut StdRng,
+    dev: &Device,
+) -> Result<GanBatch> {
+    let all: Vec<usize> = (0..b).map(|_| rng.gen_range(0..data.images())).collect();
+    let lab: Vec<usize> = (0..b)
+        .map(|_| rng.gen_range(0..data.labelled.len()))
+        .collect();
+    let (real, _) = data.batch(&all, m.intensity, dev)?;
+    let (x_lab, y_lab) = data.batch(&lab, m.intensity, dev)?;
+    let onehot = one_hot(&y_lab, b, m.classes.len(), m.image_size, dev)?;
+    let labelled_pair = Tensor::cat(&[&x_lab, &onehot], 1)?;
+    Ok(GanBatch {
+        real,
+        labelled_pair,
+    })
+}
+
+/// One training step: a batch drawn from `data`, then [`GanNets::step`].
 fn train_step(
-    nets: &mut Nets,
+    nets: &mut GanNets,
     data: &GanData,
     cfg: &GanRunConfig,
     step: usize,
@@ -591,87 +622,97 @@ fn train_step(
     last_r1: f64,
     dev: &Device,
 ) -> Result<GanLosses> {
-    let (m, t) = (&cfg.model, &cfg.train);
-    let (b, lr, aug) = (t.batch_size, t.learning_rate, &t.augment);
-    let all: Vec<usize> = (0..b).map(|_| rng.gen_range(0..data.images())).collect();
-    let lab: Vec<usize> = (0..b)
-        .map(|_| rng.gen_range(0..data.labelled.len()))
-        .collect();
-    let (x_real, _) = data.batch(&all, m.intensity, dev)?;
-    let (x_lab, y_lab) = data.batch(&lab, m.intensity, dev)?;
-    let onehot = one_hot(&y_lab, b, m.classes.len(), m.image_size, dev)?;
-    let real_pair = Tensor::cat(&[&x_lab, &onehot], 1)?;
+    let batch = draw_batch(data, &cfg.model, cfg.train.batch_size, rng, dev)?;
+    nets.step(&batch, &cfg.train, step, rng, last_r1)
+}
 
-    // discriminators, on generated samples they cannot change
-    let fake = generate(&nets.g, b, t.style_mixing, rng)?;
-    let fake_img = fake.image.detach();
-    let real_aug = diff_augment(&x_real, aug, rng)?;
-    let d_real = nets.d.forward(&real_aug)?;
-    let d_fake = nets.d.forward(&diff_augment(&fake_img, aug, rng)?)?;
-    let d_loss = d_logistic(&d_real, &d_fake)?;
-    let real_out = nets.dseg.forward(&diff_augment(&real_pair, aug, rng)?)?;
-    let fake_pair = label_pair(&fake_img, &fake.seg_logits.detach())?;
-    let fake_out = nets.dseg.forward(&diff_augment(&fake_pair, aug, rng)?)?;
-    let ds_loss = d_hinge(&logits(&real_out), &logits(&fake_out))?;
-    let (d_image, d_label) = (
-        finite("image discriminator", &d_loss, step)?,
-        finite("image-label discriminator", &ds_loss, step)?,
-    );
-    let grads = (&d_loss + &ds_loss)?.backward()?;
-    nets.opt_d.step(
-        &nets.d.params.var_refs(),
-        &nets.d.params.grads_of(&grads),
-        1.0,
-        lr,
-    )?;
-    nets.opt_dseg.step(
-        &nets.dseg.params.var_refs(),
-        &nets.dseg.params.grads_of(&grads),
-        1.0,
-        lr,
-    )?;
-    let mut r1 = last_r1;
-    if step.is_multiple_of(t.r1_every) {
-        let every = t.r1_every as f64;
-        let reg = r1_penalty(|x| nets.d.forward(x), &real_aug, t.r1_gamma * every)?;
-        finite("R1", &reg.surrogate, step)?;
-        r1 = reg.penalty / every;
-        let grads = reg.surrogate.backward()?;
+impl GanNets {
+    /// One update of both discriminators (plus R1 when `step` is a multiple of
+    /// `r1_every`) and one of the generator, on `batch`; `last_r1` is reported again on
+    /// steps without R1. `rng` draws the latents, noise and augmentations.
+    pub fn step(
+        &mut self,
+        batch: &GanBatch,
+        t: &GanTrainConfig,
+        step: usize,
+        rng: &mut StdRng,
+        last_r1: f64,
+    ) -> Result<GanLosses> {
+        let nets = self;
+        let (b, lr, aug) = (batch.real.dim(0)?, t.learning_rate, &t.augment);
+        let (x_real, real_pair) = (&batch.real, &batch.labelled_pair);
+
+        // discriminators, on generated samples they cannot change
+        let fake = generate(&nets.g, b, t.style_mixing, rng)?;
+        let fake_img = fake.image.detach();
+        let real_aug = diff_augment(x_real, aug, rng)?;
+        let d_real = nets.d.forward(&real_aug)?;
+        let d_fake = nets.d.forward(&diff_augment(&fake_img, aug, rng)?)?;
+        let d_loss = d_logistic(&d_real, &d_fake)?;
+        let real_out = nets.dseg.forward(&diff_augment(real_pair, aug, rng)?)?;
+        let fake_pair = label_pair(&fake_img, &fake.seg_logits.detach())?;
+        let fake_out = nets.dseg.forward(&diff_augment(&fake_pair, aug, rng)?)?;
+        let ds_loss = d_hinge(&logits(&real_out), &logits(&fake_out))?;
+        let (d_image, d_label) = (
+            finite("image discriminator", &d_loss, step)?,
+            finite("image-label discriminator", &ds_loss, step)?,
+        );
+        let grads = (&d_loss + &ds_loss)?.backward()?;
         nets.opt_d.step(
             &nets.d.params.var_refs(),
             &nets.d.params.grads_of(&grads),
             1.0,
             lr,
         )?;
-    }
-    let real_features: Vec<Vec<Tensor>> = real_out.into_iter().map(|o| o.features).collect();
+        nets.opt_dseg.step(
+            &nets.dseg.params.var_refs(),
+            &nets.dseg.params.grads_of(&grads),
+            1.0,
+            lr,
+        )?;
+        let mut r1 = last_r1;
+        if step.is_multiple_of(t.r1_every) {
+            let every = t.r1_every as f64;
+            let reg = r1_penalty(|x| nets.d.forward(x), &real_aug, t.r1_gamma * every)?;
+            finite("R1", &reg.surrogate, step)?;
+            r1 = reg.penalty / every;
+            let grads = reg.surrogate.backward()?;
+            nets.opt_d.step(
+                &nets.d.params.var_refs(),
+                &nets.d.params.grads_of(&grads),
+                1.0,
+                lr,
+            )?;
+        }
+        let real_features: Vec<Vec<Tensor>> = real_out.into_iter().map(|o| o.features).collect();
 
-    // generator: the image-label discriminator sees the image detached, so its gradient
-    // reaches the label branch and the shared trunk but not ToRGB
-    let gen = generate(&nets.g, b, t.style_mixing, rng)?;
-    let g_img = g_nonsaturating(&nets.d.forward(&diff_augment(&gen.image, aug, rng)?)?)?;
-    let gen_pair = label_pair(&gen.image.detach(), &gen.seg_logits)?;
-    let gen_out = nets.dseg.forward(&diff_augment(&gen_pair, aug, rng)?)?;
-    let g_lab = g_hinge(&logits(&gen_out))?;
-    let gen_features: Vec<Vec<Tensor>> = gen_out.into_iter().map(|o| o.features).collect();
-    let fm = feature_matching(&real_features, &gen_features)?;
-    let g_loss = ((&g_img + &g_lab)? + (&fm * t.feature_matching_weight)?)?;
-    finite("generator", &g_loss, step)?;
-    let grads = g_loss.backward()?;
-    nets.opt_g.step(
-        &nets.g.params.var_refs(),
-        &nets.g.params.grads_of(&grads),
-        1.0,
-        lr,
-    )?;
-    Ok(GanLosses {
-        d_image,
-        d_label,
-        g_image: finite("generator image", &g_img, step)?,
-        g_label: finite("generator label", &g_lab, step)?,
-        feature_matching: finite("feature matching", &fm, step)?,
-        r1,
-    })
+        // generator: the image-label discriminator sees the image detached, so its gradient
+        // reaches the label branch and the shared trunk but not ToRGB
+        let gen = generate(&nets.g, b, t.style_mixing, rng)?;
+        let g_img = g_nonsaturating(&nets.d.forward(&diff_augment(&gen.image, aug, rng)?)?)?;
+        let gen_pair = label_pair(&gen.image.detach(), &gen.seg_logits)?;
+        let gen_out = nets.dseg.forward(&diff_augment(&gen_pair, aug, rng)?)?;
+        let g_lab = g_hinge(&logits(&gen_out))?;
+        let gen_features: Vec<Vec<Tensor>> = gen_out.into_iter().map(|o| o.features).collect();
+        let fm = feature_matching(&real_features, &gen_features)?;
+        let g_loss = ((&g_img + &g_lab)? + (&fm * t.feature_matching_weight)?)?;
+        finite("generator", &g_loss, step)?;
+        let grads = g_loss.backward()?;
+        nets.opt_g.step(
+            &nets.g.params.var_refs(),
+            &nets.g.params.grads_of(&grads),
+            1.0,
+            lr,
+        )?;
+        Ok(GanLosses {
+            d_image,
+            d_label,
+            g_image: finite("generator image", &g_img, step)?,
+            g_label: finite("generator label", &g_lab, step)?,
+            feature_matching: finite("feature matching", &fm, step)?,
+            r1,
+        })
+    }
 }
 
 #[cfg(test)]
