@@ -35,7 +35,8 @@ pub struct GanBenchArgs {
     /// Layers of the mapping network.
     #[arg(long, default_value_t = 4)]
     mapping: usize,
-    /// StyleGAN2's channel table times this.
+    /// The channel table of StyleGAN2 at channel multiplier 2 (rosinality's, as the
+    /// reference uses) times this.
     #[arg(long, default_value_t = 0.25)]
     width: f64,
     /// No layer wider than this.
@@ -57,7 +58,10 @@ impl GanBenchArgs {
             image_size: self.size,
             latent: self.latent,
             mapping_layers: self.mapping,
-            channel_multiplier: self.width,
+            // radlens' table is StyleGAN2's at channel multiplier 1 (256 channels at 64 x 64,
+            // 128 at 128 x 128); the reference's is at multiplier 2, so the same network
+            // takes twice the width here.
+            channel_multiplier: 2.0 * self.width,
             max_channels: self.cap,
             patch_channels: ((64.0 * self.width) as usize).max(1),
             patch_scales: 3,
@@ -298,12 +302,17 @@ mod tests {
             (m.image_size, m.latent, m.mapping_layers, m.max_channels),
             (128, 256, 4, 128)
         );
+        assert_eq!((m.patch_channels, m.classes.len()), (16, 4));
+        // The reference's table: min(128, 0.25 x {4..64: 512, 128: 256}).
         assert_eq!(
-            (m.channel_multiplier, m.patch_channels, m.classes.len()),
-            (0.25, 16, 4)
+            (
+                m.channels(4),
+                m.channels(32),
+                m.channels(64),
+                m.channels(128)
+            ),
+            (128, 128, 128, 64)
         );
-        // the reference's table: 512 x 0.25 capped at 128 up to 32 x 32, then 256 x 0.25
-        assert_eq!((m.channels(4), m.channels(128)), (128, 64));
         let t = a.train().unwrap();
         assert_eq!(
             (t.batch_size, t.augment.probability, t.r1_every),
