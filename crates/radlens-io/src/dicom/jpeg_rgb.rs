@@ -7,6 +7,10 @@
 //! These frames go through zune-jpeg (image's JPEG decoder): jpeg-decoder, dicom-rs' codec,
 //! loses detail on them (up to 110 of 255 off pydicom on `SC_jpeg_no_color_transform.dcm`,
 //! where zune-jpeg is within 1).
+//!
+//! The same header scan gives the frame size the stream states, which must be the DICOM
+//! image's: a decoder fills what the stream states (a 4 KB file whose attributes said
+//! 256 x 256 held a stream of 256 x 64000, found by the `dicom` fuzz target).
 
 use std::io::Cursor;
 use std::ops::Range;
@@ -30,6 +34,8 @@ struct Headers {
     colour_stated: bool,
     /// Byte ranges of APP14 segments too short to be read (zune-jpeg refuses the stream).
     short_app14: Vec<Range<usize>>,
+    /// Rows and columns of the frame header (SOF), if one came before the first scan.
+    size: Option<(usize, usize)>,
 }
 
 /// Scan the marker segments before the first scan (no entropy-coded data is read).
@@ -41,6 +47,7 @@ fn scan_headers(jpeg: &[u8]) -> Option<Headers> {
     let mut headers = Headers {
         colour_stated: false,
         short_app14: Vec::new(),
+        size: None,
     };
     loop {
         let marker = *jpeg.get(at + 1)?;
@@ -62,15 +69,33 @@ fn scan_headers(jpeg: &[u8]) -> Option<Headers> {
                 headers.colour_stated |= body.starts_with(b"Adobe");
             }
             APP14 => headers.short_app14.push(at..at + 2 + len),
-            // Baseline, extended and lossless Huffman frame headers.
-            0xC0..=0xC3 => {
-                let ids: Vec<u8> = body.get(6..)?.chunks_exact(3).map(|c| c[0]).collect();
-                headers.colour_stated |= matches!(ids.as_slice(), [1, 2, 3] | [b'R', b'G', b'B']);
+            // Frame headers: precision, rows, columns, components. The colour ids matter
+            // for the baseline, extended and lossless Huffman processes.
+            0xC0..=0xCF if ![0xC4, 0xC8, 0xCC].contains(&marker) => {
+                let dim = |i: usize| usize::from(u16::from_be_bytes([body[i], body[i + 1]]));
+                headers.size = (body.len() >= 5).then(|| (dim(1), dim(3)));
+                if marker <= 0xC3 {
+                    let ids: Vec<u8> = body.get(6..)?.chunks_exact(3).map(|c| c[0]).collect();
+                    headers.colour_stated |=
+                        matches!(ids.as_slice(), [1, 2, 3] | [b'R', b'G', b'B']);
+                }
             }
             SOS => return Some(headers),
             _ => {}
         }
         at += 2 + len;
+    }
+}
+
+/// Refuse a JPEG stream whose frame header states another size than the DICOM image's
+/// `rows` x `columns`, before a decoder allocates what the stream states. A stream whose
+/// headers cannot be read is left to the codec, which reports it.
+pub fn check_size(jpeg: &[u8], rows: usize, columns: usize) -> Result<(), String> {
+    match scan_headers(jpeg).and_then(|h| h.size) {
+        Some((r, c)) if (r, c) != (rows, columns) => Err(format!(
+            "the JPEG stream is {c} x {r} pixels, the DICOM attributes say {columns} x {rows}"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -153,6 +178,19 @@ mod tests {
         let headers = scan_headers(&short_adobe).unwrap();
         assert!(!headers.colour_stated);
         assert_eq!(headers.short_app14, vec![2..2 + app14.len()]);
+    }
+
+    #[test]
+    fn the_stated_frame_size_must_be_the_dicom_size() {
+        let s = stream(&[sof([1, 2, 3])]);
+        assert_eq!(scan_headers(&s).unwrap().size, Some((2, 2)));
+        assert_eq!(check_size(&s, 2, 2), Ok(()));
+        let err = check_size(&s, 2, 64000).unwrap_err();
+        assert!(
+            err.contains("is 2 x 2 pixels, the DICOM attributes say 64000 x 2"),
+            "{err}"
+        );
+        assert_eq!(check_size(b"not a jpeg", 2, 2), Ok(()));
     }
 
     #[test]

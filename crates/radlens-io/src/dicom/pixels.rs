@@ -15,6 +15,8 @@ const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 /// JPEG baseline and extended: the DCT processes whose decoders guess a colour space.
 const JPEG_DCT: [&str; 2] = ["1.2.840.10008.1.2.4.50", JPEG_EXTENDED];
+/// JPEG lossless (process 14, and its first-order prediction): SOF headers like the DCT's.
+const JPEG_LOSSLESS: [&str; 2] = ["1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"];
 
 /// One frame's stored values (before the modality LUT), row-major; colour samples are
 /// interleaved RGB (YBR converted, palette indices kept as indices).
@@ -89,6 +91,12 @@ pub fn stored_frame(
             (unpack(&bytes, layout, layout.frame_samples())?, pi, false)
         }
         Value::PixelSequence(seq) => {
+            if JPEG_DCT.contains(&ts) || JPEG_LOSSLESS.contains(&ts) {
+                if let Some(jpeg) = frame_fragment(seq.fragments(), layout.frames, frame) {
+                    jpeg_rgb::check_size(&jpeg, layout.rows, layout.columns)
+                        .map_err(|e| format!("frame {frame}: {e}"))?;
+                }
+            }
             let unstated_rgb = (JPEG_DCT.contains(&ts) && layout.photometric == Photometric::Rgb)
                 .then(|| frame_fragment(seq.fragments(), layout.frames, frame))
                 .flatten()
