@@ -540,7 +540,7 @@ type Expected = std::result::Result<(usize, usize), &'static str>;
 /// `fuzz_inputs/`), with what radlens must now make of it.
 #[test]
 fn inputs_the_fuzzer_stopped_on() {
-    let cases: [(&str, &[u8], Expected); 7] = [
+    let cases: [(&str, &[u8], Expected); 8] = [
         // A mutated tag made a group length (4010,0000), UL, of 2 bytes in this implicit VR
         // file. dicom-rs reads 0 values from it yet counts 2 bytes as read, so it takes
         // every later element 2 bytes early and finally two pixel values as a 3.9 GB OB
@@ -586,6 +586,13 @@ fn inputs_the_fuzzer_stopped_on() {
             "timeout-27e3eb13.dcm",
             include_bytes!("fuzz_inputs/timeout-27e3eb13.dcm"),
             Err("the JPEG stream is 256 x 64000 pixels, the DICOM attributes say 256 x 256"),
+        ),
+        // A mutated item delimiter, (FFFE,000D), inside a sequence: dicom-rs reads it as an
+        // element of unknown VR whose 4-byte length (3.7 GB) it reserved.
+        (
+            "oom-c837a001.dcm",
+            include_bytes!("fuzz_inputs/oom-c837a001.dcm"),
+            Err("element (FFFE,000D) at byte 2286 declares"),
         ),
         // JPEG 2000 through the Rust port openjp2 broke an unsafe precondition here;
         // OpenJPEG decodes it.
