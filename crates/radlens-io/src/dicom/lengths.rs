@@ -56,11 +56,9 @@ pub fn check(bytes: &[u8]) -> Result<DataSetVr, String> {
     // the groups of the elements inside (a mutated file put a data set element there, so a
     // walk that stopped at the first other group inflated the wrong bytes); a meta group
     // without a group length it refuses, and the walk then stops where group 0002 ends.
-    let meta_end = match bytes.get(start..start + 12) {
-        Some([0x02, 0, 0, 0, b'U', b'L', 4, 0, g @ ..]) => {
-            Stop::At(start + 12 + u32::from_le_bytes([g[0], g[1], g[2], g[3]]) as usize)
-        }
-        _ => Stop::OutsideGroup(0x0002),
+    let meta_end = match meta_group_length(bytes, start) {
+        Some((value_end, len)) => Stop::At(value_end.saturating_add(len as usize)),
+        None => Stop::OutsideGroup(0x0002),
     };
     let (data_set_start, ts) = walk(bytes, start, meta, meta_end)?;
     let ts = ts.unwrap_or_default();
@@ -100,6 +98,25 @@ pub fn check(bytes: &[u8]) -> Result<DataSetVr, String> {
     } else {
         DataSetVr::AsDeclared
     })
+}
+
+/// Where the meta group length's value ends, and the length, read as dicom-rs reads them:
+/// the first element must be (0002,0000) with a 4-byte value, whatever VR its header gives
+/// (a mutated file gave it SL, and the walk took the group to end elsewhere than dicom-rs
+/// did).
+fn meta_group_length(b: &[u8], start: usize) -> Option<(usize, u32)> {
+    let h = b.get(start..start + 8)?;
+    if h[..4] != [0x02, 0, 0, 0] {
+        return None;
+    }
+    let vr = VR::from_binary([h[4], h[5]]).unwrap_or(VR::UN);
+    let (value_at, len) = if long_length(vr) {
+        (start + 12, u32::from_le_bytes(b.get(start + 8..start + 12)?.try_into().ok()?))
+    } else {
+        (start + 8, u32::from(u16::from_le_bytes([h[6], h[7]])))
+    };
+    let value = b.get(value_at..value_at + 4).filter(|_| len == 4)?;
+    Some((value_at + 4, u32::from_le_bytes(value.try_into().ok()?)))
 }
 
 /// Where a walk over element headers stops.

@@ -540,7 +540,7 @@ type Expected = std::result::Result<(usize, usize), &'static str>;
 /// `fuzz_inputs/`), with what radlens must now make of it.
 #[test]
 fn inputs_the_fuzzer_stopped_on() {
-    let cases: [(&str, &[u8], Expected); 8] = [
+    let cases: [(&str, &[u8], Expected); 9] = [
         // A mutated tag made a group length (4010,0000), UL, of 2 bytes in this implicit VR
         // file. dicom-rs reads 0 values from it yet counts 2 bytes as read, so it takes
         // every later element 2 bytes early and finally two pixel values as a 3.9 GB OB
@@ -593,6 +593,14 @@ fn inputs_the_fuzzer_stopped_on() {
             "oom-c837a001.dcm",
             include_bytes!("fuzz_inputs/oom-c837a001.dcm"),
             Err("element (FFFE,000D) at byte 2286 declares"),
+        ),
+        // The meta group length (0002,0000) with VR SL: dicom-rs reads any VR there and
+        // inflates from where its value says the group ends; radlens' check took only UL
+        // and so inflated from elsewhere, while dicom-rs met an OB declaring 3 GB.
+        (
+            "oom-9a07df4a.dcm",
+            include_bytes!("fuzz_inputs/oom-9a07df4a.dcm"),
+            Err("the deflated data set is corrupt"),
         ),
         // JPEG 2000 through the Rust port openjp2 broke an unsafe precondition here;
         // OpenJPEG decodes it.
