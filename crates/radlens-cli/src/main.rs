@@ -22,6 +22,10 @@ mod user_cmd;
 
 /// The model radlens ships, relative to the repository root.
 pub const SHIPPED_MODEL: &str = "models/jsrt-ssn";
+/// The anatomy model the report engine and the workbench measure with: the shipped
+/// model's architecture and training with part of its training films held out, so that
+/// its interval margins are calibrated on films nothing else was chosen on.
+pub const MEASUREMENT_MODEL: &str = "models/jsrt-ssn-measure";
 
 use clap::{Parser, Subcommand};
 

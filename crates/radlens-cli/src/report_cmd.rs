@@ -5,6 +5,7 @@ use crate::progress::bar;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use radlens_core::observe::Count;
+use radlens_io::split::SplitPart;
 use radlens_io::DatasetSpec;
 use radlens_report::analysis::{analyse, Models};
 use radlens_report::corpus::read_iu_records;
@@ -32,7 +33,8 @@ pub enum ReportCommand {
     /// (beside the reference masks' values); writes measurements.csv and summary.json.
     Measure(MeasureArgs),
     /// Choose conformal margins for the CTR and lung-ratio intervals on the model's
-    /// validation split and store them with the model (interval_calibration.json).
+    /// calibration split (else its validation split) and store them with the model
+    /// (interval_calibration.json).
     CalibrateIntervals(CalibrateIntervalsArgs),
     /// Draft a report for an image: findings and impression with evidence per sentence.
     Draft(DraftArgs),
@@ -68,7 +70,7 @@ pub fn run(cmd: ReportCommand) -> Result<()> {
 #[derive(Args)]
 struct ModelArgs {
     /// Anatomy model (lungs and heart) run folder.
-    #[arg(long, default_value = crate::SHIPPED_MODEL)]
+    #[arg(long, default_value = crate::MEASUREMENT_MODEL)]
     model: PathBuf,
     /// Opacity model (lungs and opacity) run folder [default: models/covid-cxr-opacity when
     /// it exists; without one, opacity is not measured].
@@ -368,9 +370,9 @@ fn measure_cmd(a: MeasureArgs) -> Result<()> {
 #[derive(Args)]
 pub struct CalibrateIntervalsArgs {
     /// Anatomy model run folder; the calibration is written into it.
-    #[arg(long, default_value = crate::SHIPPED_MODEL)]
+    #[arg(long, default_value = crate::MEASUREMENT_MODEL)]
     model: PathBuf,
-    /// The dataset the model was trained on, `<kind>:<dir>` (its validation split is used).
+    /// The dataset the model was trained on, `<kind>:<dir>` (its calibration split is used).
     #[arg(long)]
     dataset: DatasetSpec,
     /// Nominal probability that the reference lies inside the widened interval.
@@ -386,13 +388,23 @@ pub struct CalibrateIntervalsArgs {
 fn calibrate_intervals_cmd(a: CalibrateIntervalsArgs) -> Result<()> {
     let ds = a.dataset.open()?;
     let run = radlens_seg::checkpoint::SegRun::at(&a.model);
-    let cases = radlens_seg::evaluate::choose_cases(
-        &run,
-        &a.dataset,
-        &ds,
-        Some(radlens_io::split::SplitPart::Val),
-        None,
-    )?;
+    // Cases held out of training and of every choice made on validation, where the run
+    // has them; else its validation split, whose films also chose the checkpoint and the
+    // temperature (their errors run smaller than a fresh film's, and so does the margin).
+    let part = if radlens_io::split::Split::read(&run.split())?
+        .calibration
+        .is_empty()
+    {
+        eprintln!(
+            "note: {} has no calibration split (train with calibration_fraction > 0); \
+             calibrating on its validation split, which also chose its checkpoint and temperature",
+            a.model.display()
+        );
+        SplitPart::Val
+    } else {
+        SplitPart::Calibration
+    };
+    let cases = radlens_seg::evaluate::choose_cases(&run, &a.dataset, &ds, Some(part), None)?;
     let mut model = MeasureModel::load(&a.model)?;
     // the margins are chosen on the raw sample intervals
     model.intervals = None;
@@ -405,6 +417,7 @@ fn calibrate_intervals_cmd(a: CalibrateIntervalsArgs) -> Result<()> {
     let cal = calibrate_intervals(
         &measured,
         &a.dataset.to_string(),
+        part,
         a.coverage,
         model.predictor.temperature,
         sampling,
@@ -413,7 +426,7 @@ fn calibrate_intervals_cmd(a: CalibrateIntervalsArgs) -> Result<()> {
     for (name, m) in [("CTR", cal.ctr), ("lung ratio", cal.lung_ratio)] {
         if let Some(m) = m {
             println!(
-                "{name}: margin +/-{:.4} from {} validation cases (raw sample interval covered {:.1}%)",
+                "{name}: margin +/-{:.4} from {} {part} cases (raw sample interval covered {:.1}%)",
                 m.margin,
                 m.cases,
                 100.0 * m.raw_coverage

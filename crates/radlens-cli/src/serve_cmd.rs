@@ -18,7 +18,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "radlens-data")]
     data_dir: PathBuf,
     /// Anatomy model run folder (lungs and heart).
-    #[arg(long, default_value = crate::SHIPPED_MODEL)]
+    #[arg(long, default_value = crate::MEASUREMENT_MODEL)]
     model: PathBuf,
     /// SSN samples per image (measurement intervals and the uncertainty map).
     #[arg(long, default_value_t = 16)]

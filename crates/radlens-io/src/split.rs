@@ -16,6 +16,10 @@ use std::path::Path;
 #[serde(rename_all = "lowercase")]
 pub enum SplitPart {
     Train,
+    /// Held out from training and from every choice made on validation (checkpoint,
+    /// temperature): cases on which a calibration (conformal margins) can be fitted and
+    /// stay exchangeable with the test cases.
+    Calibration,
     Val,
     Test,
     /// Every case of the dataset (for out-of-distribution sets).
@@ -27,13 +31,26 @@ impl std::str::FromStr for SplitPart {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "train" => Ok(Self::Train),
+            "calibration" => Ok(Self::Calibration),
             "val" | "validation" => Ok(Self::Val),
             "test" => Ok(Self::Test),
             "all" => Ok(Self::All),
             _ => Err(IoError::InvalidArgument(format!(
-                "unknown split '{s}' (train, val, test or all)"
+                "unknown split '{s}' (train, calibration, val, test or all)"
             ))),
         }
+    }
+}
+
+impl std::fmt::Display for SplitPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Train => "train",
+            Self::Calibration => "calibration",
+            Self::Val => "val",
+            Self::Test => "test",
+            Self::All => "all",
+        })
     }
 }
 
@@ -53,7 +70,12 @@ pub struct Split {
     /// Train and validation fractions; the rest is test.
     pub train_fraction: f64,
     pub val_fraction: f64,
+    /// The part of `train_fraction` held out for calibration (0 in splits drawn without one).
+    #[serde(default)]
+    pub calibration_fraction: f64,
     pub train: Vec<String>,
+    #[serde(default)]
+    pub calibration: Vec<String>,
     pub val: Vec<String>,
     pub test: Vec<String>,
 }
@@ -63,12 +85,15 @@ impl Split {
     /// stratum (a sample whose patient is not recorded is its own patient) sorted by id,
     /// shuffled with `seed` and cut by the fractions, so that all films of one patient
     /// land in the same part. Without patient ids this is a split of the sorted case ids.
+    /// The calibration part is the last `calibration_fraction` of each stratum's training
+    /// patients, so that validation and test are the parts drawn without one.
     pub fn stratified(
         dataset: &str,
         samples: &[Sample],
         seed: u64,
         train_fraction: f64,
         val_fraction: f64,
+        calibration_fraction: f64,
     ) -> Self {
         // stratum -> patient key -> case ids
         let mut strata: BTreeMap<_, BTreeMap<String, Vec<String>>> = BTreeMap::new();
@@ -90,7 +115,9 @@ impl Split {
             seed,
             train_fraction,
             val_fraction,
+            calibration_fraction,
             train: vec![],
+            calibration: vec![],
             val: vec![],
             test: vec![],
         };
@@ -100,26 +127,40 @@ impl Split {
             let n = groups.len() as f64;
             let n_train = (n * train_fraction).round() as usize;
             let n_val = ((n * val_fraction).round() as usize).min(groups.len() - n_train);
+            let n_fit = n_train - ((n * calibration_fraction).round() as usize).min(n_train);
             let cut = |g: &[&Vec<String>]| -> Vec<String> {
                 g.iter().flat_map(|ids| ids.iter().cloned()).collect()
             };
-            split.train.extend(cut(&groups[..n_train]));
+            split.train.extend(cut(&groups[..n_fit]));
+            split.calibration.extend(cut(&groups[n_fit..n_train]));
             split.val.extend(cut(&groups[n_train..n_train + n_val]));
             split.test.extend(cut(&groups[n_train + n_val..]));
         }
-        for part in [&mut split.train, &mut split.val, &mut split.test] {
+        for part in [
+            &mut split.train,
+            &mut split.calibration,
+            &mut split.val,
+            &mut split.test,
+        ] {
             part.sort();
         }
         split
     }
 
-    /// The ids of one part (`All` is train + val + test).
+    /// The ids of one part (`All` is every part).
     pub fn ids(&self, part: SplitPart) -> Vec<String> {
         match part {
             SplitPart::Train => self.train.clone(),
+            SplitPart::Calibration => self.calibration.clone(),
             SplitPart::Val => self.val.clone(),
             SplitPart::Test => self.test.clone(),
-            SplitPart::All => [&self.train[..], &self.val[..], &self.test[..]].concat(),
+            SplitPart::All => [
+                &self.train[..],
+                &self.calibration[..],
+                &self.val[..],
+                &self.test[..],
+            ]
+            .concat(),
         }
     }
 
@@ -159,18 +200,40 @@ mod tests {
             .map(|i| sample(&format!("n{i:02}"), true))
             .chain((0..10).map(|i| sample(&format!("c{i:02}"), false)))
             .collect();
-        let a = Split::stratified("x", &samples, 7, 0.7, 0.1);
-        let b = Split::stratified("x", &samples, 7, 0.7, 0.1);
+        let a = Split::stratified("x", &samples, 7, 0.7, 0.1, 0.0);
+        let b = Split::stratified("x", &samples, 7, 0.7, 0.1, 0.0);
         assert_eq!(a, b);
         assert_eq!((a.train.len(), a.val.len(), a.test.len()), (21, 3, 6));
         assert_eq!(a.test.iter().filter(|i| i.starts_with('n')).count(), 4);
         assert_eq!(a.ids(SplitPart::All).len(), 30);
-        let c = Split::stratified("x", &samples, 8, 0.7, 0.1);
+        let c = Split::stratified("x", &samples, 8, 0.7, 0.1, 0.0);
         assert_ne!(a.train, c.train);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("split.json");
         a.write(&p).unwrap();
         assert_eq!(Split::read(&p).unwrap(), a);
+    }
+
+    #[test]
+    fn calibration_is_carved_from_training_and_leaves_val_and_test_alone() {
+        let samples: Vec<_> = (0..20)
+            .map(|i| sample(&format!("n{i:02}"), true))
+            .chain((0..10).map(|i| sample(&format!("c{i:02}"), false)))
+            .collect();
+        let plain = Split::stratified("x", &samples, 7, 0.7, 0.1, 0.0);
+        let cal = Split::stratified("x", &samples, 7, 0.7, 0.1, 0.2);
+        assert!(plain.calibration.is_empty());
+        // round(0.2 * 20) + round(0.2 * 10) cases, each from the training part
+        assert_eq!(cal.calibration.len(), 4 + 2);
+        assert_eq!((&cal.val, &cal.test), (&plain.val, &plain.test));
+        let mut fit_and_cal = [cal.train.clone(), cal.calibration.clone()].concat();
+        fit_and_cal.sort();
+        assert_eq!(fit_and_cal, plain.train);
+        assert_eq!(cal.ids(SplitPart::Calibration), cal.calibration);
+        assert_eq!(cal.ids(SplitPart::All).len(), 30);
+        for part in [SplitPart::Calibration, SplitPart::Val, SplitPart::All] {
+            assert_eq!(part.to_string().parse::<SplitPart>().unwrap(), part);
+        }
     }
 
     #[test]
@@ -184,7 +247,7 @@ mod tests {
                 s
             })
             .collect();
-        let split = Split::stratified("x", &samples, 3, 0.7, 0.1);
+        let split = Split::stratified("x", &samples, 3, 0.7, 0.1, 0.0);
         let part_of = |id: &str| {
             [&split.train, &split.val, &split.test]
                 .iter()

@@ -135,7 +135,7 @@ fn jsrt_clavicles_are_painted_over_the_lungs() {
 #[test]
 fn jsrt_split_is_stratified_and_reproduces_the_shipped_models_split() {
     let ds = spec("jsrt", "jsrt").open().unwrap();
-    let s = Split::stratified("jsrt:../shared/data/jsrt", &ds.samples, 0, 0.7, 0.1);
+    let s = Split::stratified("jsrt:../shared/data/jsrt", &ds.samples, 0, 0.7, 0.1, 0.0);
     assert_eq!(s.train.len() + s.val.len() + s.test.len(), 247);
     let nod = |ids: &[String]| {
         ids.iter().filter(|i| i.starts_with("JPCLN")).count() as f64 / ids.len() as f64
@@ -146,6 +146,12 @@ fn jsrt_split_is_stratified_and_reproduces_the_shipped_models_split() {
     // The shipped model was trained on the split drawn with the same seed.
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
     assert_eq!(s, Split::read(&models.join("jsrt-ssn/split.json")).unwrap());
+    // The measurement model's: round(0.1 * 154) + round(0.1 * 93) of those training cases
+    // held out for calibration, validation and test unchanged.
+    let c = Split::stratified("jsrt:../shared/data/jsrt", &ds.samples, 0, 0.7, 0.1, 0.1);
+    assert_eq!((c.train.len(), c.calibration.len()), (173 - 24, 15 + 9));
+    assert_eq!((&c.val, &c.test), (&s.val, &s.test));
+    assert_eq!(c, Split::read(&models.join("jsrt-ssn-measure/split.json")).unwrap());
 }
 
 #[test]
@@ -213,7 +219,7 @@ fn covid_cxr_opacity_is_painted_over_the_lungs_and_split_by_patient() {
         })
         .count();
     assert!(with_opacity > 0, "no opacity in the first 10 films");
-    let s = Split::stratified("covid-cxr+opacity", &ds.samples, 0, 0.7, 0.1);
+    let s = Split::stratified("covid-cxr+opacity", &ds.samples, 0, 0.7, 0.1, 0.0);
     let patient = |id: &String| {
         let a = &ds.samples.iter().find(|s| &s.id == id).unwrap().attributes;
         a.category(radlens_io::attributes::PATIENT_ID)

@@ -207,7 +207,7 @@ fn conformal_margins_widen_the_intervals_they_were_calibrated_for() {
         method: METHOD.into(),
         coverage: 0.9,
         dataset: "jsrt:test".into(),
-        split: "val".into(),
+        split: radlens_io::split::SplitPart::Calibration,
         temperature: m.anatomy.predictor.temperature,
         samples: 8,
         seed: 0,
@@ -290,14 +290,14 @@ fn sweep_runs_every_command_on_a_patients_films() {
     let n = ds.samples.len();
     assert_eq!(n, 4);
     let labeler = Labeler::builtin().unwrap();
-    // with the shipped opacity model, as the CLI loads it by default
+    // with the measurement and opacity models the CLI loads by default
     let cfg = SampleConfig {
         samples: 4,
         temperature: None,
         seed: 0,
     };
     let m = Models::load(
-        &root().join("models/jsrt-ssn"),
+        &root().join("models/jsrt-ssn-measure"),
         Some(&root().join("models/covid-cxr-opacity")),
         cfg,
     )

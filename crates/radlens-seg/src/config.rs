@@ -109,6 +109,9 @@ pub struct TrainConfig {
     /// Train and validation fractions of the stratified split (rest is test).
     pub train_fraction: f64,
     pub val_fraction: f64,
+    /// The part of `train_fraction` held out of training for calibrating measurement
+    /// intervals (`radlens report calibrate-intervals`); 0 trains on all of it.
+    pub calibration_fraction: f64,
     /// Weight of the soft Dice term in the plain loss.
     pub dice_weight: f64,
     /// SSN only: weight of an auxiliary plain loss (cross-entropy + Dice) on
@@ -130,6 +133,7 @@ impl Default for TrainConfig {
             seed: 0,
             train_fraction: 0.7,
             val_fraction: 0.1,
+            calibration_fraction: 0.0,
             dice_weight: 1.0,
             ssn_mean_loss_weight: 0.0,
             augment: AugmentConfig::default(),
@@ -159,6 +163,20 @@ impl RunConfig {
         if cfg.train.batch_size == 0 || cfg.train.epochs == 0 {
             return Err(bad("epochs and batch_size must be positive".into()));
         }
+        let t = &cfg.train;
+        let fraction = |f: f64| (0.0..=1.0).contains(&f);
+        if !(fraction(t.train_fraction)
+            && fraction(t.val_fraction)
+            && t.train_fraction + t.val_fraction <= 1.0
+            && (0.0..t.train_fraction).contains(&t.calibration_fraction))
+        {
+            return Err(bad(format!(
+                "split fractions must satisfy train + val <= 1 and 0 <= calibration < train \
+                 (the calibration part is taken from the training part); got train {}, val {}, \
+                 calibration {}",
+                t.train_fraction, t.val_fraction, t.calibration_fraction
+            )));
+        }
         Ok(cfg)
     }
 }
@@ -183,6 +201,16 @@ mod tests {
         std::fs::write(&p, "[model]\nclasses = { names = ['background', 'lung'] }\nimage_size = 66\nbase_width = 8\ndepth = 3\nnorm = { kind = 'none' }\nhead = { kind = 'plain' }\nintensity = { equalize = false }\n").unwrap();
         let e = RunConfig::from_toml(&p).unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("image_size 66"), "{e}");
+        std::fs::write(
+            &p,
+            "[train]\ntrain_fraction = 0.7\nval_fraction = 0.1\ncalibration_fraction = 0.7\n",
+        )
+        .unwrap();
+        let e = RunConfig::from_toml(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("calibration 0.7"), "{e}");
+        std::fs::write(&p, "[train]\ntrain_fraction = 0.95\nval_fraction = 0.1\n").unwrap();
+        let e = RunConfig::from_toml(&p).unwrap_err().to_string();
+        assert!(e.contains("train + val <= 1"), "{e}");
         std::fs::write(&p, "[train]\nepochs = 'many'\n").unwrap();
         assert!(RunConfig::from_toml(&p)
             .unwrap_err()

@@ -138,6 +138,7 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
             train_cfg.seed,
             train_cfg.train_fraction,
             train_cfg.val_fraction,
+            train_cfg.calibration_fraction,
         ),
     };
     let mut train_ids = split.ids(SplitPart::Train);

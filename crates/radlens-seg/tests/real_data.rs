@@ -58,7 +58,9 @@ fn training_reports_cases_steps_and_epochs_and_resumes() {
         seed: 0,
         train_fraction: 0.6,
         val_fraction: 0.2,
+        calibration_fraction: 0.0,
         train: ids(&["JPCLN001", "JPCLN002", "JPCNN001"]),
+        calibration: vec![],
         val: ids(&["JPCNN002"]),
         test: ids(&["JPCNN003"]),
     }

@@ -31,7 +31,7 @@ pub struct ServeBenchArgs {
     #[arg(long, default_value = "../shared/data/jsrt/images/JPCLN001.png")]
     film: PathBuf,
     /// Anatomy model run folder.
-    #[arg(long, default_value = crate::SHIPPED_MODEL)]
+    #[arg(long, default_value = crate::MEASUREMENT_MODEL)]
     model: PathBuf,
     /// SSN samples of the one analysis (only its set-up time depends on it).
     #[arg(long, default_value_t = 4)]

@@ -2,8 +2,9 @@
 //! regression, Romano, Patterson & Candès 2019). The SSN samples' 2.5-97.5 percentile
 //! interval of a derived measurement (CTR, lung-area ratio) is far narrower than the
 //! error of the mean mask's value: the samples model the annotators' spread of the
-//! masks, not the model's error in a ratio of widths. On the model's validation split
-//! each case scores `max(low - reference, reference - high)` (how far outside its
+//! masks, not the model's error in a ratio of widths. On held-out cases (the run's
+//! calibration split, which neither training nor any choice made on validation saw, or
+//! else its validation split) each case scores `max(low - reference, reference - high)` (how far outside its
 //! interval the reference lies, negative inside); the margin is the
 //! `ceil((n + 1) * coverage)`-th smallest score, and every interval is widened by it on
 //! both sides. For exchangeable cases the reference then lies inside the widened interval
@@ -13,6 +14,7 @@
 
 use super::Interval;
 use crate::error::{ReportError, Result};
+use radlens_io::split::SplitPart;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +32,7 @@ fn rank(n: usize, coverage: f64) -> usize {
 pub struct Margin {
     /// Added below `low` and above `high` (never negative: the calibration only widens).
     pub margin: f64,
-    /// Validation cases it was chosen on.
+    /// Held-out cases it was chosen on.
     pub cases: usize,
     /// Fraction of those cases whose reference lay inside the raw sample interval.
     pub raw_coverage: f64,
@@ -52,7 +54,7 @@ impl Margin {
                 .find(|&m| rank(m, coverage) <= m)
                 .unwrap_or(usize::MAX);
             return Err(ReportError::Invalid(format!(
-                "{n} validation cases are too few for a {:.0}% conformal interval (need at least {needed})",
+                "{n} held-out cases are too few for a {:.0}% conformal interval (need at least {needed})",
                 100.0 * coverage
             )));
         }
@@ -81,7 +83,8 @@ pub struct IntervalCalibration {
     /// Nominal probability that the reference lies inside the widened interval.
     pub coverage: f64,
     pub dataset: String,
-    pub split: String,
+    /// The part of the model's split the margins were chosen on.
+    pub split: SplitPart,
     /// Sampling temperature and samples per image the margins were chosen at.
     pub temperature: f64,
     pub samples: usize,
@@ -91,7 +94,7 @@ pub struct IntervalCalibration {
 }
 
 /// What [`IntervalCalibration::method`] says.
-pub const METHOD: &str = "split-conformal (CQR): score max(low - reference, reference - high) on the validation split; margin = ceil((n+1) * coverage)-th smallest score, floored at 0, added on both sides";
+pub const METHOD: &str = "split-conformal (CQR): score max(low - reference, reference - high) on held-out cases; margin = ceil((n+1) * coverage)-th smallest score, floored at 0, added on both sides";
 
 impl IntervalCalibration {
     fn path(run: &Path) -> PathBuf {
@@ -189,7 +192,7 @@ mod tests {
             method: METHOD.into(),
             coverage: 0.9,
             dataset: "jsrt:x".into(),
-            split: "val".into(),
+            split: SplitPart::Calibration,
             temperature: 0.35,
             samples: 32,
             seed: 0,

@@ -10,6 +10,7 @@ use crate::error::{ReportError, Result};
 use radlens_core::observe::Count;
 use radlens_core::Observer;
 use radlens_eval::stats::{bootstrap_ci, bootstrap_mean_ci};
+use radlens_io::split::SplitPart;
 use radlens_io::{Dataset, Sample};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -177,10 +178,12 @@ pub fn summarise(
 }
 
 /// Conformal margins for nominal `coverage` from cases measured with raw sample
-/// intervals (the model's validation split) at `temperature`; see [`super::conformal`].
+/// intervals (part `split` of the model's split) at `temperature`; see
+/// [`super::conformal`].
 pub fn calibrate_intervals(
     cases: &[CaseMeasurements],
     dataset: &str,
+    split: SplitPart,
     coverage: f64,
     temperature: f64,
     samples: SampleConfig,
@@ -201,7 +204,7 @@ pub fn calibrate_intervals(
         method: METHOD.into(),
         coverage,
         dataset: dataset.into(),
-        split: "val".into(),
+        split,
         temperature,
         samples: samples.samples,
         seed: samples.seed,

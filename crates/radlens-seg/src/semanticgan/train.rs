@@ -403,6 +403,7 @@ fn budget_of(
             t.seed,
             t.train_fraction,
             t.val_fraction,
+            0.0,
         ),
     };
     let train_ids = split.ids(SplitPart::Train);
