@@ -151,7 +151,10 @@ fn jsrt_split_is_stratified_and_reproduces_the_shipped_models_split() {
     let c = Split::stratified("jsrt:../shared/data/jsrt", &ds.samples, 0, 0.7, 0.1, 0.1);
     assert_eq!((c.train.len(), c.calibration.len()), (173 - 24, 15 + 9));
     assert_eq!((&c.val, &c.test), (&s.val, &s.test));
-    assert_eq!(c, Split::read(&models.join("jsrt-ssn-measure/split.json")).unwrap());
+    assert_eq!(
+        c,
+        Split::read(&models.join("jsrt-ssn-measure/split.json")).unwrap()
+    );
 }
 
 #[test]

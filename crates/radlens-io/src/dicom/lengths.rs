@@ -111,7 +111,10 @@ fn meta_group_length(b: &[u8], start: usize) -> Option<(usize, u32)> {
     }
     let vr = VR::from_binary([h[4], h[5]]).unwrap_or(VR::UN);
     let (value_at, len) = if long_length(vr) {
-        (start + 12, u32::from_le_bytes(b.get(start + 8..start + 12)?.try_into().ok()?))
+        (
+            start + 12,
+            u32::from_le_bytes(b.get(start + 8..start + 12)?.try_into().ok()?),
+        )
     } else {
         (start + 8, u32::from(u16::from_le_bytes([h[6], h[7]])))
     };
