@@ -109,9 +109,9 @@ fn images_the_model_cannot_handle_are_named_not_measured() {
     let m = models();
     let img = radlens_io::image::read_image(&jsrt("JPCNN010")).unwrap();
     // a film turned on its side: the lungs stack vertically
-    let a = analyse_image(&m, Path::new("turned.png"), transposed(&img)).unwrap();
-    assert!(!a.measurements.plausibility.plausible);
-    assert!(a.measurements.ctr.is_none());
+    let turned = analyse_image(&m, Path::new("turned.png"), transposed(&img)).unwrap();
+    assert!(!turned.measurements.plausibility.plausible);
+    assert!(turned.measurements.ctr.is_none());
     // seeded noise: no chest at all
     let mut state = 12345u64;
     let noise: Vec<f32> = (0..256 * 256)
@@ -143,6 +143,13 @@ fn images_the_model_cannot_handle_are_named_not_measured() {
         "no invented findings"
     );
     assert!(!radlens_report::search::search(&a, "heart").found);
+    // radlens' own draft is a report its review reads (the sweep reviews the draft of a
+    // film without notes); it once refused a draft of a lateral-looking film as not English
+    for problem in [&a, &turned] {
+        let d = radlens_report::draft::draft(problem, DraftInputs::default(), &labeler).unwrap();
+        let r = radlens_report::review::review(problem, &d.text(), &labeler).unwrap();
+        assert!(r.flags.is_empty() && r.not_assessable.is_some());
+    }
 }
 
 #[test]
