@@ -812,12 +812,13 @@ fn history_cmd(a: HistoryArgs) -> Result<()> {
                     c.difference.high
                 );
             }
+            // one note sentence may be checked twice: against the change and the film's findings
             for l in &h.intervals[i - 1].note_links {
-                println!("    notes {}: \"{}\"", l.relation, l.sentence);
+                println!("    notes vs change, {}: \"{}\"", l.relation, l.sentence);
             }
         }
         for l in &s.note_links {
-            println!("    notes {}: \"{}\"", l.relation, l.sentence);
+            println!("    notes vs findings, {}: \"{}\"", l.relation, l.sentence);
         }
     }
     Ok(())
