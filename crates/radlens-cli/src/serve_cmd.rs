@@ -20,8 +20,10 @@ pub struct ServeArgs {
     /// Anatomy model run folder (lungs and heart).
     #[arg(long, default_value = crate::MEASUREMENT_MODEL)]
     model: PathBuf,
-    /// SSN samples per image (measurement intervals and the uncertainty map).
-    #[arg(long, default_value_t = 16)]
+    /// SSN samples per image (measurement intervals and the uncertainty map); the model's
+    /// interval margins hold only for the count they were calibrated at (32 for the shipped
+    /// measurement model), and any other count leaves the intervals raw.
+    #[arg(long, default_value_t = 32)]
     samples: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,

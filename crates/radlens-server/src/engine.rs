@@ -3,6 +3,7 @@
 //! version, so results of an older model are never shown as this one's.
 
 use radlens_report::analysis::Models;
+use radlens_report::measure::conformal::FILE_NAME as INTERVAL_CALIBRATION;
 use radlens_report::measure::SampleConfig;
 use radlens_report::Labeler;
 use std::path::Path;
@@ -40,10 +41,15 @@ impl Engine {
         };
         let models = Models::load(model, None, sampling).map_err(|e| e.to_string())?;
         let mut h = FNV_OFFSET;
-        for f in ["model.safetensors", "config.json", "calibration.json"] {
+        // everything a result depends on; the two calibrations are optional
+        let optional = ["calibration.json", INTERVAL_CALIBRATION];
+        for f in ["model.safetensors", "config.json"]
+            .into_iter()
+            .chain(optional)
+        {
             match std::fs::read(model.join(f)) {
                 Ok(b) => h = fnv1a(&b, h),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && f == "calibration.json" => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional.contains(&f) => {}
                 Err(e) => return Err(format!("{}: {e}", model.join(f).display())),
             }
         }

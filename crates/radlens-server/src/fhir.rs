@@ -4,7 +4,7 @@
 
 use crate::db::records::{SignedReport, Study};
 use base64::Engine as _;
-use radlens_report::measure::{Interval, Measurements};
+use radlens_report::measure::{AppliedMargins, Interval, Measurements};
 use serde::{Deserialize, Serialize};
 
 /// Code system of radlens' own measurement codes (no LOINC code exists for them).
@@ -172,6 +172,24 @@ fn measured(m: &Measurements) -> Vec<(&'static str, &'static str, Interval, &'st
     out
 }
 
+/// How the intervals were made, as the report's method says it: a receiving system must
+/// not read a raw sample interval as a calibrated one, or the reverse.
+fn interval_method(samples: usize, conformal: Option<&AppliedMargins>) -> String {
+    let raw = format!("mean-mask value with the central 95% interval over {samples} SSN samples");
+    let Some(c) = conformal else {
+        return format!("{raw} (not calibrated: it covers the reference less often than 95%)");
+    };
+    let widened: Vec<String> = [("CTR", c.ctr), ("left/right lung-area ratio", c.lung_ratio)]
+        .into_iter()
+        .filter_map(|(name, margin)| margin.map(|m| format!("{name} +/-{m:.4}")))
+        .collect();
+    format!(
+        "{raw}; widened by split-conformal margins for a nominal {:.0}% coverage: {}",
+        100.0 * c.coverage,
+        widened.join(", ")
+    )
+}
+
 /// The signed report of `study` as a DiagnosticReport; `version` > 1 is an amendment.
 pub fn diagnostic_report(
     study: &Study,
@@ -189,8 +207,8 @@ pub fn diagnostic_report(
     let method = CodeableConcept {
         coding: vec![],
         text: Some(format!(
-            "radlens {model_version}: mean-mask value with the central 95% interval over {} SSN samples",
-            m.samples.samples
+            "radlens {model_version}: {}",
+            interval_method(m.samples.samples, m.conformal.as_ref())
         )),
     };
     let contained: Vec<Observation> = measured(m)
@@ -271,5 +289,26 @@ pub fn diagnostic_report(
             data: base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
             title: "Signed report".into(),
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_method_says_whether_the_intervals_are_calibrated() {
+        let raw = interval_method(16, None);
+        assert!(raw.contains("over 16 SSN samples") && raw.contains("not calibrated"));
+        let margins = AppliedMargins {
+            coverage: 0.9,
+            ctr: Some(0.0262),
+            lung_ratio: None,
+        };
+        assert_eq!(
+            interval_method(32, Some(&margins)),
+            "mean-mask value with the central 95% interval over 32 SSN samples; widened by \
+             split-conformal margins for a nominal 90% coverage: CTR +/-0.0262"
+        );
     }
 }
