@@ -121,14 +121,17 @@ struct Tree {
 impl Tree {
     const LEAF: Tree = Tree { depth: 0, nodes: 1 };
 
-    /// A container of `children`.
+    /// A new container of `children`.
     fn holding(children: impl IntoIterator<Item = Tree>) -> Tree {
-        children
-            .into_iter()
-            .fold(Tree { depth: 1, nodes: 1 }, |t, c| Tree {
-                depth: t.depth.max(c.depth.saturating_add(1)),
-                nodes: t.nodes.saturating_add(c.nodes),
-            })
+        Tree { depth: 1, nodes: 1 }.with(children)
+    }
+
+    /// This container with `children` added (APPEND, SETITEM, BUILD and the like).
+    fn with(self, children: impl IntoIterator<Item = Tree>) -> Tree {
+        children.into_iter().fold(self, |t, c| Tree {
+            depth: t.depth.max(c.depth.saturating_add(1)),
+            nodes: t.nodes.saturating_add(c.nodes),
+        })
     }
 }
 
@@ -143,11 +146,17 @@ struct Objects {
 }
 
 impl Objects {
-    fn push(&mut self, t: Tree) -> Option<()> {
-        self.built = self.built.saturating_add(t.nodes);
+    /// Push `t`, of which `new` objects are built now (the rest were moved from the stack).
+    fn push(&mut self, t: Tree, new: u64) -> Option<()> {
+        self.built = self.built.saturating_add(new);
         self.deepest = self.deepest.max(t.depth);
         self.stack.push(Some(t));
         Some(())
+    }
+
+    /// Push a container made now of `children` moved from the stack.
+    fn push_container(&mut self, children: Vec<Tree>) -> Option<()> {
+        self.push(Tree::holding(children), 1)
     }
 
     fn pop(&mut self) -> Option<Tree> {
@@ -166,16 +175,16 @@ impl Objects {
         Some(items)
     }
 
-    /// Put `children` into the container on top of the stack.
+    /// Put `children`, moved from the stack, into the container on top of it.
     fn extend_top(&mut self, children: Vec<Tree>) -> Option<()> {
         let top = self.pop()?;
-        self.push(Tree::holding(std::iter::once(top).chain(children)))
+        self.push(top.with(children), 0)
     }
 
     /// A memo read copies the stored object; a memo write copies the top one.
     fn get(&mut self, key: u32) -> Option<()> {
         let t = *self.memo.get(&key)?;
-        self.push(t)
+        self.push(t, t.nodes)
     }
 
     fn put(&mut self, key: u32) -> Option<()> {
@@ -192,16 +201,16 @@ impl Objects {
                 self.stack.push(None);
                 Some(())
             }
-            b')' | b']' | b'}' => self.push(Tree::holding([])),
+            b')' | b']' | b'}' => self.push_container(vec![]),
             b't' | b'd' => {
                 let items = self.pop_to_mark()?;
-                self.push(Tree::holding(items))
+                self.push_container(items)
             }
             0x85..=0x87 => {
                 let items = (0..code - 0x84)
                     .map(|_| self.pop())
                     .collect::<Option<Vec<_>>>()?;
-                self.push(Tree::holding(items))
+                self.push_container(items)
             }
             b'a' | b's' | b'b' => {
                 let n = if code == b's' { 2 } else { 1 };
@@ -213,15 +222,15 @@ impl Objects {
                 self.extend_top(items)
             }
             b'R' | 0x81 => {
-                let items = [self.pop()?, self.pop()?];
-                self.push(Tree::holding(items))
+                let items = vec![self.pop()?, self.pop()?];
+                self.push_container(items)
             }
             b'Q' => {
                 let id = self.pop()?;
-                self.push(Tree::holding([id]))
+                self.push_container(vec![id])
             }
             op::PROTO | op::STOP => Some(()),
-            _ => self.push(Tree::LEAF),
+            _ => self.push(Tree::LEAF, 1),
         }
     }
 
@@ -336,6 +345,15 @@ mod tests {
         // tuples nest too: ((((1,),),),) ... built with TUPLE1, refused at the 65th
         let tuples = [&b"K\x01"[..], &[0x85; 70], b"."].concat();
         assert!(check_pickle(&tuples).unwrap_err().contains("65 deep"));
+    }
+
+    #[test]
+    fn adding_to_a_container_does_not_nest_it() {
+        // one list with 1,000 APPENDs and a dict with 1,000 SETITEMs: depth 1 each
+        let list = [&b"\x80\x02]"[..], &b"K\x01a".repeat(1000), b"."].concat();
+        assert_eq!(check_pickle(&list), Ok(()));
+        let dict = [&b"\x80\x02}"[..], &b"K\x01K\x02s".repeat(1000), b"."].concat();
+        assert_eq!(check_pickle(&dict), Ok(()));
     }
 
     #[test]
