@@ -77,22 +77,21 @@ pub const SAE_EXPLANATIONS: [(usize, &str, &str, Option<f64>); 2] = [
     (3, "ngram", "every token (100% of them)", None),
 ];
 
-/// An SAE run folder `<dir>/sae-test` with the feature database of an identity SAE over 4
-/// coordinates, built from a hand-made store of 3 reports of [`SAE_REPORT`]: latent 0
-/// never fires, latent 1 fires with the token's position / 2, latent 2 with 5 on
-/// "enlarged", latent 3 with 1 everywhere; and [`SAE_EXPLANATIONS`]. The SAE is saved
-/// beside its database.
-pub fn sae_run(dir: &Path) -> PathBuf {
-    use candle_core::{DType, Device, Tensor};
-    use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
-    const D: usize = 4;
-    let store_dir = dir.join("sae-store");
-    let mut store = ActivationStore::create(&store_dir, StoreMeta::new(D, 0, "m")).unwrap();
+/// An activation store of `SAE_REPORT` three times (documents r0-r2), each token's row
+/// given by `row(word, position)`.
+fn report_store(
+    store_dir: &Path,
+    meta: radlens_sae::StoreMeta,
+    mut row: impl FnMut(&str, usize) -> Vec<f32>,
+) {
+    use candle_core::{Device, Tensor};
+    use radlens_sae::{ActivationStore, TokenRecord};
+    let d = meta.d_model;
+    let mut store = ActivationStore::create(store_dir, meta).unwrap();
     let (mut rows, mut records) = (Vec::new(), Vec::new());
     for doc in 0..3 {
         for (p, word) in SAE_REPORT.iter().enumerate() {
-            let enlarged = if *word == " enlarged" { 5.0 } else { 0.0 };
-            rows.extend([0.0, p as f32 / 2.0, enlarged, 1.0]);
+            rows.extend(row(word, p));
             records.push(TokenRecord {
                 doc: format!("r{doc}"),
                 position: p as u32,
@@ -101,9 +100,25 @@ pub fn sae_run(dir: &Path) -> PathBuf {
             });
         }
     }
-    let x = Tensor::from_vec(rows, (records.len(), D), &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(rows, (records.len(), d), &Device::Cpu).unwrap();
     store.append_shard(&x, &records, (0, 1)).unwrap();
     store.finish().unwrap();
+}
+
+/// An SAE run folder `<dir>/sae-test` with the feature database of an identity SAE over 4
+/// coordinates, built from a hand-made store of 3 reports of [`SAE_REPORT`]: latent 0
+/// never fires, latent 1 fires with the token's position / 2, latent 2 with 5 on
+/// "enlarged", latent 3 with 1 everywhere; and [`SAE_EXPLANATIONS`]. The SAE is saved
+/// beside its database.
+pub fn sae_run(dir: &Path) -> PathBuf {
+    use candle_core::{DType, Device, Tensor};
+    use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta};
+    const D: usize = 4;
+    let store_dir = dir.join("sae-store");
+    report_store(&store_dir, StoreMeta::new(D, 0, "m"), |word, p| {
+        let enlarged = if word == " enlarged" { 5.0 } else { 0.0 };
+        vec![0.0, p as f32 / 2.0, enlarged, 1.0]
+    });
     let eye = Tensor::eye(D, DType::F32, &Device::Cpu).unwrap();
     let zeros = || Tensor::zeros(D, DType::F32, &Device::Cpu).unwrap();
     let cfg = SaeConfig::plain(D, D, Activation::TopK { k: D }).unwrap();
@@ -239,8 +254,7 @@ pub const SMOLLM2_WIDTH: usize = 576;
 /// residuals are seeded noise plus 4 x latent 1's direction on " enlarged", so latent 1's
 /// top examples are " enlarged".
 pub fn smollm2_sae_run(dir: &Path, name: &str, latents: usize, layer: usize) -> PathBuf {
-    use candle_core::{Device, Tensor};
-    use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta, TokenRecord};
+    use radlens_sae::{Activation, ActivationStore, Sae, SaeConfig, StoreMeta};
     use rand::{Rng, SeedableRng};
     const D: usize = SMOLLM2_WIDTH;
     let cfg = SaeConfig::plain(
@@ -259,28 +273,17 @@ pub fn smollm2_sae_run(dir: &Path, name: &str, latents: usize, layer: usize) -> 
         .to_string_lossy()
         .into_owned();
     let store_dir = dir.join(format!("{name}-store"));
-    let mut store =
-        ActivationStore::create(&store_dir, StoreMeta::new(D, layer, model.clone())).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let (mut rows, mut records) = (Vec::new(), Vec::new());
-    for doc in 0..3 {
-        for (p, word) in SAE_REPORT.iter().enumerate() {
-            let planted = if *word == " enlarged" { 4.0 } else { 0.0 };
-            rows.extend(
-                dir1.iter()
-                    .map(|v| 0.1 * (rng.gen::<f32>() - 0.5) + planted * v),
-            );
-            records.push(TokenRecord {
-                doc: format!("r{doc}"),
-                position: p as u32,
-                token_id: p as u32,
-                text: word.to_string(),
-            });
-        }
-    }
-    let x = Tensor::from_vec(rows, (records.len(), D), &Device::Cpu).unwrap();
-    store.append_shard(&x, &records, (0, 1)).unwrap();
-    store.finish().unwrap();
+    report_store(
+        &store_dir,
+        StoreMeta::new(D, layer, model.clone()),
+        |word, _| {
+            let planted = if word == " enlarged" { 4.0 } else { 0.0 };
+            dir1.iter()
+                .map(|v| 0.1 * (rng.gen::<f32>() - 0.5) + planted * v)
+                .collect()
+        },
+    );
     let run = dir.join(name);
     radlens_sae::formats::save_saelens(&sae, &run).unwrap();
     radlens_interp::features::build_feature_db(
