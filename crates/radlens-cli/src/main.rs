@@ -12,6 +12,7 @@ mod sae_autointerp_cmd;
 mod sae_cmd;
 mod sae_steer_cmd;
 mod seg_cmd;
+mod seg_compare;
 mod seg_gan;
 mod seg_progress;
 mod seg_robustness;

@@ -34,6 +34,9 @@ pub enum SegCommand {
     /// One model on in-domain and out-of-domain data: the Dice drop per class with CIs,
     /// and the part of it the labelling protocol explains.
     Shift(crate::seg_shift::ShiftArgs),
+    /// Models scored by `seg eval` on the same cases, side by side: Dice and HD95 with CIs,
+    /// paired differences from a reference with Wilcoxon tests (Holm-adjusted).
+    Compare(crate::seg_compare::CompareArgs),
 }
 
 #[derive(Args)]
@@ -137,6 +140,10 @@ pub struct TrainArgs {
     /// Train until this many epochs in total (overrides the config; with --resume, extends the run).
     #[arg(long)]
     epochs: Option<usize>,
+    /// A label budget: train on only the first N of a seeded order of the training split's
+    /// images, the same N images for a U-Net and a SemanticGAN (overrides the config).
+    #[arg(long, conflicts_with = "resume")]
+    labelled: Option<usize>,
     /// SemanticGAN only: train until this many generator steps in total.
     #[arg(long)]
     steps: Option<usize>,
@@ -176,13 +183,18 @@ pub fn run(cmd: SegCommand) -> Result<()> {
         SegCommand::Robustness(a) => crate::seg_robustness::robustness_cmd(a),
         SegCommand::Subgroups(a) => crate::seg_subgroups::subgroups_cmd(a),
         SegCommand::Shift(a) => crate::seg_shift::shift_cmd(a),
+        SegCommand::Compare(a) => crate::seg_compare::compare_cmd(a),
     }
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
     if let Some(path) = a.config.as_ref().filter(|p| GanRunConfig::is_gan_config(p)) {
+        let mut config = GanRunConfig::from_toml(path)?;
+        if let Some(n) = a.labelled {
+            config.train.labelled = n;
+        }
         return crate::seg_gan::train(GanTrainRequest {
-            config: GanRunConfig::from_toml(path)?,
+            config,
             dataset: a.dataset,
             out: a.out,
             resume: a.resume,
@@ -197,6 +209,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     };
     if let Some(c) = a.conv {
         cfg.train.conv_backend = c.into();
+    }
+    if a.labelled.is_some() {
+        cfg.train.labelled = a.labelled;
     }
     let outcome = train(
         TrainRequest {
@@ -330,7 +345,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         &dir,
         &a.scored.dataset,
         cases.part,
-        predictor.model.config.image_size,
+        predictor.model.image_size(),
         temperature,
     );
     let summary = ev.summary(header);

@@ -160,9 +160,40 @@ fn train_predict_eval_resume_end_to_end() {
     assert!(s["stochastic"]["ged_squared"]["mean"].is_number());
     assert!(s["calibration"]["ece_10_bins"]["mean"].is_number());
     let csv = std::fs::read_to_string(ev.join("per_image.csv")).unwrap();
-    assert_eq!(
-        csv.lines().count(),
-        1 + 3 * split["val"].as_array().unwrap().len()
+    let val_cases = split["val"].as_array().unwrap().len();
+    assert_eq!(csv.lines().count(), 1 + 3 * val_cases);
+
+    // an evaluation compared with itself: every paired difference is 0, on every case
+    let cmp = dir.path().join("compare");
+    let ev_s = ev.to_str().unwrap();
+    let o = radlens(&[
+        "seg",
+        "compare",
+        "--eval",
+        &format!("a={ev_s}"),
+        "--eval",
+        &format!("b={ev_s}"),
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c: radlens_seg::compare::CompareSummary =
+        serde_json::from_str(&std::fs::read_to_string(cmp.join("compare.json")).unwrap()).unwrap();
+    assert_eq!((c.reference.as_str(), c.comparisons.len()), ("a", 1));
+    assert_eq!(c.comparisons[0].classes.len(), 3);
+    for p in &c.comparisons[0].classes {
+        assert_eq!(
+            (p.dice.n, p.dice.mean_difference, p.dice.p_wilcoxon),
+            (val_cases, 0.0, None)
+        );
+    }
+    let o = radlens(&[
+        "seg", "compare", "--eval", ev_s, "--eval", "b=x", "--out", "y",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("NAME=DIR"),
+        "{}",
+        stderr(&o)
     );
 }
 

@@ -162,6 +162,18 @@ impl Adam {
     }
 }
 
+/// The global L2 norm of `grads` and the factor that clips it to `max_norm` (PyTorch's
+/// `clip_grad_norm_`: `min(1, max_norm / (norm + 1e-6))`), for [`Adam::step`]'s
+/// `grad_scale`.
+pub fn clip_factor(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
+    let mut sq = 0f64;
+    for g in grads {
+        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    let norm = sq.sqrt();
+    Ok((norm, (max_norm / (norm + 1e-6)).min(1.0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +262,16 @@ mod tests {
         assert!(err.to_string().contains("1 elements"), "{err}");
         let err = adam.step(&[&p], &[], 1.0, 0.1).unwrap_err();
         assert!(err.to_string().contains("0 gradients"), "{err}");
+    }
+
+    #[test]
+    fn clip_factor_limits_the_global_norm() {
+        let g = [
+            Tensor::new(&[3.0f32, 0.0], &candle_core::Device::Cpu).unwrap(),
+            Tensor::new(&[4.0f32], &candle_core::Device::Cpu).unwrap(),
+        ];
+        let (norm, f) = clip_factor(&g, 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-9 && (f - 1.0 / (5.0 + 1e-6)).abs() < 1e-9);
+        assert_eq!(clip_factor(&g, 10.0).unwrap().1, 1.0);
     }
 }

@@ -14,6 +14,8 @@ pub struct ParamStore {
     device: Device,
     rng: StdRng,
     vars: Vec<(String, Var)>,
+    /// Layers get detached views of the parameters (see [`ParamStore::frozen`]).
+    frozen: bool,
 }
 
 impl ParamStore {
@@ -23,12 +25,28 @@ impl ParamStore {
             device: device.clone(),
             rng: StdRng::seed_from_u64(seed),
             vars: Vec::new(),
+            frozen: false,
+        }
+    }
+
+    /// A store for a network that is used but not trained (a frozen generator during
+    /// inversion): layers get detached views that share the parameters' storage, so
+    /// loading ([`ParamStore::assign_from`]) still fills them, but backward passes through
+    /// the network compute no weight gradients.
+    pub fn frozen(device: &Device) -> Self {
+        Self {
+            frozen: true,
+            ..Self::new(device, 0)
         }
     }
 
     fn push(&mut self, name: String, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         let var = Var::from_tensor(&Tensor::from_vec(data, shape, &self.device)?)?;
-        let t = var.as_tensor().clone();
+        let t = if self.frozen {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        };
         self.vars.push((name, var));
         Ok(t)
     }
@@ -118,5 +136,47 @@ impl ParamStore {
             return Err(mismatch(format!("unexpected tensor '{extra}'")));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frozen store's layer view follows what is loaded but takes no gradient.
+    #[test]
+    fn frozen_parameters_load_but_take_no_gradient() {
+        let dev = Device::Cpu;
+        let mut p = ParamStore::frozen(&dev);
+        let w = p.constant("w".into(), &[2], 0.0).unwrap();
+        let loaded = Tensor::new(&[2.0f32, 3.0], &dev).unwrap();
+        p.assign_from(
+            &HashMap::from([("w".to_string(), loaded)]),
+            Path::new("w.safetensors"),
+        )
+        .unwrap();
+        assert_eq!(w.to_vec1::<f32>().unwrap(), [2.0, 3.0]);
+        let x = Var::new(&[1.0f32, 1.0], &dev).unwrap();
+        let grads = (x.as_tensor() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(
+            grads.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+            [2.0, 3.0]
+        );
+        assert!(p.grads_of(&grads).iter().all(|g| g.is_none()));
+        // a trainable store's view does take it
+        let mut q = ParamStore::new(&dev, 0);
+        let v = q.constant("w".into(), &[2], 1.0).unwrap();
+        let grads = (x.as_tensor() * &v)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(q.grads_of(&grads)[0].is_some());
     }
 }

@@ -78,17 +78,6 @@ pub fn project_decoder_grad(grad: &Tensor, w_dec: &Tensor) -> Result<Tensor> {
     Ok((grad - unit.broadcast_mul(&parallel)?)?)
 }
 
-/// The global L2 norm of `grads` and the factor that clips it to `max_norm` (PyTorch's
-/// `clip_grad_norm_`: `min(1, max_norm / (norm + 1e-6))`).
-pub(crate) fn clip_factor(grads: &[Tensor], max_norm: f64) -> Result<(f64, f64)> {
-    let mut sq = 0f64;
-    for g in grads {
-        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    }
-    let norm = sq.sqrt();
-    Ok((norm, (max_norm / (norm + 1e-6)).min(1.0)))
-}
-
 /// Rescales each row of `w` to unit L2 norm.
 pub(crate) fn normalise_rows(w: &Var) -> Result<()> {
     let t = w.as_tensor();
@@ -111,19 +100,9 @@ mod tests {
         assert_eq!(lrs, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5]);
     }
 
-    use super::*;
-    use candle_core::Device;
-
     #[test]
-    fn clip_factor_limits_the_global_norm() {
-        let g = [
-            Tensor::new(&[3.0f32, 0.0], &Device::Cpu).unwrap(),
-            Tensor::new(&[4.0f32], &Device::Cpu).unwrap(),
-        ];
-        let (norm, f) = clip_factor(&g, 1.0).unwrap();
-        assert!((norm - 5.0).abs() < 1e-9 && (f - 1.0 / (5.0 + 1e-6)).abs() < 1e-9);
-        assert_eq!(clip_factor(&g, 10.0).unwrap().1, 1.0);
-        assert_eq!(AdamConfig::default().peak_lr(1 << 14), 2e-4);
-        assert!((AdamConfig::default().lr_at(0, 1 << 14) - 2e-7).abs() < 1e-18);
+    fn default_learning_rate_follows_the_dictionary_size() {
+        assert_eq!(super::AdamConfig::default().peak_lr(1 << 14), 2e-4);
+        assert!((super::AdamConfig::default().lr_at(0, 1 << 14) - 2e-7).abs() < 1e-18);
     }
 }

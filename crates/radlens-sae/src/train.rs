@@ -3,11 +3,12 @@
 
 use crate::config::{Activation, SaeConfig};
 use crate::loss::{training_loss, ComputePath};
-use crate::optim::{clip_factor, normalise_rows, project_decoder_grad, AdamConfig, LinearDecay};
+use crate::optim::{normalise_rows, project_decoder_grad, AdamConfig, LinearDecay};
 use crate::sae::Sae;
 use crate::{Result, SaeError};
 use candle_core::{DType, Device, Tensor, Var};
 use radlens_core::atomic::write_atomic_at;
+use radlens_nn::optim::clip_factor;
 use radlens_nn::Adam;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let img = radlens_io::read_image(&image)?;
     let predictor = Predictor::load(&model_dir, &Device::Cpu)?;
-    let classes = predictor.model.config.classes.clone();
+    let classes = predictor.model.classes().clone();
     // 16 samples at the model's calibrated temperature, seed 0.
     let prediction = predictor.predict(&img, 16, predictor.temperature, 0)?;
     let report = PredictionReport::new(&image, &img, &prediction.on_image(), &classes);

@@ -60,7 +60,7 @@ pub fn score_temperatures(
     samples: usize,
     observer: &dyn Observer<EvalEvent>,
 ) -> Result<Vec<TemperatureScore>> {
-    if !predictor.model.config.is_stochastic() {
+    if !predictor.model.is_stochastic() {
         return Err(SegError::Invalid(
             "only a stochastic (SSN) model has a sampling temperature to calibrate".into(),
         ));

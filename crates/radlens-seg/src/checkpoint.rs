@@ -39,14 +39,6 @@ pub struct RunInfo {
     pub init: Option<String>,
 }
 
-impl RunInfo {
-    /// The kind of data the model was trained on; `None` when `dataset` is not a
-    /// `kind:dir` radlens knows.
-    pub fn dataset_kind(&self) -> Option<DatasetKind> {
-        self.dataset.parse::<DatasetSpec>().ok().map(|s| s.kind)
-    }
-}
-
 /// Progress of a training run, for `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -96,6 +88,18 @@ impl SegRun {
     /// Read `config.json`.
     pub fn read_info(&self) -> Result<RunInfo> {
         Ok(read_json(&self.config())?)
+    }
+
+    /// The kind of data the run's model was trained on, from the `dataset` its
+    /// `config.json` records (a U-Net's or a SemanticGAN's); `None` when that is not a
+    /// `kind:dir` radlens knows.
+    pub fn trained_on(&self) -> Result<Option<DatasetKind>> {
+        #[derive(Deserialize)]
+        struct TrainedOn {
+            dataset: String,
+        }
+        let t: TrainedOn = read_json(&self.config())?;
+        Ok(t.dataset.parse::<DatasetSpec>().ok().map(|s| s.kind))
     }
 
     /// Write `config.json` (atomically, as every file of the run).

@@ -112,6 +112,10 @@ pub struct TrainConfig {
     /// The part of `train_fraction` held out of training for calibrating measurement
     /// intervals (`radlens report calibrate-intervals`); 0 trains on all of it.
     pub calibration_fraction: f64,
+    /// A label budget: train on only this many images of the training part, the first of
+    /// the seeded order SemanticGAN's budgets use (`data::choose_labelled`), so that both
+    /// models with a budget see the same images. `None`: all of them.
+    pub labelled: Option<usize>,
     /// Weight of the soft Dice term in the plain loss.
     pub dice_weight: f64,
     /// SSN only: weight of an auxiliary plain loss (cross-entropy + Dice) on
@@ -134,6 +138,7 @@ impl Default for TrainConfig {
             train_fraction: 0.7,
             val_fraction: 0.1,
             calibration_fraction: 0.0,
+            labelled: None,
             dice_weight: 1.0,
             ssn_mean_loss_weight: 0.0,
             augment: AugmentConfig::default(),
@@ -160,8 +165,10 @@ impl RunConfig {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let cfg: RunConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         cfg.model.validate().map_err(bad)?;
-        if cfg.train.batch_size == 0 || cfg.train.epochs == 0 {
-            return Err(bad("epochs and batch_size must be positive".into()));
+        if cfg.train.batch_size == 0 || cfg.train.epochs == 0 || cfg.train.labelled == Some(0) {
+            return Err(bad(
+                "epochs, batch_size and labelled must be positive".into()
+            ));
         }
         let t = &cfg.train;
         let fraction = |f: f64| (0.0..=1.0).contains(&f);

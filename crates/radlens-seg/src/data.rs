@@ -8,7 +8,9 @@ use radlens_core::Observer;
 use radlens_io::augment::{augment, AugmentConfig};
 use radlens_io::preprocess::{finish_intensity, IntensityConfig, Letterbox};
 use radlens_io::{ClassId, ClassSchema, LabelMap, Sample, XrayImage};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 /// Maps a dataset's class ids to a model's by class name; classes the model
 /// does not have become background.
@@ -129,6 +131,36 @@ impl PreparedSet {
     }
 }
 
+/// Seed offset of the labelled subset, so that it does not follow the split's shuffle.
+const LABEL_SEED: u64 = 0x1abe1;
+
+/// The first `n` of the training ids in a seeded order: a label budget, deterministic and
+/// nested (the 9 labelled images are among the 35, which are among the 175), the same for
+/// the U-Net (`TrainConfig::labelled`) and SemanticGAN.
+pub fn choose_labelled(train_ids: &[String], n: usize, seed: u64) -> Vec<String> {
+    let mut ids = train_ids.to_vec();
+    ids.sort();
+    ids.shuffle(&mut StdRng::seed_from_u64(seed ^ LABEL_SEED));
+    ids.truncate(n);
+    ids
+}
+
+/// A label budget of `n` training ids ([`choose_labelled`]'s first `n`), or why there is
+/// none: `n` is 0 or more than the training split holds.
+pub fn label_budget(
+    train_ids: &[String],
+    n: usize,
+    seed: u64,
+) -> std::result::Result<Vec<String>, String> {
+    if n == 0 || n > train_ids.len() {
+        return Err(format!(
+            "{n} labelled images asked for, but the training split has {}",
+            train_ids.len()
+        ));
+    }
+    Ok(choose_labelled(train_ids, n, seed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +174,22 @@ mod tests {
         let mut l = vec![0, 1, 2, 3];
         m.apply(&mut l);
         assert_eq!(l, vec![0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn labelled_subsets_are_deterministic_and_nested() {
+        let ids: Vec<String> = (0..40).map(|i| format!("case{i:02}")).collect();
+        let mut shuffled = ids.clone();
+        shuffled.reverse();
+        let small = choose_labelled(&ids, 9, 0);
+        let large = choose_labelled(&shuffled, 35, 0);
+        assert_eq!(
+            small,
+            choose_labelled(&shuffled, 9, 0),
+            "input order must not matter"
+        );
+        assert_eq!(small[..], large[..9]);
+        assert_ne!(small, choose_labelled(&ids, 9, 1));
+        assert_ne!(small[..], ids[..9], "not simply the first ids");
     }
 }

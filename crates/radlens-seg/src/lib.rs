@@ -6,6 +6,7 @@
 pub mod calibrate;
 pub mod case_results;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -1,21 +1,77 @@
 //! Inference: the mean mask, sample masks from the SSN, and per-pixel
 //! uncertainty (entropy of the mean predictive distribution and sample
-//! disagreement), at model resolution and mapped back to the image.
+//! disagreement), at model resolution and mapped back to the image. A SemanticGAN run
+//! predicts through the same interface by inversion (`semanticgan::invert`).
 
 use crate::checkpoint::{load_model, SegRun};
 use crate::config::ConvBackend;
 use crate::error::Result;
+use crate::semanticgan::train::{gan_intensity, GanRunInfo};
+use crate::semanticgan::GanSegmenter;
 use crate::ssn::CovariancePart;
 use crate::unet::{HeadOutput, SegModel};
 use candle_core::{Device, Tensor};
+use radlens_core::results::read_json;
 use radlens_io::preprocess::{model_input, Letterbox};
-use radlens_io::{LabelMap, XrayImage};
+use radlens_io::{ClassSchema, LabelMap, XrayImage};
 use rand::SeedableRng;
+use serde::Deserialize;
 use std::path::Path;
+
+/// Seed of the noise maps a SemanticGAN's inversion starts from, so that a prediction is
+/// reproducible.
+const INVERSION_SEED: u64 = 0;
+
+/// A trained segmentation model of either family.
+pub enum Segmenter {
+    /// The U-Net, with a plain or an SSN head.
+    Unet(Box<SegModel>),
+    /// SemanticGAN: the mask of the generator's latent that reproduces the image.
+    SemanticGan(Box<GanSegmenter>),
+}
+
+impl From<SegModel> for Segmenter {
+    fn from(m: SegModel) -> Self {
+        Segmenter::Unet(Box::new(m))
+    }
+}
+
+impl Segmenter {
+    pub fn classes(&self) -> &ClassSchema {
+        match self {
+            Segmenter::Unet(m) => &m.config.classes,
+            Segmenter::SemanticGan(g) => &g.config.classes,
+        }
+    }
+
+    /// Side of the square model grid.
+    pub fn image_size(&self) -> usize {
+        match self {
+            Segmenter::Unet(m) => m.config.image_size,
+            Segmenter::SemanticGan(g) => g.config.image_size,
+        }
+    }
+
+    /// Whether masks keep each class's largest component and fill enclosed holes.
+    pub fn largest_component(&self) -> bool {
+        match self {
+            Segmenter::Unet(m) => m.config.largest_component,
+            Segmenter::SemanticGan(g) => g.config.largest_component,
+        }
+    }
+
+    /// Whether the model has a distribution to sample masks from (the SSN head).
+    pub fn is_stochastic(&self) -> bool {
+        match self {
+            Segmenter::Unet(m) => m.config.is_stochastic(),
+            Segmenter::SemanticGan(_) => false,
+        }
+    }
+}
 
 /// A model ready for inference.
 pub struct Predictor {
-    pub model: SegModel,
+    pub model: Segmenter,
     pub device: Device,
     /// The sampling temperature to use when the caller does not choose one: the
     /// run's calibrated temperature (`calibration.json`), else 1.
@@ -61,17 +117,31 @@ pub struct ImageMaps {
 
 impl Predictor {
     /// Wrap a loaded model; samples default to temperature 1.
-    pub fn new(model: SegModel, device: Device) -> Self {
+    pub fn new(model: impl Into<Segmenter>, device: Device) -> Self {
         Self {
-            model,
+            model: model.into(),
             device,
             temperature: 1.0,
         }
     }
 
-    /// The model of the run in `run` with its calibrated temperature (1 for runs
-    /// calibrated before temperatures were stored, or never).
+    /// The model of the run in `run` (a U-Net's or a SemanticGAN's) with its calibrated
+    /// temperature (1 for runs calibrated before temperatures were stored, or never).
     pub fn load(run: &Path, device: &Device) -> Result<Self> {
+        /// The `kind` a SemanticGAN run's `config.json` holds; a U-Net's has none.
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: Option<crate::semanticgan::config::GanKind>,
+        }
+        let config = SegRun::at(run).config();
+        if config.is_file() && read_json::<Kind>(&config)?.kind.is_some() {
+            let info: GanRunInfo = read_json(&config)?;
+            let gan = GanSegmenter::load(run, &info.model, device)?;
+            return Ok(Self::new(
+                Segmenter::SemanticGan(Box::new(gan)),
+                device.clone(),
+            ));
+        }
         let model = load_model(run, device, ConvBackend::Radlens)?;
         let calibration = SegRun::at(run).read_calibration()?;
         Ok(Self {
@@ -93,16 +163,30 @@ impl Predictor {
         self.draw(&out, samples, temperature, seed)
     }
 
-    /// Run the network on one image.
+    /// Run the network on one image (for SemanticGAN, invert it).
     pub fn forward(&self, img: &XrayImage) -> Result<ModelOutput> {
-        let cfg = &self.model.config;
-        let size = cfg.image_size;
-        let (x, letterbox) = model_input(img, size, cfg.intensity);
-        let x = Tensor::from_vec(x, (1, 1, size, size), &self.device)?;
-        Ok(ModelOutput {
-            head: self.model.forward(&x)?,
-            letterbox,
-        })
+        let size = self.model.image_size();
+        match &self.model {
+            Segmenter::Unet(m) => {
+                let (x, letterbox) = model_input(img, size, m.config.intensity);
+                let x = Tensor::from_vec(x, (1, 1, size, size), &self.device)?;
+                Ok(ModelOutput {
+                    head: m.forward(&x)?,
+                    letterbox,
+                })
+            }
+            Segmenter::SemanticGan(g) => {
+                let letterbox = Letterbox::new((img.width, img.height), size);
+                let mut x = letterbox.image(img);
+                gan_intensity(&mut x, g.config.intensity);
+                let x = Tensor::from_vec(x, (1, 1, size, size), &self.device)?;
+                let inv = g.invert(&x, &g.config.inversion, INVERSION_SEED)?;
+                Ok(ModelOutput {
+                    head: HeadOutput::Plain(inv.generated.seg_logits),
+                    letterbox,
+                })
+            }
+        }
     }
 
     /// The prediction of `out` with `samples` samples at `temperature` (seeded), so
@@ -114,9 +198,9 @@ impl Predictor {
         temperature: f64,
         seed: u64,
     ) -> Result<Prediction> {
-        let classes = self.model.config.classes.len();
-        let clean = self.model.config.largest_component;
-        let size = self.model.config.image_size;
+        let classes = self.model.classes().len();
+        let clean = self.model.largest_component();
+        let size = self.model.image_size();
         let mean = out.head.mean_logits().squeeze(0)?;
         let mean_logits = mean.flatten_all()?.to_vec1::<f32>()?;
         let mean_mask = argmax_labels(&mean_logits, classes, size, size, clean).labels;
@@ -159,15 +243,15 @@ impl Predictor {
         let HeadOutput::Ssn(p) = &out.head else {
             return Ok(Vec::new());
         };
-        let cfg = &self.model.config;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let draws = p.sample_part(samples, temperature, part, &mut rng)?;
-        let (classes, size) = (cfg.classes.len(), cfg.image_size);
+        let (classes, size) = (self.model.classes().len(), self.model.image_size());
+        let clean = self.model.largest_component();
         Ok(draws
             .flatten_from(1)?
             .to_vec2::<f32>()?
             .iter()
-            .map(|l| argmax_labels(l, classes, size, size, cfg.largest_component).labels)
+            .map(|l| argmax_labels(l, classes, size, size, clean).labels)
             .collect())
     }
 }

@@ -52,7 +52,7 @@ pub fn predict_images(
                 .unwrap_or_default();
             let dir = req.out.join(stem);
             let pred = predictor.predict(img, req.samples, req.temperature, req.seed)?;
-            let report = write_prediction(&dir, path, img, &pred, &predictor.model.config.classes)?;
+            let report = write_prediction(&dir, path, img, &pred, predictor.model.classes())?;
             observer.observe(&PredictionWritten {
                 image: path.clone(),
                 dir,

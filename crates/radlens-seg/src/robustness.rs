@@ -133,7 +133,7 @@ fn score(
     let scoring = ImageScoring {
         predictor: m.predictor,
         map,
-        samples: if m.predictor.model.config.is_stochastic() {
+        samples: if m.predictor.model.is_stochastic() {
             m.samples
         } else {
             0

@@ -52,7 +52,7 @@ pub fn score_domain(
     observer: &dyn Observer<EvalEvent>,
 ) -> Result<Vec<ImageDice>> {
     let map: ClassMap = class_map(predictor, dataset)?;
-    let names = &predictor.model.config.classes;
+    let names = predictor.model.classes();
     let heart = names.id(HEART);
     score_cases(cases, &map, observer, |_, case, img, reference| {
         let full = predictor.predict(img, 0, 1.0, 0)?.mean_mask_to_image();

@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{load_tensors, save_tensors, RunInfo, SegRun, TrainState};
 use crate::config::{ModelConfig, TrainConfig};
-use crate::data::{ClassMap, PreparedSet};
+use crate::data::{label_budget, ClassMap, PreparedSet};
 use crate::error::{Result, SegError};
 use crate::loss::{training_loss, LossWeights};
 use crate::unet::SegModel;
@@ -113,6 +113,23 @@ pub enum TrainEvent {
     },
 }
 
+/// The ids a run trains on: the split's training part, cut to the label budget
+/// `labelled` ([`label_budget`]), then to `max_cases` (quick checks).
+pub fn training_ids(
+    split: &Split,
+    cfg: &TrainConfig,
+    max_cases: Option<usize>,
+) -> std::result::Result<Vec<String>, String> {
+    let mut ids = split.ids(SplitPart::Train);
+    if let Some(n) = cfg.labelled {
+        ids = label_budget(&ids, n, cfg.seed)?;
+    }
+    if let Some(n) = max_cases {
+        ids.truncate(n);
+    }
+    Ok(ids)
+}
+
 /// Train a model; see [`TrainRequest`].
 pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<TrainOutcome> {
     let (model_cfg, mut train_cfg, state) = if req.resume {
@@ -141,10 +158,8 @@ pub fn train(req: TrainRequest, observer: &dyn Observer<TrainEvent>) -> Result<T
             train_cfg.calibration_fraction,
         ),
     };
-    let mut train_ids = split.ids(SplitPart::Train);
-    if let Some(n) = req.max_train_cases {
-        train_ids.truncate(n);
-    }
+    let train_ids = training_ids(&split, &train_cfg, req.max_train_cases)
+        .map_err(|e| SegError::Invalid(format!("{}: {e}", req.dataset)))?;
     let val_ids = split.ids(SplitPart::Val);
     let train_samples = dataset.select(&train_ids)?;
     let val_samples = dataset.select(&val_ids)?;
@@ -392,4 +407,45 @@ fn validate(
         .into_iter()
         .map(|s| s / set.len().max(1) as f64)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::choose_labelled;
+
+    #[test]
+    fn a_label_budget_takes_the_seeded_labelled_subset() {
+        let all: Vec<String> = (0..14).map(|i| format!("c{i:02}")).collect();
+        let split = Split {
+            dataset: "x".into(),
+            seed: 0,
+            train_fraction: 0.7,
+            val_fraction: 0.1,
+            calibration_fraction: 0.0,
+            train: all.clone(),
+            calibration: Vec::new(),
+            val: vec!["v".into()],
+            test: vec!["t".into()],
+        };
+        let cfg = TrainConfig::default();
+        assert_eq!(training_ids(&split, &cfg, None).unwrap(), all);
+        let budget = TrainConfig {
+            labelled: Some(5),
+            ..cfg.clone()
+        };
+        assert_eq!(
+            training_ids(&split, &budget, None).unwrap(),
+            choose_labelled(&all, 5, 0)
+        );
+        assert_eq!(training_ids(&split, &budget, Some(2)).unwrap().len(), 2);
+        for n in [0, all.len() + 1] {
+            let bad = TrainConfig {
+                labelled: Some(n),
+                ..cfg.clone()
+            };
+            let e = training_ids(&split, &bad, None).unwrap_err();
+            assert!(e.contains("labelled images asked for"), "{e}");
+        }
+    }
 }

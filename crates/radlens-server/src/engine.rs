@@ -57,7 +57,7 @@ impl Engine {
             .file_name()
             .map_or("model".into(), |n| n.to_string_lossy().into_owned());
         let labeler = Labeler::builtin().map_err(|e| e.to_string())?;
-        let classes = models.anatomy.predictor.model.config.classes.names.clone();
+        let classes = models.anatomy.predictor.model.classes().names.clone();
         Ok(Self {
             models,
             labeler,

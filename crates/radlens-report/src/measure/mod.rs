@@ -156,7 +156,7 @@ impl MeasureModel {
     /// Find the classes by name: `right_lung` and `left_lung` (required), `heart` and
     /// `opacity` (optional).
     pub fn new(predictor: Predictor) -> Result<Self> {
-        let classes: &ClassSchema = &predictor.model.config.classes;
+        let classes: &ClassSchema = predictor.model.classes();
         let need = |n: &str| {
             classes.id(n).ok_or_else(|| {
                 ReportError::Invalid(format!(

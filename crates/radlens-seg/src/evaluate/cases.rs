@@ -37,7 +37,7 @@ pub fn choose_cases<'d>(
 ) -> Result<EvalCases<'d>> {
     let part = match asked {
         Some(p) => p,
-        None => default_part(run.read_info()?.dataset_kind(), spec.kind),
+        None => default_part(run.trained_on()?, spec.kind),
     };
     let mut ids = match part {
         SplitPart::All => dataset.samples.iter().map(|s| s.id.clone()).collect(),

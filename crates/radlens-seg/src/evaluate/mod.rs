@@ -131,7 +131,7 @@ pub enum EvalEvent {
 /// The mapping of `dataset`'s classes to the model's; an error when it annotates
 /// none of them.
 pub(crate) fn class_map(predictor: &Predictor, dataset: &Dataset) -> Result<ClassMap> {
-    let model_classes = &predictor.model.config.classes;
+    let model_classes = predictor.model.classes();
     let map = ClassMap::new(&dataset.classes, model_classes);
     if map.annotated.is_empty() {
         return Err(SegError::Invalid(format!(
@@ -153,7 +153,7 @@ pub fn evaluate(
     observer: &dyn Observer<EvalEvent>,
 ) -> Result<Evaluation> {
     let map = class_map(predictor, dataset)?;
-    let samples = if predictor.model.config.is_stochastic() {
+    let samples = if predictor.model.is_stochastic() {
         samples
     } else {
         0
@@ -231,7 +231,7 @@ impl ImageScoring<'_> {
         reference: &LabelMap,
     ) -> Result<(Vec<ClassRow>, ImageRow)> {
         let (predictor, map, samples) = (self.predictor, self.map, self.samples);
-        let model_classes = &predictor.model.config.classes;
+        let model_classes = predictor.model.classes();
         let all_annotated = map.annotated.len() + 1 == model_classes.len();
         let out = predictor.forward(img)?;
         let pred = predictor.draw(&out, samples, self.temperature, self.seed)?;

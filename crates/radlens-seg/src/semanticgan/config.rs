@@ -25,6 +25,18 @@ pub struct GanModelConfig {
     /// Scales of the multi-scale image-label discriminator.
     pub patch_scales: usize,
     pub intensity: IntensityConfig,
+    /// How `seg predict` / `eval` find an image's latent (runs trained before it existed
+    /// read the defaults).
+    #[serde(default)]
+    pub inversion: InversionConfig,
+    /// Masks keep each class's largest component and fill enclosed holes, as the U-Net's
+    /// option of that name (on by default for both, so that they compare alike).
+    #[serde(default = "keep_largest_component")]
+    pub largest_component: bool,
+}
+
+fn keep_largest_component() -> bool {
+    true
 }
 
 impl GanModelConfig {
@@ -70,6 +82,16 @@ impl GanModelConfig {
         {
             return Err("channel_multiplier and max_channels must be positive".into());
         }
+        let inv = &self.inversion;
+        let weights = [inv.mse_weight, inv.noise_weight, inv.encoder_weight];
+        if !(inv.learning_rate.is_finite() && inv.learning_rate > 0.0)
+            || weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+        {
+            return Err(format!(
+                "inversion: learning_rate must be positive and the weights finite and \
+                 non-negative, got {inv:?}"
+            ));
+        }
         Ok(())
     }
 }
@@ -87,6 +109,72 @@ impl Default for GanModelConfig {
             patch_channels: 32,
             patch_scales: 3,
             intensity: IntensityConfig { equalize: true },
+            inversion: InversionConfig::default(),
+            largest_component: true,
+        }
+    }
+}
+
+/// Test-time optimisation of W+ and the noise maps from the encoder's estimate, as the
+/// reference `inference.py`: Adam with a cosine-ramped learning rate on the perceptual
+/// distance plus weighted MSE, noise regulariser and encoder consistency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InversionConfig {
+    /// Adam steps; 0 reads the mask at the encoder's latent (encoder only).
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub mse_weight: f64,
+    /// Weight of StyleGAN2's noise autocorrelation penalty.
+    pub noise_weight: f64,
+    /// Weight of the distance between the latent and the encoder's latent of the
+    /// reconstruction.
+    pub encoder_weight: f64,
+    /// Optimise the noise maps with the latent (else they stay at their random start).
+    pub optimise_noise: bool,
+}
+
+impl Default for InversionConfig {
+    /// The reference `inference.py`'s defaults.
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            learning_rate: 0.1,
+            mse_weight: 0.1,
+            noise_weight: 100.0,
+            encoder_weight: 1e-3,
+            optimise_noise: true,
+        }
+    }
+}
+
+/// Training of the encoder to W+ after the GAN's steps, with the generator frozen, as the
+/// reference `train_enc.py`: each step one update on unlabelled images (MSE + weighted
+/// perceptual distance) and one on labelled pairs (the same plus cross-entropy and Dice of
+/// the generated mask), each with its own Adam and gradient clipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EncoderTrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub perceptual_weight: f64,
+    pub mask_weight: f64,
+    /// Gradient-norm clipping of the unlabelled and the labelled update.
+    pub unlabelled_clip: f64,
+    pub labelled_clip: f64,
+}
+
+impl Default for EncoderTrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 4,
+            learning_rate: 1e-3,
+            perceptual_weight: 10.0,
+            mask_weight: 1.0,
+            unlabelled_clip: 2.0,
+            labelled_clip: 5.0,
         }
     }
 }
@@ -138,7 +226,14 @@ pub struct GanTrainConfig {
     pub feature_matching_weight: f64,
     /// EMA half-life of the generator's weights, in thousands of images.
     pub ema_kimg: f64,
+    /// StyleGAN2-ADA's EMA ramp-up for small data: the half-life is at most this fraction
+    /// of the images seen so far, so that the EMA generator does not average in the
+    /// untrained start for the first tens of thousands of images. `None`: a fixed half-life
+    /// (rosinality's StyleGAN2, which SemanticGAN's code builds on).
+    pub ema_rampup: Option<f64>,
     pub augment: DiffAugment,
+    /// The encoder trained after the last GAN step.
+    pub encoder: EncoderTrainConfig,
     pub sample_every: usize,
     pub checkpoint_every: usize,
     pub seed: u64,
@@ -159,7 +254,9 @@ impl Default for GanTrainConfig {
             style_mixing: 0.9,
             feature_matching_weight: 2.0,
             ema_kimg: 10.0,
+            ema_rampup: Some(0.05),
             augment: DiffAugment::default(),
+            encoder: EncoderTrainConfig::default(),
             sample_every: 250,
             checkpoint_every: 100,
             seed: 0,
@@ -222,6 +319,23 @@ impl GanRunConfig {
         {
             return Err(bad("steps, labelled, r1_every, sample_every and checkpoint_every must be positive and batch_size at least 2".into()));
         }
+        if t.ema_rampup.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(bad(format!(
+                "ema_rampup must be positive, got {:?}",
+                t.ema_rampup
+            )));
+        }
+        let e = &t.encoder;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if e.batch_size == 0
+            || !(positive(e.learning_rate)
+                && positive(e.unlabelled_clip)
+                && positive(e.labelled_clip))
+            || !(e.perceptual_weight.is_finite() && e.perceptual_weight >= 0.0)
+            || !(e.mask_weight.is_finite() && e.mask_weight >= 0.0)
+        {
+            return Err(bad(format!("encoder: batch_size, learning_rate and the clips must be positive and the weights finite and non-negative, got {e:?}")));
+        }
         let a = &t.augment;
         let unit = |v: f64| (0.0..=1.0).contains(&v);
         if !(unit(a.probability)
@@ -277,6 +391,17 @@ mod tests {
         std::fs::write(&p, bad_aug).unwrap();
         let e = GanRunConfig::from_toml(&p).unwrap_err().to_string();
         assert!(e.contains("augment") && e.contains("1.5"), "{e}");
+        let good = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("[train]\naugment = { probability = 1.5 }\n", "");
+        for (extra, want) in [
+            ("inversion = { learning_rate = -1.0 }\n", "inversion"),
+            ("[train]\nencoder = { batch_size = 0 }\n", "encoder"),
+        ] {
+            std::fs::write(&p, good.clone() + extra).unwrap();
+            let e = GanRunConfig::from_toml(&p).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("g.toml"), "{e}");
+        }
         std::fs::write(&p, "[model]\nimage_size = 64\n").unwrap();
         assert!(!GanRunConfig::is_gan_config(&p));
     }

@@ -64,10 +64,42 @@ pub fn minibatch_stddev(x: &Tensor) -> Result<Tensor> {
     )?)
 }
 
-pub struct ImageDiscriminator {
-    pub params: ParamStore,
+/// StyleGAN2's residual image trunk: from-RGB (1x1), then residual blocks halving the side
+/// down to 4 x 4. The image discriminator and the encoder are built on it.
+pub(crate) struct Backbone {
     from_rgb: EqualConv,
     blocks: Vec<ResBlock>,
+}
+
+impl Backbone {
+    /// The trunk's parameters in `p`, named `from_rgb` and `block.<resolution>`.
+    pub(crate) fn new(p: &mut ParamStore, config: &GanModelConfig) -> Result<Self> {
+        let top = config.image_size;
+        let from_rgb = EqualConv::new(p, "from_rgb", (1, config.channels(top), 1), true)?;
+        let mut blocks = Vec::new();
+        let mut res = top;
+        while res > 4 {
+            let (cin, cout) = (config.channels(res), config.channels(res / 2));
+            blocks.push(ResBlock::new(p, &format!("block.{res}"), cin, cout)?);
+            res /= 2;
+        }
+        Ok(Self { from_rgb, blocks })
+    }
+
+    /// From-RGB's output and each block's, full resolution down to 4 x 4.
+    pub(crate) fn features(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut out = vec![lrelu(&self.from_rgb.forward(x)?)?];
+        for b in &self.blocks {
+            let h = b.forward(out.last().expect("pushed above"))?;
+            out.push(h);
+        }
+        Ok(out)
+    }
+}
+
+pub struct ImageDiscriminator {
+    pub params: ParamStore,
+    backbone: Backbone,
     final_conv: EqualConv,
     fc: EqualLinear,
     out: EqualLinear,
@@ -75,36 +107,39 @@ pub struct ImageDiscriminator {
 
 impl ImageDiscriminator {
     pub fn new(config: &GanModelConfig, device: &Device, seed: u64) -> Result<Self> {
-        let mut p = ParamStore::new(device, seed);
-        let top = config.image_size;
-        let from_rgb = EqualConv::new(&mut p, "from_rgb", (1, config.channels(top), 1), true)?;
-        let mut blocks = Vec::new();
-        let mut res = top;
-        while res > 4 {
-            let (cin, cout) = (config.channels(res), config.channels(res / 2));
-            blocks.push(ResBlock::new(&mut p, &format!("block.{res}"), cin, cout)?);
-            res /= 2;
-        }
+        Self::with_store(config, ParamStore::new(device, seed))
+    }
+
+    /// A discriminator to load and use but not train (inversion's feature space).
+    pub fn frozen(config: &GanModelConfig, device: &Device) -> Result<Self> {
+        Self::with_store(config, ParamStore::frozen(device))
+    }
+
+    fn with_store(config: &GanModelConfig, mut p: ParamStore) -> Result<Self> {
+        let backbone = Backbone::new(&mut p, config)?;
         let c4 = config.channels(4);
         Ok(Self {
             final_conv: EqualConv::new(&mut p, "final_conv", (c4 + 1, c4, 3), true)?,
             fc: EqualLinear::new(&mut p, "fc", (c4 * 16, c4), 0.0, 1.0, true)?,
             out: EqualLinear::new(&mut p, "out", (c4, 1), 0.0, 1.0, false)?,
             params: p,
-            from_rgb,
-            blocks,
+            backbone,
         })
     }
 
     /// Real/fake logits (N) of images (N, 1, S, S).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = lrelu(&self.from_rgb.forward(x)?)?;
-        for b in &self.blocks {
-            h = b.forward(&h)?;
-        }
-        let h = lrelu(&self.final_conv.forward(&minibatch_stddev(&h)?)?)?;
+        let features = self.features(x)?;
+        let h = features.last().expect("from_rgb's output at least");
+        let h = lrelu(&self.final_conv.forward(&minibatch_stddev(h)?)?)?;
         let h = self.fc.forward(&h.flatten_from(1)?)?;
         Ok(self.out.forward(&h)?.flatten_all()?)
+    }
+
+    /// The per-image feature maps before the minibatch statistics: from-RGB's output and
+    /// each residual block's, full resolution down to 4 x 4 (inversion's perceptual loss).
+    pub fn features(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.backbone.features(x)
     }
 }
 

@@ -35,8 +35,16 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(config: &GanModelConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::with_store(config, ParamStore::new(device, seed))
+    }
+
+    /// A generator to load and use but not train (see [`ParamStore::frozen`]).
+    pub fn frozen(config: &GanModelConfig, device: &Device) -> Result<Self> {
+        Self::with_store(config, ParamStore::frozen(device))
+    }
+
+    fn with_store(config: &GanModelConfig, mut p: ParamStore) -> Result<Self> {
         config.validate().map_err(SegError::Invalid)?;
-        let mut p = ParamStore::new(device, seed);
         let z = config.latent;
         let mapping = (0..config.mapping_layers)
             .map(|i| {
@@ -126,8 +134,41 @@ impl Generator {
         Ok(vec![w; n])
     }
 
+    /// The sides of the noise maps the synthesis layers take, in layer order: 4, then
+    /// each resolution from 8 up twice.
+    pub fn noise_sides(&self) -> Vec<usize> {
+        std::iter::once(4)
+            .chain((3..=self.config.log_size()).flat_map(|l| [1 << l, 1 << l]))
+            .collect()
+    }
+
+    /// Fresh N(0, 1) noise maps, (n, 1, side, side) for each of [`Self::noise_sides`].
+    pub fn random_noise(&self, n: usize, rng: &mut StdRng) -> Result<Vec<Tensor>> {
+        self.noise_sides()
+            .into_iter()
+            .map(|s| {
+                let v: Vec<f32> = (0..n * s * s).map(|_| StandardNormal.sample(rng)).collect();
+                Ok(Tensor::from_vec(v, (n, 1, s, s), self.constant.device())?)
+            })
+            .collect()
+    }
+
     /// The synthesis network on W+ `ws` (`num_ws` tensors (N, latent)), noise from `rng`.
     pub fn synthesis(&self, ws: &[Tensor], rng: &mut StdRng) -> Result<Generated> {
+        let n = ws.first().map_or(Ok(0), |w| w.dim(0))?;
+        self.synthesis_with_noise(ws, &self.random_noise(n, rng)?)
+    }
+
+    /// The synthesis network on W+ `ws` with the given noise maps (as
+    /// [`Self::random_noise`] makes), which inversion optimises with the latents.
+    pub fn synthesis_with_noise(&self, ws: &[Tensor], noise: &[Tensor]) -> Result<Generated> {
+        if noise.len() != self.convs.len() {
+            return Err(SegError::Invalid(format!(
+                "the generator takes {} noise maps, got {}",
+                self.convs.len(),
+                noise.len()
+            )));
+        }
         if ws.len() != self.config.num_ws() {
             return Err(SegError::Invalid(format!(
                 "the generator takes {} w vectors, got {}",
@@ -138,7 +179,7 @@ impl Generator {
         let n = ws[0].dim(0)?;
         let c4 = self.constant.dim(1)?;
         let mut x = self.constant.broadcast_as((n, c4, 4, 4))?.contiguous()?;
-        x = self.convs[0].forward(&x, &ws[0], rng)?;
+        x = self.convs[0].forward(&x, &ws[0], &noise[0])?;
         let mut rgb = self.to_rgb[0].forward(&x, &ws[1], None)?;
         let mut seg = self.to_seg[0].forward(&x, &ws[1], None)?;
         for (i, (pair, (to_rgb, to_seg))) in self.convs[1..]
@@ -146,8 +187,8 @@ impl Generator {
             .zip(self.to_rgb[1..].iter().zip(&self.to_seg[1..]))
             .enumerate()
         {
-            let up = pair[0].forward(&x, &ws[1 + 2 * i], rng)?;
-            x = pair[1].forward(&up, &ws[2 + 2 * i], rng)?;
+            let up = pair[0].forward(&x, &ws[1 + 2 * i], &noise[1 + 2 * i])?;
+            x = pair[1].forward(&up, &ws[2 + 2 * i], &noise[2 + 2 * i])?;
             rgb = to_rgb.forward(&x, &ws[3 + 2 * i], Some(&rgb))?;
             seg = to_seg.forward(&x, &ws[3 + 2 * i], Some(&seg))?;
         }

@@ -11,8 +11,6 @@ use crate::error::Result;
 use candle_core::{Tensor, D};
 use radlens_kernels::{conv2d, conv2d_bias, upsample2x_fir};
 use radlens_nn::ParamStore;
-use rand::rngs::StdRng;
-use rand_distr::{Distribution, StandardNormal};
 
 /// Leaky ReLU (slope 0.2) times sqrt(2), StyleGAN2's `fused_lrelu` gain that keeps the
 /// activations' second moment.
@@ -139,13 +137,6 @@ impl ModConv {
     }
 }
 
-/// Per-pixel Gaussian noise (one map per sample, shared by the channels) drawn from `rng`.
-pub fn noise_like(x: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
-    let v: Vec<f32> = (0..n * h * w).map(|_| StandardNormal.sample(rng)).collect();
-    Ok(Tensor::from_vec(v, (n, 1, h, w), x.device())?)
-}
-
 /// A synthesis layer: optional [1,3,3,1] 2x upsampling, a 3x3 modulated, demodulated
 /// convolution, scaled noise (strength learned, starting at 0), bias, leaky ReLU.
 pub struct StyledConv {
@@ -171,8 +162,8 @@ impl StyledConv {
         })
     }
 
-    /// Applies the layer with fresh noise from `rng`.
-    pub fn forward(&self, x: &Tensor, w: &Tensor, rng: &mut StdRng) -> Result<Tensor> {
+    /// Applies the layer with `noise` (N, 1, H, W) at its output resolution.
+    pub fn forward(&self, x: &Tensor, w: &Tensor, noise: &Tensor) -> Result<Tensor> {
         let x = if self.upsample {
             upsample2x_fir(x)?
         } else {
@@ -180,7 +171,6 @@ impl StyledConv {
         };
         let y = self.conv.forward(&x, w)?;
         let cout = y.dim(1)?;
-        let noise = noise_like(&y, rng)?;
         let y = (y.broadcast_add(&noise.broadcast_mul(&self.noise_strength)?)?)
             .broadcast_add(&self.bias.reshape((1, cout, 1, 1))?)?;
         lrelu(&y)
@@ -222,7 +212,9 @@ impl ToOutput {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+    use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
 
     fn randn(rng: &mut StdRng, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();

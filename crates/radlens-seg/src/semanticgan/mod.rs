@@ -8,19 +8,25 @@
 //! non-fused form (`layers`); conv + binomial downsampling for strided convolutions
 //! (`discriminator`); batch-mean feature matching (`losses`); fixed-probability
 //! DiffAugment instead of ADA's adaptive probability (`augment`); no path-length
-//! regulariser yet; histogram equalisation without the reference's gamma 0.5.
+//! regulariser yet; histogram equalisation without the reference's gamma 0.5; the encoder's
+//! backbone and the perceptual distance of inversion (`encoder`, `invert`).
 
 pub mod augment;
 pub mod config;
 pub mod discriminator;
+pub mod encoder;
+pub mod encoder_train;
 pub mod generator;
+pub mod invert;
 pub mod layers;
 pub mod losses;
 pub mod samples;
 pub mod train;
 
 pub use config::{GanModelConfig, GanRunConfig, GanTrainConfig};
+pub use encoder_train::EncoderLosses;
 pub use generator::{Generated, Generator};
+pub use invert::{GanSegmenter, Inversion};
 pub use train::{train_gan, GanTrainEvent, GanTrainRequest};
 
 #[cfg(test)]
@@ -66,6 +72,55 @@ mod tests {
         assert_eq!(outs.len(), 2);
         assert_eq!(outs[0].logits.dims(), [3, 1, 4, 4]);
         assert_eq!(outs[1].logits.dims(), [3, 1, 2, 2]);
+        let mean = encoder::mean_w(&g, 1).unwrap();
+        let e = encoder::Encoder::new(&cfg, mean, &dev, 4).unwrap();
+        assert_eq!(e.forward(&out.image).unwrap().dims(), [3, cfg.num_ws(), 16]);
+    }
+
+    /// Noise maps given explicitly (as inversion optimises them) reproduce the noise
+    /// `synthesis` draws from the same seed, and other noise changes the image.
+    #[test]
+    fn given_noise_equals_drawn_noise() {
+        let cfg = tiny();
+        let g = Generator::new(&cfg, &Device::Cpu, 1).unwrap();
+        for (name, var) in g.params.named() {
+            if name.ends_with("noise_strength") {
+                var.set(&Tensor::new(&[0.5f32], &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(4);
+        let z = g.sample_z(2, &mut rng).unwrap();
+        let ws = g.ws_from_z(&z, 0.0, &mut rng).unwrap();
+        let drawn = g.synthesis(&ws, &mut StdRng::seed_from_u64(9)).unwrap();
+        let noise = g.random_noise(2, &mut StdRng::seed_from_u64(9)).unwrap();
+        assert_eq!(g.noise_sides(), [4, 8, 8, 16, 16, 32, 32]);
+        let given = g.synthesis_with_noise(&ws, &noise).unwrap();
+        let other = g
+            .synthesis_with_noise(
+                &ws,
+                &g.random_noise(2, &mut StdRng::seed_from_u64(10)).unwrap(),
+            )
+            .unwrap();
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert_eq!(diff(&drawn.image, &given.image), 0.0);
+        assert_eq!(diff(&drawn.seg_logits, &given.seg_logits), 0.0);
+        assert!(diff(&drawn.image, &other.image) > 1e-3);
+        let err = g
+            .synthesis_with_noise(&ws, &noise[1..])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("7 noise maps, got 6"), "{err}");
     }
 
     /// The image-label discriminator's loss, with the image detached as training does,

@@ -24,11 +24,13 @@
 use super::augment::diff_augment;
 use super::config::{GanKind, GanModelConfig, GanRunConfig, GanTrainConfig};
 use super::discriminator::{ImageDiscriminator, PatchDiscriminator};
+use super::encoder_train::{train_encoder, EncoderLosses};
 use super::generator::{Generated, Generator};
+use super::invert::GENERATOR_FILE;
 use super::losses::{d_hinge, d_logistic, feature_matching, g_hinge, g_nonsaturating, r1_penalty};
 use super::samples::write_sample_grid;
 use crate::checkpoint::{load_tensors, save_tensors};
-use crate::data::{ClassMap, PreparedSet};
+use crate::data::{label_budget, ClassMap, PreparedSet};
 use crate::error::{Result, SegError};
 use crate::loss::one_hot;
 use candle_core::{Device, Tensor};
@@ -40,7 +42,6 @@ use radlens_io::split::{Split, SplitPart};
 use radlens_io::{DatasetSpec, Sample};
 use radlens_nn::{Adam, AdamHyper, ParamStore};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -105,10 +106,22 @@ pub enum GanTrainEvent {
         losses: GanLosses,
         seconds: f64,
     },
-    /// A sample grid was written.
+    /// A sample grid was written (of the GAN, or of the encoder's masks).
     Samples {
         step: usize,
         path: PathBuf,
+    },
+    /// The encoder's training (re)starts at `step` of `steps`.
+    EncoderStarted {
+        step: usize,
+        steps: usize,
+    },
+    /// Encoder step `step` (1-based) is done.
+    EncoderStep {
+        step: usize,
+        steps: usize,
+        losses: EncoderLosses,
+        seconds: f64,
     },
 }
 
@@ -148,19 +161,6 @@ struct GanState {
     optimiser_steps: [u64; 3],
 }
 
-/// Seed offset of the labelled subset, so that it does not follow the split's shuffle.
-const LABEL_SEED: u64 = 0x1abe1;
-
-/// The first `n` of the training ids in a seeded order: deterministic, and nested (the
-/// 9 labelled images are among the 35, which are among the 175).
-pub fn choose_labelled(train_ids: &[String], n: usize, seed: u64) -> Vec<String> {
-    let mut ids = train_ids.to_vec();
-    ids.sort();
-    ids.shuffle(&mut StdRng::seed_from_u64(seed ^ LABEL_SEED));
-    ids.truncate(n);
-    ids
-}
-
 /// The discriminator input of an image and class logits: the image and the softmax.
 pub fn label_pair(image: &Tensor, seg_logits: &Tensor) -> Result<Tensor> {
     let probs = candle_nn::ops::softmax(seg_logits, 1)?;
@@ -179,8 +179,8 @@ pub fn gan_intensity(x: &mut [f32], intensity: IntensityConfig) {
 /// The four networks and their optimisers: what one training step updates.
 pub struct GanNets {
     g: Generator,
-    g_ema: Generator,
-    d: ImageDiscriminator,
+    pub(super) g_ema: Generator,
+    pub(super) d: ImageDiscriminator,
     dseg: PatchDiscriminator,
     opt_g: Adam,
     opt_d: Adam,
@@ -254,16 +254,7 @@ impl GanNets {
         steps: [u64; 3],
     ) -> Result<()> {
         let mut saved = saved;
-        let mut take = |prefix: &str| -> HashMap<String, Tensor> {
-            let keys: Vec<String> = saved
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .cloned()
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| saved.remove(&k).map(|v| (k[prefix.len()..].to_string(), v)))
-                .collect()
-        };
+        let mut take = |prefix: &str| take_prefixed(&mut saved, prefix);
         // "g_ema." first: "g." is its prefix
         let ema = take("g_ema.");
         self.g_ema.params.assign_from(&ema, path)?;
@@ -293,20 +284,36 @@ impl GanNets {
     }
 }
 
+/// Removes the checkpoint tensors named `prefix...` from `saved` and returns them named
+/// without the prefix.
+pub(super) fn take_prefixed(
+    saved: &mut HashMap<String, Tensor>,
+    prefix: &str,
+) -> HashMap<String, Tensor> {
+    let keys: Vec<String> = saved
+        .keys()
+        .filter(|k| k.starts_with(prefix))
+        .cloned()
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| saved.remove(&k).map(|v| (k[prefix.len()..].to_string(), v)))
+        .collect()
+}
+
 /// Cases for training: labelled pairs and every image (labelled first).
-struct GanData {
-    labelled: PreparedSet,
+pub(super) struct GanData {
+    pub(super) labelled: PreparedSet,
     unlabelled: PreparedSet,
 }
 
 impl GanData {
-    fn images(&self) -> usize {
+    pub(super) fn images(&self) -> usize {
         self.labelled.len() + self.unlabelled.len()
     }
 
     /// A batch (B, 1, S, S) of images `idx` over labelled then unlabelled, and the labels
     /// of the labelled ones.
-    fn batch(
+    pub(super) fn batch(
         &self,
         idx: &[usize],
         cfg: IntensityConfig,
@@ -407,15 +414,8 @@ fn budget_of(
         ),
     };
     let train_ids = split.ids(SplitPart::Train);
-    if t.labelled > train_ids.len() {
-        return Err(SegError::Invalid(format!(
-            "{} labelled images asked for, but the training split of {} has {}",
-            t.labelled,
-            req.dataset,
-            train_ids.len()
-        )));
-    }
-    let labelled = choose_labelled(&train_ids, t.labelled, t.seed);
+    let labelled = label_budget(&train_ids, t.labelled, t.seed)
+        .map_err(|e| SegError::Invalid(format!("{}: {e}", req.dataset)))?;
     let mut unlabelled: Vec<String> = train_ids
         .into_iter()
         .filter(|id| !labelled.contains(id))
@@ -498,7 +498,6 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
         labelled: data.labelled.len(),
         unlabelled: data.unlabelled.len(),
     });
-    let ema_beta = 0.5f64.powf(t.batch_size as f64 / (t.ema_kimg * 1000.0).max(1e-8));
     let mut r1 = 0.0;
     for step in start..t.steps {
         let started = Instant::now();
@@ -517,7 +516,7 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
             },
         )?;
         r1 = losses.r1;
-        nets.update_ema(ema_beta)?;
+        nets.update_ema(ema_beta(&t, step))?;
         let seconds = started.elapsed().as_secs_f64();
         let done = step + 1;
         let row: Vec<String> = losses.all().iter().map(|v| format!("{v:.5}")).collect();
@@ -535,7 +534,7 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
         }
         if done % t.checkpoint_every == 0 || done == t.steps {
             save_tensors(&last, &nets.checkpoint()?)?;
-            save_tensors(&run.join("model.safetensors"), &nets.g_ema.params.tensors())?;
+            save_tensors(&run.join(GENERATOR_FILE), &nets.g_ema.params.tensors())?;
             write_json(
                 &state_path,
                 &GanState {
@@ -546,7 +545,19 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
             history.save()?;
         }
     }
+    train_encoder(&run, &nets, &data, &cfg, t.steps, &req.device, observer)?;
     Ok(req.out)
+}
+
+/// The EMA decay of step `step` (0-based): half-life `ema_kimg` thousand images, ramped up
+/// with the images seen before the step when `ema_rampup` is set (StyleGAN2-ADA).
+pub fn ema_beta(t: &GanTrainConfig, step: usize) -> f64 {
+    let seen = (step * t.batch_size) as f64;
+    let half_life = match t.ema_rampup {
+        Some(r) => (t.ema_kimg * 1000.0).min(seen * r),
+        None => t.ema_kimg * 1000.0,
+    };
+    0.5f64.powf(t.batch_size as f64 / half_life.max(1e-8))
 }
 
 /// Seed offset of the fixed latents of the sample grids.
@@ -723,20 +734,22 @@ mod tests {
     use radlens_io::raster::write_gray_png;
 
     #[test]
-    fn labelled_subsets_are_deterministic_and_nested() {
-        let ids: Vec<String> = (0..40).map(|i| format!("case{i:02}")).collect();
-        let mut shuffled = ids.clone();
-        shuffled.reverse();
-        let small = choose_labelled(&ids, 9, 0);
-        let large = choose_labelled(&shuffled, 35, 0);
-        assert_eq!(
-            small,
-            choose_labelled(&shuffled, 9, 0),
-            "input order must not matter"
-        );
-        assert_eq!(small[..], large[..9]);
-        assert_ne!(small, choose_labelled(&ids, 9, 1));
-        assert_ne!(small[..], ids[..9], "not simply the first ids");
+    fn ema_half_life_ramps_up_with_the_images_seen() {
+        let mut t = GanTrainConfig {
+            batch_size: 4,
+            ema_kimg: 10.0,
+            ema_rampup: Some(0.05),
+            ..GanTrainConfig::default()
+        };
+        // the first step copies the generator
+        assert_eq!(ema_beta(&t, 0), 0.0);
+        // after 4,000 images the half-life is 200 images: 0.5^(4/200)
+        assert!((ema_beta(&t, 1000) - 0.5f64.powf(0.02)).abs() < 1e-12);
+        // from 200,000 images on it is the configured 10,000
+        let fixed = 0.5f64.powf(4.0 / 10_000.0);
+        assert!((ema_beta(&t, 60_000) - fixed).abs() < 1e-12);
+        t.ema_rampup = None;
+        assert!((ema_beta(&t, 0) - fixed).abs() < 1e-12);
     }
 
     /// A tiny nnU-Net-layout dataset of `n` 32 x 32 films with a bright "lung" square.
@@ -775,6 +788,11 @@ mod tests {
             r1_every: 2,
             sample_every: 2,
             checkpoint_every: 2,
+            encoder: super::super::config::EncoderTrainConfig {
+                steps: 2,
+                batch_size: 2,
+                ..Default::default()
+            },
             ..GanTrainConfig::default()
         };
         GanTrainRequest {
@@ -793,7 +811,8 @@ mod tests {
     }
 
     /// Two steps, then two more resumed from the checkpoint, give the same weights and the
-    /// same history as four uninterrupted steps; the run holds its files.
+    /// same history as four uninterrupted steps (the encoder trained after the first two
+    /// steps is trained again for the final generator); the run holds its files.
     #[test]
     fn resumed_training_matches_uninterrupted_training() {
         let tmp = tempfile::tempdir().unwrap();
@@ -812,26 +831,18 @@ mod tests {
             "labels.json",
             "model.safetensors",
             "samples/step_000004.png",
+            "encoder.safetensors",
+            "image_discriminator.safetensors",
+            "encoder_history.csv",
+            "samples/encoder_000002.png",
         ] {
             assert!(whole.join(f).is_file(), "{f} missing");
         }
         let budget: LabelBudget = read_json(&whole.join("labels.json")).unwrap();
         assert_eq!(budget.labelled.len(), 3);
         assert_eq!(budget.labelled.len() + budget.unlabelled.len(), 7);
-        let a = load_tensors(&whole.join("model.safetensors"), &Device::Cpu).unwrap();
-        let b = load_tensors(&split.join("model.safetensors"), &Device::Cpu).unwrap();
-        for (k, v) in &a {
-            let (x, y): (Vec<f32>, Vec<f32>) = (
-                v.flatten_all().unwrap().to_vec1().unwrap(),
-                b[k].flatten_all().unwrap().to_vec1().unwrap(),
-            );
-            // equal up to the summation order of multi-threaded reductions
-            for (p, q) in x.iter().zip(&y) {
-                assert!(
-                    (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
-                    "{k} differs after resuming: {p} vs {q}"
-                );
-            }
+        for file in ["model.safetensors", "encoder.safetensors"] {
+            same_tensors(&whole.join(file), &split.join(file));
         }
         let rows = |p: &Path| -> Vec<Vec<f64>> {
             let text = std::fs::read_to_string(p.join("history.csv")).unwrap();
@@ -859,5 +870,68 @@ mod tests {
         // a new run into a used folder is refused, nothing overwritten
         let err = train_gan(request(&data, &whole, 4, false), &Silent).unwrap_err();
         assert!(err.to_string().contains("config.json"), "{err}");
+
+        // the encoder resumes mid-way: two more encoder steps on `split` equal four from
+        // the start of the encoder phase on a copy of `whole` without its encoder
+        let more = |run: &Path| {
+            let path = run.join("config.json");
+            let mut info: GanRunInfo = read_json(&path).unwrap();
+            info.train.encoder.steps = 4;
+            write_json(&path, &info).unwrap();
+        };
+        more(&split);
+        train_gan(request(&data, &split, 4, true), &Silent).unwrap();
+        more(&whole);
+        for f in [
+            "checkpoint/encoder_state.json",
+            "checkpoint/encoder.safetensors",
+            "encoder_history.csv",
+        ] {
+            std::fs::remove_file(whole.join(f)).unwrap();
+        }
+        train_gan(request(&data, &whole, 4, true), &Silent).unwrap();
+        same_tensors(
+            &whole.join("encoder.safetensors"),
+            &split.join("encoder.safetensors"),
+        );
+        let enc_rows = std::fs::read_to_string(split.join("encoder_history.csv")).unwrap();
+        assert_eq!(enc_rows.lines().count(), 5, "{enc_rows}");
+
+        // the run segments through the common predictor, at the model grid's size
+        let predictor = crate::Predictor::load(&split, &Device::Cpu).unwrap();
+        let img = radlens_io::XrayImage::new(40, 32, vec![0.5; 40 * 32]).unwrap();
+        let pred = predictor.predict(&img, 0, 1.0, 0).unwrap();
+        assert_eq!((pred.classes, pred.mean_mask.len()), (2, 32 * 32));
+        // without its encoder it says what is missing
+        std::fs::remove_file(split.join("encoder.safetensors")).unwrap();
+        let err = crate::Predictor::load(&split, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("encoder.safetensors") && err.contains("not found"),
+            "{err}"
+        );
+    }
+
+    /// Asserts two safetensors files hold the same tensors up to the summation order of
+    /// multi-threaded reductions.
+    fn same_tensors(a: &Path, b: &Path) {
+        let a = load_tensors(a, &Device::Cpu).unwrap();
+        let b = load_tensors(b, &Device::Cpu).unwrap();
+        assert_eq!(a.len(), b.len());
+        for (k, v) in &a {
+            let (x, y): (Vec<f32>, Vec<f32>) = (
+                v.flatten_all().unwrap().to_vec1().unwrap(),
+                b[k].flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            // equal up to the summation order of multi-threaded reductions
+            for (p, q) in x.iter().zip(&y) {
+                assert!(
+                    (p - q).abs() <= 1e-4 * (1.0 + p.abs()),
+                    "{k} differs after resuming: {p} vs {q}"
+                );
+            }
+        }
     }
 }
