@@ -61,6 +61,8 @@ pub struct PredictArgs {
     /// areas are then also given in mm².
     #[arg(long)]
     pixel_spacing: Option<f64>,
+    #[command(flatten)]
+    inversion: InversionSteps,
     /// Output folder; each image gets a subfolder named after its file stem.
     #[arg(long)]
     out: PathBuf,
@@ -82,6 +84,40 @@ pub struct ScoredCases {
     /// Only the first N cases of the split (quick checks).
     #[arg(long)]
     pub limit: Option<usize>,
+    #[command(flatten)]
+    pub inversion: InversionSteps,
+}
+
+/// The option that sets how hard a SemanticGAN run inverts each image.
+#[derive(Args)]
+pub struct InversionSteps {
+    /// SemanticGAN runs: test-time optimisation steps per image (0 = the encoder's latent
+    /// only; default the run's `[model] inversion`, 100). Fewer steps are faster and
+    /// usually less accurate.
+    #[arg(long = "inversion-steps")]
+    pub steps: Option<usize>,
+}
+
+impl InversionSteps {
+    /// Apply the option to the SemanticGAN models among `predictors`; an error when it was
+    /// given and none is one, so that it is never silently ignored.
+    pub fn apply(&self, predictors: &mut [&mut radlens_seg::Predictor]) -> Result<()> {
+        let Some(steps) = self.steps else {
+            return Ok(());
+        };
+        let mut applied = false;
+        for p in predictors.iter_mut() {
+            if p.model.inversion_steps().is_some() {
+                p.model.set_inversion_steps(steps)?;
+                applied = true;
+            }
+        }
+        anyhow::ensure!(
+            applied,
+            "--inversion-steps applies to SemanticGAN runs, and no model given is one"
+        );
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -286,6 +322,16 @@ pub(crate) fn load_predictor(model: Option<PathBuf>) -> Result<(PathBuf, radlens
     Ok((dir, predictor))
 }
 
+/// The model of `model` (default the shipped one) with `--inversion-steps` applied.
+pub(crate) fn load_scored_predictor(
+    model: Option<PathBuf>,
+    inversion: &InversionSteps,
+) -> Result<(PathBuf, radlens_seg::Predictor)> {
+    let (dir, mut predictor) = load_predictor(model)?;
+    inversion.apply(&mut [&mut predictor])?;
+    Ok((dir, predictor))
+}
+
 /// The temperature asked for, else the model's own; checked to be usable.
 pub(crate) fn temperature(asked: Option<f64>, predictor: &radlens_seg::Predictor) -> Result<f64> {
     let t = asked.unwrap_or(predictor.temperature);
@@ -314,7 +360,7 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
             img.spacing = a.pixel_spacing.map(radlens_io::PixelSpacing::isotropic);
         }
     }
-    let (_, predictor) = load_predictor(a.model)?;
+    let (_, predictor) = load_scored_predictor(a.model, &a.inversion)?;
     let req = PredictRequest {
         images: &images,
         out: &a.out,
@@ -329,7 +375,7 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    let (dir, predictor) = load_predictor(a.scored.model.clone())?;
+    let (dir, predictor) = load_scored_predictor(a.scored.model.clone(), &a.scored.inversion)?;
     let temperature = temperature(a.temperature, &predictor)?;
     let dataset = a.scored.dataset.open()?;
     let cases = a.scored.cases(&dir, &dataset)?;
@@ -341,13 +387,16 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         temperature,
         &EvalProgress::default(),
     )?;
-    let header = EvalHeader::new(
-        &dir,
-        &a.scored.dataset,
-        cases.part,
-        predictor.model.image_size(),
-        temperature,
-    );
+    let header = EvalHeader {
+        inversion_steps: predictor.model.inversion_steps(),
+        ..EvalHeader::new(
+            &dir,
+            &a.scored.dataset,
+            cases.part,
+            predictor.model.image_size(),
+            temperature,
+        )
+    };
     let summary = ev.summary(header);
     write_results(&a.out, &ev, &summary)?;
     print_summary(&summary);

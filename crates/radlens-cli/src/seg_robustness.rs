@@ -47,8 +47,8 @@ pub struct RobustnessArgs {
 struct Settings<'a> {
     radlens: &'static str,
     dataset: String,
-    /// Name, SSN samples and temperature of each model.
-    models: Vec<(&'a str, usize, f64)>,
+    /// Name, SSN samples, temperature and SemanticGAN inversion steps of each model.
+    models: Vec<(&'a str, usize, f64, Option<usize>)>,
     perturbations: Vec<&'static str>,
     seed: u64,
 }
@@ -85,6 +85,9 @@ pub fn robustness_cmd(a: RobustnessArgs) -> Result<()> {
         );
         models.push((model_name(&odir), op));
     }
+    a.scored
+        .inversion
+        .apply(&mut models.iter_mut().map(|(_, p)| p).collect::<Vec<_>>())?;
     let under_test = models
         .iter()
         .map(|(name, p)| {
@@ -106,7 +109,10 @@ pub fn robustness_cmd(a: RobustnessArgs) -> Result<()> {
         dataset: a.scored.dataset.to_string(),
         models: under_test
             .iter()
-            .map(|m| (m.name.as_str(), m.samples, m.temperature))
+            .map(|m| {
+                let steps = m.predictor.model.inversion_steps();
+                (m.name.as_str(), m.samples, m.temperature, steps)
+            })
             .collect(),
         perturbations: perturbations.iter().map(|p| p.name()).collect(),
         seed: a.seed,

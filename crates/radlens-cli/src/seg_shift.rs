@@ -1,7 +1,7 @@
 //! `radlens seg shift`: parses, runs [`radlens_seg::shift`] on both datasets, writes
 //! and prints.
 
-use crate::seg_cmd::load_predictor;
+use crate::seg_cmd::{load_scored_predictor, InversionSteps};
 use crate::seg_progress::EvalProgress;
 use anyhow::Result;
 use clap::Args;
@@ -26,6 +26,8 @@ pub struct ShiftArgs {
     /// Which in-domain cases (default: test on the model's own data).
     #[arg(long)]
     split: Option<SplitPart>,
+    #[command(flatten)]
+    inversion: InversionSteps,
     /// Seed of the bootstrap and permutations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -35,7 +37,7 @@ pub struct ShiftArgs {
 }
 
 pub fn shift_cmd(a: ShiftArgs) -> Result<()> {
-    let (dir, predictor) = load_predictor(a.model)?;
+    let (dir, predictor) = load_scored_predictor(a.model, &a.inversion)?;
     let run = SegRun::at(&dir);
     let mut scores = Vec::new();
     for (spec, split) in [(&a.in_domain, a.split), (&a.out_of_domain, None)] {

@@ -1,6 +1,6 @@
 //! `radlens seg subgroups`: parses, evaluates, runs [`radlens_seg::subgroups`], prints.
 
-use crate::seg_cmd::{load_predictor, ScoredCases};
+use crate::seg_cmd::{load_scored_predictor, ScoredCases};
 use crate::seg_progress::EvalProgress;
 use anyhow::Result;
 use clap::Args;
@@ -25,7 +25,7 @@ pub struct SubgroupsArgs {
 }
 
 pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
-    let (dir, predictor) = load_predictor(a.scored.model.clone())?;
+    let (dir, predictor) = load_scored_predictor(a.scored.model.clone(), &a.scored.inversion)?;
     let dataset = a.scored.dataset.open()?;
     let cases = a.scored.cases(&dir, &dataset)?;
     let known: Vec<&str> =

@@ -227,6 +227,24 @@ fn bad_inputs_give_clear_errors_and_no_output() {
     assert!(stderr(&o).contains("corrupt.jpg"), "{}", stderr(&o));
     assert!(!out.exists(), "nothing is written when one input is bad");
 
+    // the shipped model is a U-Net: an inversion option is refused, not ignored
+    let o = radlens(&[
+        "seg",
+        "predict",
+        good.to_str().unwrap(),
+        "--inversion-steps",
+        "0",
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--inversion-steps") && stderr(&o).contains("SemanticGAN"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+
     let o = radlens(&["seg", "eval", "--dataset", "mimic:/data", "--out", out_s]);
     assert!(!o.status.success());
     assert!(

@@ -253,8 +253,12 @@ mod tests {
         );
         run.write_info(&info).unwrap();
         // no calibration.json (as in runs from before calibration): temperature 1
-        let p = crate::Predictor::load(dir.path(), &Device::Cpu).unwrap();
+        let mut p = crate::Predictor::load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(p.temperature, 1.0);
+        // a U-Net has no inversion to shorten, and says so
+        assert_eq!(p.model.inversion_steps(), None);
+        let e = p.model.set_inversion_steps(0).unwrap_err().to_string();
+        assert!(e.contains("SemanticGAN"), "{e}");
         let calibration = TemperatureCalibration {
             temperature: 0.35,
             criterion: "test".into(),

@@ -5,7 +5,7 @@
 
 use crate::checkpoint::{load_model, SegRun};
 use crate::config::ConvBackend;
-use crate::error::Result;
+use crate::error::{Result, SegError};
 use crate::semanticgan::train::{gan_intensity, GanRunInfo};
 use crate::semanticgan::GanSegmenter;
 use crate::ssn::CovariancePart;
@@ -65,6 +65,30 @@ impl Segmenter {
         match self {
             Segmenter::Unet(m) => m.config.is_stochastic(),
             Segmenter::SemanticGan(_) => false,
+        }
+    }
+
+    /// SemanticGAN's test-time optimisation steps per image (0 = encoder only); `None`
+    /// for a U-Net, which predicts in one pass.
+    pub fn inversion_steps(&self) -> Option<usize> {
+        match self {
+            Segmenter::Unet(_) => None,
+            Segmenter::SemanticGan(g) => Some(g.config.inversion.steps),
+        }
+    }
+
+    /// Override a SemanticGAN run's test-time optimisation steps (its `[model] inversion`
+    /// is the default): fewer steps trade Dice for time on long sweeps such as
+    /// robustness. An error for a U-Net, so that the option is never silently ignored.
+    pub fn set_inversion_steps(&mut self, steps: usize) -> Result<()> {
+        match self {
+            Segmenter::Unet(_) => Err(SegError::Invalid(
+                "inversion steps apply to SemanticGAN runs only; this is a U-Net run".into(),
+            )),
+            Segmenter::SemanticGan(g) => {
+                g.config.inversion.steps = steps;
+                Ok(())
+            }
         }
     }
 }

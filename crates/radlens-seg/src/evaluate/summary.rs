@@ -24,6 +24,10 @@ pub struct EvalHeader {
     /// The model's square input side, pixels.
     pub model_input: usize,
     pub temperature: f64,
+    /// SemanticGAN: test-time optimisation steps per image (0 = encoder only); absent for
+    /// a U-Net.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inversion_steps: Option<usize>,
     /// The evaluation protocol ([`PROTOCOL`]).
     pub protocol: String,
 }
@@ -43,6 +47,7 @@ impl EvalHeader {
             split,
             model_input,
             temperature,
+            inversion_steps: None,
             protocol: PROTOCOL.to_string(),
         }
     }

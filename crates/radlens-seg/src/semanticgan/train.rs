@@ -902,6 +902,15 @@ mod tests {
         let img = radlens_io::XrayImage::new(40, 32, vec![0.5; 40 * 32]).unwrap();
         let pred = predictor.predict(&img, 0, 1.0, 0).unwrap();
         assert_eq!((pred.classes, pred.mean_mask.len()), (2, 32 * 32));
+        // the run's inversion steps by default; encoder only when set to 0, which reads
+        // the mask at the encoder's latent: another prediction than the optimised one
+        let mut quick = crate::Predictor::load(&split, &Device::Cpu).unwrap();
+        assert_eq!(quick.model.inversion_steps(), Some(100));
+        quick.model.set_inversion_steps(0).unwrap();
+        assert_eq!(quick.model.inversion_steps(), Some(0));
+        let encoder_only = quick.predict(&img, 0, 1.0, 0).unwrap();
+        assert_eq!(encoder_only.mean_logits.len(), pred.mean_logits.len());
+        assert_ne!(encoder_only.mean_logits, pred.mean_logits);
         // without its encoder it says what is missing
         std::fs::remove_file(split.join("encoder.safetensors")).unwrap();
         let err = crate::Predictor::load(&split, &Device::Cpu)
