@@ -19,6 +19,7 @@ mod seg_robustness;
 mod seg_shift;
 mod seg_subgroups;
 mod serve_cmd;
+mod threads;
 mod user_cmd;
 
 /// The model radlens ships, relative to the repository root.
@@ -70,6 +71,7 @@ enum Command {
 
 fn main() {
     alloc::reuse_large_blocks();
+    threads::pin_thread_count();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
