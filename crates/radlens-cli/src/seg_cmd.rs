@@ -37,6 +37,19 @@ pub enum SegCommand {
     /// Models scored by `seg eval` on the same cases, side by side: Dice and HD95 with CIs,
     /// paired differences from a reference with Wilcoxon tests (Holm-adjusted).
     Compare(crate::seg_compare::CompareArgs),
+    /// Plot a run's training curves (history.csv, and a SemanticGAN's encoder history) into
+    /// curves.html, with the training time they record.
+    Curves(CurvesArgs),
+}
+
+#[derive(Args)]
+pub struct CurvesArgs {
+    /// Run folder of a training run (finished or still going).
+    #[arg(long)]
+    run: PathBuf,
+    /// Output file (default: RUN/curves.html).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -220,7 +233,18 @@ pub fn run(cmd: SegCommand) -> Result<()> {
         SegCommand::Subgroups(a) => crate::seg_subgroups::subgroups_cmd(a),
         SegCommand::Shift(a) => crate::seg_shift::shift_cmd(a),
         SegCommand::Compare(a) => crate::seg_compare::compare_cmd(a),
+        SegCommand::Curves(a) => curves_cmd(a),
     }
+}
+
+fn curves_cmd(a: CurvesArgs) -> Result<()> {
+    let html = radlens_seg::html::curves_report(&a.run)?;
+    let out = a
+        .out
+        .unwrap_or_else(|| a.run.join(radlens_seg::html::CURVES_FILE));
+    radlens_core::atomic::write_atomic(&out, html.as_bytes())?;
+    println!("wrote {}", out.display());
+    Ok(())
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {

@@ -95,6 +95,12 @@ fn train_predict_eval_resume_end_to_end() {
     assert!(stderr(&o).contains("epoch   2/2"), "{}", stderr(&o));
     let history = std::fs::read_to_string(run.join("history.csv")).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
+    // its training curves: one plot per history column but the time
+    let o = radlens(&["seg", "curves", "--run", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = std::fs::read_to_string(run.join("curves.html")).unwrap();
+    let columns = history.lines().next().unwrap().split(',').count();
+    assert_eq!(page.matches("<svg").count(), columns - 2, "{history}");
 
     let img = shared().join("data/jsrt/images/JPCNN001.png");
     let out = dir.path().join("pred");

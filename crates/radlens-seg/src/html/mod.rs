@@ -1,12 +1,15 @@
-//! `report.html` of each evaluation command: its summary as tables and SVG plots
+//! `report.html` of each evaluation command (and a run's `curves.html`): its summary as
+//! tables and SVG plots
 //! (radlens-eval's [`radlens_eval::html::Page`] and [`radlens_eval::plot`]), one
 //! self-contained file that opens offline.
 
+mod curves;
 mod eval;
 mod robustness;
 mod shift;
 mod subgroups;
 
+pub use curves::{curves_report, CURVES_FILE};
 pub use eval::eval_report;
 pub use robustness::robustness_report;
 pub use shift::shift_report;
