@@ -15,6 +15,35 @@ type GreyF32 = ImageBuffer<Luma<f32>, Vec<f32>>;
 pub struct IntensityConfig {
     /// Histogram-equalise before normalising.
     pub equalize: bool,
+    /// Gamma correction of the [0, 1] intensities after equalisation, `v^gamma` (as
+    /// torchvision's `adjust_gamma`; SemanticGAN's chest X-ray code uses 0.5); 1 is none.
+    #[serde(default = "no_gamma")]
+    pub gamma: f32,
+}
+
+fn no_gamma() -> f32 {
+    1.0
+}
+
+impl IntensityConfig {
+    /// Equalisation as given, no gamma correction.
+    pub fn equalized(equalize: bool) -> Self {
+        Self {
+            equalize,
+            gamma: no_gamma(),
+        }
+    }
+
+    /// Why the options cannot be used, if they cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            return Err(format!(
+                "intensity: gamma must be a positive number, got {}",
+                self.gamma
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where an image of `src` size sits inside the `size` x `size` model input:
@@ -193,17 +222,62 @@ pub fn model_input(img: &XrayImage, size: usize, cfg: IntensityConfig) -> (Vec<f
     (x, lb)
 }
 
-/// Equalise (if configured) and standardise model-size intensities in place.
-pub fn finish_intensity(x: &mut [f32], cfg: IntensityConfig) {
+/// Equalise and gamma-correct [0, 1] intensities in place, as configured (the steps
+/// before a model's own normalisation).
+pub fn adjust_intensity(x: &mut [f32], cfg: IntensityConfig) {
     if cfg.equalize {
         equalize_histogram(x);
     }
+    if cfg.gamma != 1.0 {
+        x.iter_mut()
+            .for_each(|v| *v = v.clamp(0.0, 1.0).powf(cfg.gamma));
+    }
+}
+
+/// Adjust (as configured) and standardise model-size intensities in place.
+pub fn finish_intensity(x: &mut [f32], cfg: IntensityConfig) {
+    adjust_intensity(x, cfg);
     standardize(x);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gamma_follows_equalisation_by_hand() {
+        let cfg = IntensityConfig {
+            equalize: false,
+            gamma: 0.5,
+        };
+        let mut x = [0.25, 1.0, 0.0, 0.0625];
+        adjust_intensity(&mut x, cfg);
+        assert_eq!(x, [0.5, 1.0, 0.0, 0.25]);
+        // equalised first: four distinct levels become 1/4, 2/4, 3/4, 1, then square roots
+        let mut x = [0.9, 0.1, 0.5, 0.3];
+        adjust_intensity(
+            &mut x,
+            IntensityConfig {
+                equalize: true,
+                ..cfg
+            },
+        );
+        let want = [1.0f32, 0.25, 0.75, 0.5].map(f32::sqrt);
+        assert!(
+            x.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{x:?}"
+        );
+        // configs from before gamma existed read as no correction; bad values are refused
+        let old: IntensityConfig = serde_json::from_str(r#"{"equalize": true}"#).unwrap();
+        assert_eq!(old, IntensityConfig::equalized(true));
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let e = IntensityConfig { gamma: bad, ..cfg }
+                .validate()
+                .unwrap_err();
+            assert!(e.contains("gamma"), "{e}");
+        }
+        assert!(cfg.validate().is_ok());
+    }
 
     #[test]
     fn letterbox_geometry_and_inverse() {

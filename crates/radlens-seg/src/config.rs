@@ -56,7 +56,7 @@ impl Default for ModelConfig {
                 rank: 10,
                 mc_samples: 20,
             },
-            intensity: IntensityConfig { equalize: false },
+            intensity: IntensityConfig::equalized(false),
             largest_component: true,
         }
     }
@@ -78,6 +78,7 @@ impl ModelConfig {
                 self.image_size
             ));
         }
+        self.intensity.validate()?;
         if let HeadConfig::Ssn { rank, mc_samples } = self.head {
             if rank == 0 || mc_samples < 2 || mc_samples % 2 != 0 {
                 return Err(format!(

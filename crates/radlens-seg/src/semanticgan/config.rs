@@ -82,6 +82,7 @@ impl GanModelConfig {
         {
             return Err("channel_multiplier and max_channels must be positive".into());
         }
+        self.intensity.validate()?;
         let inv = &self.inversion;
         let weights = [inv.mse_weight, inv.noise_weight, inv.encoder_weight];
         if !(inv.learning_rate.is_finite() && inv.learning_rate > 0.0)
@@ -108,7 +109,7 @@ impl Default for GanModelConfig {
             max_channels: 128,
             patch_channels: 32,
             patch_scales: 3,
-            intensity: IntensityConfig { equalize: true },
+            intensity: IntensityConfig::equalized(true),
             inversion: InversionConfig::default(),
             largest_component: true,
         }

@@ -37,7 +37,7 @@ use candle_core::{Device, Tensor};
 use radlens_core::observe::Count;
 use radlens_core::results::{read_json, write_json};
 use radlens_core::{History, Observer, RunDir};
-use radlens_io::preprocess::{equalize_histogram, IntensityConfig};
+use radlens_io::preprocess::{adjust_intensity, IntensityConfig};
 use radlens_io::split::{Split, SplitPart};
 use radlens_io::{DatasetSpec, Sample};
 use radlens_nn::{Adam, AdamHyper, ParamStore};
@@ -167,12 +167,10 @@ pub fn label_pair(image: &Tensor, seg_logits: &Tensor) -> Result<Tensor> {
     Ok(Tensor::cat(&[image, &probs], 1)?)
 }
 
-/// GAN intensities: histogram equalisation (when configured) of the letterboxed [0, 1]
-/// image, then [0, 1] mapped to [-1, 1] as StyleGAN2's data.
+/// GAN intensities: histogram equalisation and gamma (as configured) of the letterboxed
+/// [0, 1] image, then [0, 1] mapped to [-1, 1] as StyleGAN2's data.
 pub fn gan_intensity(x: &mut [f32], intensity: IntensityConfig) {
-    if intensity.equalize {
-        equalize_histogram(x);
-    }
+    adjust_intensity(x, intensity);
     x.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0);
 }
 
