@@ -3,16 +3,15 @@
 //! plot shows a windowed mean with the window's 10-90% range as a band, and the page
 //! states the training time the histories record.
 
+use crate::checkpoint::SegRun;
 use crate::error::{Result, SegError};
+use crate::semanticgan::encoder_train::ENCODER_HISTORY_FILE;
 use radlens_eval::html::Page;
 use radlens_eval::plot::{self, Axes, BandSeries, Estimate};
 use std::path::{Path, PathBuf};
 
 /// The page's file name in a run folder.
 pub const CURVES_FILE: &str = "curves.html";
-
-/// The training histories a run may hold, in the order they are trained.
-const HISTORIES: [&str; 2] = ["history.csv", "encoder_history.csv"];
 
 /// The column every history records each row's wall-clock time in.
 const SECONDS: &str = "seconds";
@@ -22,7 +21,7 @@ const POINTS: usize = 100;
 
 /// One history file: its first column (step or epoch) and its other numeric columns.
 #[derive(Debug, Clone, PartialEq)]
-pub struct History {
+pub struct HistoryTable {
     pub file: PathBuf,
     pub x_name: String,
     pub x: Vec<f64>,
@@ -30,7 +29,7 @@ pub struct History {
     pub columns: Vec<(String, Vec<f64>)>,
 }
 
-impl History {
+impl HistoryTable {
     /// Reads `path`, a CSV with a header whose first column is the x axis.
     pub fn read(path: &Path) -> Result<Self> {
         let bad = |reason: String| SegError::Config {
@@ -116,21 +115,22 @@ pub fn windowed(x: &[f64], values: &[f64], window: usize) -> BandSeries {
 
 /// The curves page of the run in `run`: every history it holds, one plot per column.
 pub fn curves_report(run: &Path) -> Result<String> {
-    let histories = HISTORIES
+    // the histories a run may hold, in the order they are trained
+    let files = [SegRun::at(run).history(), run.join(ENCODER_HISTORY_FILE)];
+    let histories = files
         .iter()
-        .map(|f| run.join(f))
         .filter(|p| p.is_file())
-        .map(|p| History::read(&p))
+        .map(|p| HistoryTable::read(p))
         .collect::<Result<Vec<_>>>()?;
     if histories.is_empty() {
         return Err(SegError::Config {
-            path: run.join(HISTORIES[0]),
+            path: files[0].clone(),
             reason: "not found: not a training run folder".into(),
         });
     }
     let mut page = Page::new(&format!("Training curves: {}", run.display()));
     let hours = |s: f64| format!("{s:.0} s ({:.2} h)", s / 3600.0);
-    let total: f64 = histories.iter().filter_map(History::seconds).sum();
+    let total: f64 = histories.iter().filter_map(HistoryTable::seconds).sum();
     page.paragraph(&format!(
         "Training time recorded in the histories: {}.",
         hours(total)

@@ -37,6 +37,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// The encoder phase's history in a run folder: one row per step, losses and seconds.
+pub const ENCODER_HISTORY_FILE: &str = "encoder_history.csv";
+
 /// One encoder step's losses (batch means).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EncoderLosses {
@@ -217,7 +220,7 @@ pub(super) fn train_encoder(
     };
     let saved = saved.filter(|s| s.generator_steps == generator_steps);
     let header = "step,seconds,unlabelled_mse,unlabelled_perceptual,labelled_mse,labelled_perceptual,cross_entropy,dice";
-    let history_path = run.join("encoder_history.csv");
+    let history_path = run.join(ENCODER_HISTORY_FILE);
     // the encoder: resumed from its checkpoint, else fresh at the generator's mean w
     let (encoder, resumed) = match saved {
         Some(st) => {

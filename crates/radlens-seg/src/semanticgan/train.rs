@@ -29,7 +29,7 @@ use super::generator::{Generated, Generator};
 use super::invert::GENERATOR_FILE;
 use super::losses::{d_hinge, d_logistic, feature_matching, g_hinge, g_nonsaturating, r1_penalty};
 use super::samples::write_sample_grid;
-use crate::checkpoint::{load_tensors, save_tensors};
+use crate::checkpoint::{load_tensors, save_tensors, SegRun};
 use crate::data::{label_budget, ClassMap, PreparedSet};
 use crate::error::{Result, SegError};
 use crate::loss::one_hot;
@@ -484,10 +484,11 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
         .map_err(|e| radlens_core::FileError::new(&run.join("samples"), e))?;
 
     let header = "step,seconds,d_image,d_label,g_image,g_label,feature_matching,r1";
+    let history_path = SegRun::at(&req.out).history();
     let mut history = if req.resume {
-        History::resume(&run.join("history.csv"), header, start as u64 + 1)?
+        History::resume(&history_path, header, start as u64 + 1)?
     } else {
-        History::new(&run.join("history.csv"), header)
+        History::new(&history_path, header)
     };
     let t = cfg.train.clone();
     observer.observe(&GanTrainEvent::Started {
