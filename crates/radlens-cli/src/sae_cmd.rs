@@ -99,7 +99,7 @@ pub struct HarvestArgs {
     /// and split by report, as stores harvested before de-duplication did.
     #[arg(long)]
     keep_duplicates: bool,
-    /// raw (<|endoftext|>, or BOS if the vocabulary lacks it, + text) or chat (the text as the user turn of the chat template).
+    /// raw (<|endoftext|>, or BOS if the vocabulary lacks it, + text), chat (the text as the user turn of the chat template) or reply (the text as the assistant's answer to a request for a chest X-ray report).
     #[arg(long, default_value = "raw")]
     template: Template,
     /// Report tokens per context window (longer reports are cut into several).

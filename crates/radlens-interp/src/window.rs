@@ -1,7 +1,7 @@
 //! Report text to model inputs. Each report is tokenized alone and cut into windows of at
 //! most `context_tokens` content tokens; every window starts with the template's prefix
-//! (a document separator for raw text, the system turn and user header for chat), whose
-//! tokens are never harvested, scored or spliced.
+//! (a document separator for raw text, the system turn and user header for chat, a request
+//! and the assistant header for a reply), whose tokens are never harvested, scored or spliced.
 
 use crate::{InterpError, Result};
 use radlens_lm::LanguageModel;
@@ -17,7 +17,15 @@ pub enum Template {
     Raw,
     /// The text as the user turn of the model's chat template.
     Chat,
+    /// The text as the assistant's reply to [`REPORT_REQUEST`] in the model's chat template:
+    /// the context in which the model writes a report when asked for one (as `sae steer`
+    /// asks), so that from its first token the model knows it is reading a chest X-ray
+    /// report, which a report alone after a document separator does not tell it.
+    Reply,
 }
+
+/// The user turn a [`Template::Reply`] window answers.
+pub const REPORT_REQUEST: &str = "Write the findings and impression of a chest X-ray report.";
 
 impl std::str::FromStr for Template {
     type Err = String;
@@ -25,7 +33,8 @@ impl std::str::FromStr for Template {
         match s {
             "raw" => Ok(Self::Raw),
             "chat" => Ok(Self::Chat),
-            _ => Err(format!("unknown template '{s}' (raw or chat)")),
+            "reply" => Ok(Self::Reply),
+            _ => Err(format!("unknown template '{s}' (raw, chat or reply)")),
         }
     }
 }
@@ -79,6 +88,7 @@ impl Windower {
                 .into_iter()
                 .collect(),
             Template::Chat => lm.tokenizer.encode_text(&lm.chat.user_prefix())?,
+            Template::Reply => lm.chat_prompt(REPORT_REQUEST)?,
         };
         let limit = lm.model.config().context_length;
         if prefix.len() + spec.context_tokens > limit {

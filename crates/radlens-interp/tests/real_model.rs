@@ -6,7 +6,7 @@ use radlens_core::Silent;
 use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_interp::harvest::{harvest, HarvestConfig};
 use radlens_interp::splice::{splice_metrics, SpliceConfig};
-use radlens_interp::window::{Template, WindowSpec};
+use radlens_interp::window::{Template, WindowSpec, REPORT_REQUEST};
 use radlens_lm::{HookPoint, Hooks, LanguageModel, WeightFormat};
 use radlens_report::{read_iu_xray, Report, ReportPart, ReportSplit};
 use radlens_sae::tokens::{TokenFilter, TokenPolicy};
@@ -178,22 +178,10 @@ fn harvest_stores_report_tokens_only_in_parallel_and_resumes() {
 }
 
 #[test]
-fn chat_template_tokens_are_run_but_not_stored() {
+fn chat_and_reply_template_tokens_are_run_but_not_stored() {
     let lm = lm();
     let reports = reports(2);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(Template::Chat, 256, 10_000);
-    harvest(lm, "smollm2", &reports, &cfg, dir.path(), 1, &Silent).unwrap();
-    let store = ActivationStore::open(dir.path()).unwrap();
-    let tokens = all_tokens(&store);
-    let special = lm.tokenizer.special_ids().to_vec();
-    assert!(tokens.iter().all(|t| !special.contains(&t.token_id)));
-    let n: usize = reports
-        .iter()
-        .map(|r| lm.tokenizer.encode_text(&r.text()).unwrap().len())
-        .sum();
-    assert_eq!(tokens.len(), n);
-    // The rows differ from the raw template's: the chat prefix was in context.
     let raw = dir.path().join("raw");
     harvest(
         lm,
@@ -206,7 +194,44 @@ fn chat_template_tokens_are_run_but_not_stored() {
     )
     .unwrap();
     let raw = ActivationStore::open(&raw).unwrap();
-    assert_ne!(all_rows(&raw)[0], all_rows(&store)[0]);
+    let n: usize = reports
+        .iter()
+        .map(|r| lm.tokenizer.encode_text(&r.text()).unwrap().len())
+        .sum();
+    let special = lm.tokenizer.special_ids().to_vec();
+    let mut first_rows = vec![all_rows(&raw)[0].clone()];
+    for (template, prefix_end) in [
+        (Template::Chat, "<|im_start|>user\n".to_string()),
+        (
+            Template::Reply,
+            format!("{REPORT_REQUEST}<|im_end|>\n<|im_start|>assistant\n"),
+        ),
+    ] {
+        let out = dir.path().join(format!("{template:?}"));
+        harvest(
+            lm,
+            "smollm2",
+            &reports,
+            &config(template, 256, 10_000),
+            &out,
+            1,
+            &Silent,
+        )
+        .unwrap();
+        let store = ActivationStore::open(&out).unwrap();
+        let prefix = store.meta.context_prefix.clone().unwrap();
+        assert!(
+            prefix.text.ends_with(&prefix_end),
+            "{template:?}: {prefix:?}"
+        );
+        let tokens = all_tokens(&store);
+        assert!(tokens.iter().all(|t| !special.contains(&t.token_id)));
+        assert_eq!(tokens.len(), n, "{template:?}");
+        // The rows differ from every other template's: the prefix was in context.
+        let first = all_rows(&store)[0].clone();
+        assert!(first_rows.iter().all(|r| *r != first), "{template:?}");
+        first_rows.push(first);
+    }
 }
 
 #[test]
