@@ -545,6 +545,10 @@ pub struct ConceptsArgs {
     resamples: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Rank only features that fire with the finding (by default a feature silent in the
+    /// finding's reports counts too, e.g. one that fires on abnormalities for `normal`).
+    #[arg(long)]
+    fires_only: bool,
     /// Output directory for concepts.json.
     #[arg(long)]
     out: PathBuf,
@@ -563,13 +567,21 @@ fn concepts_cmd(a: ConceptsArgs) -> Result<()> {
         top_features: a.top,
         resamples: a.resamples,
         seed: a.seed,
+        fires_only: a.fires_only,
     };
     let rows = probe_concepts(&request, &cfg)?;
-    println!("finding                  n+   n-  feature  AUROC [95% CI]");
+    println!("finding                  n+   n-  feature  direction  AUROC [95% CI]");
     for r in &rows {
         println!(
-            "{:<22} {:>4} {:>4} {:>8}  {:.3} [{:.3}, {:.3}]",
-            r.finding, r.n_positive, r.n_negative, r.best_feature, r.auroc, r.ci_low, r.ci_high
+            "{:<22} {:>4} {:>4} {:>8}  {:<9}  {:.3} [{:.3}, {:.3}]",
+            r.finding,
+            r.n_positive,
+            r.n_negative,
+            r.best_feature,
+            r.direction.as_str(),
+            r.auroc,
+            r.ci_low,
+            r.ci_high
         );
     }
     eprintln!("wrote {}", a.out.join(CONCEPTS_REPORT).display());

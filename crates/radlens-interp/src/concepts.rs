@@ -3,8 +3,11 @@
 //!
 //! Each report is summarised by the maximum activation of every feature over its kept
 //! tokens (the SAE's own token filter). For each finding, features are ranked by their
-//! AUROC on the *training* store's reports; the best ones are then scored on the held-out
-//! reports, with a stratified bootstrap interval. Choosing the feature on the held-out
+//! AUROC on the *training* store's reports, in either [`Direction`] unless the probe is
+//! restricted to features that fire with the finding; the best ones are then scored, in
+//! the direction chosen on the training reports, on the held-out reports, with a
+//! stratified bootstrap interval. A finding defined by absence (`normal`: no abnormality)
+//! has no token of its own to fire on; a feature silent in its reports is its detector. Choosing the feature on the held-out
 //! reports themselves would report the maximum of thousands of noisy AUROCs, which is
 //! biased upwards. Findings come from the corpus' curated tags
 //! ([`radlens_report::FINDINGS`]); the table is also stored in the feature database
@@ -33,6 +36,8 @@ pub struct ConceptConfig {
     /// Bootstrap resamples of the held-out AUROC.
     pub resamples: usize,
     pub seed: u64,
+    /// Rank only features whose activation is higher with the finding.
+    pub fires_only: bool,
 }
 
 impl Default for ConceptConfig {
@@ -41,14 +46,53 @@ impl Default for ConceptConfig {
             top_features: 5,
             resamples: 1000,
             seed: 0,
+            fires_only: false,
         }
     }
 }
 
-/// One feature's separation of a finding.
+/// Which way a feature's report maximum separates a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Higher in reports with the finding: the feature detects it.
+    Fires,
+    /// Lower in reports with the finding: the feature detects what the finding excludes
+    /// (for `normal`, mentions of abnormalities).
+    Silent,
+}
+
+impl Direction {
+    /// The direction in which a training AUROC (of higher-with-the-finding) is >= 0.5.
+    fn of(train_auroc: f64) -> Self {
+        if train_auroc >= 0.5 {
+            Self::Fires
+        } else {
+            Self::Silent
+        }
+    }
+
+    /// Report maxima oriented so that higher means the finding is more likely.
+    fn orient(self, column: Vec<f64>) -> Vec<f64> {
+        match self {
+            Self::Fires => column,
+            Self::Silent => column.into_iter().map(|v| -v).collect(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fires => "fires",
+            Self::Silent => "silent",
+        }
+    }
+}
+
+/// One feature's separation of a finding; both AUROCs are in `direction`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankedFeature {
     pub feature: usize,
+    pub direction: Direction,
     pub train_auroc: f64,
     pub heldout_auroc: f64,
 }
@@ -63,6 +107,8 @@ pub struct ConceptRow {
     pub n_negative: usize,
     pub n_positive_train: usize,
     pub best_feature: usize,
+    /// How `best_feature` separates the finding; `auroc` and its interval are in it.
+    pub direction: Direction,
     pub auroc: f64,
     pub ci_low: f64,
     pub ci_high: f64,
@@ -221,24 +267,31 @@ fn probe_one(
     y_held: &[bool],
     cfg: &ConceptConfig,
 ) -> Option<ConceptRow> {
-    let mut ranked: Vec<(usize, f64)> = (0..train.features)
-        .filter_map(|f| auroc(&train.column(f), y_train).map(|a| (f, a)))
+    let mut ranked: Vec<(usize, Direction, f64)> = (0..train.features)
+        .filter_map(|f| auroc(&train.column(f), y_train).map(|a| (f, Direction::of(a), a)))
+        .filter(|&(_, d, _)| !cfg.fires_only || d == Direction::Fires)
+        .map(|(f, d, a)| (f, d, a.max(1.0 - a)))
         .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
     let top: Vec<RankedFeature> = ranked
         .iter()
         .take(cfg.top_features.max(1))
-        .map(|&(feature, train_auroc)| {
+        .map(|&(feature, direction, train_auroc)| {
             Some(RankedFeature {
                 feature,
+                direction,
                 train_auroc,
-                heldout_auroc: auroc(&held.column(feature), y_held)?,
+                heldout_auroc: auroc(&direction.orient(held.column(feature)), y_held)?,
             })
         })
         .collect::<Option<_>>()?;
     let best = top.first()?.clone();
-    let (ci_low, ci_high) =
-        bootstrap_auroc_ci(&held.column(best.feature), y_held, cfg.resamples, cfg.seed)?;
+    let (ci_low, ci_high) = bootstrap_auroc_ci(
+        &best.direction.orient(held.column(best.feature)),
+        y_held,
+        cfg.resamples,
+        cfg.seed,
+    )?;
     let n_positive = y_held.iter().filter(|&&y| y).count();
     Some(ConceptRow {
         finding: finding.name.to_string(),
@@ -246,6 +299,7 @@ fn probe_one(
         n_negative: y_held.len() - n_positive,
         n_positive_train: y_train.iter().filter(|&&y| y).count(),
         best_feature: best.feature,
+        direction: best.direction,
         auroc: best.heldout_auroc,
         ci_low,
         ci_high,
@@ -267,18 +321,19 @@ pub fn store_in_db(path: &Path, rows: &[ConceptRow]) -> Result<()> {
     }
     let mut conn = Connection::open(path).map_err(sql)?;
     let tx = conn.transaction().map_err(sql)?;
+    // Replaced whole, so that a table of an older layout (without `direction`) goes too.
     tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS concepts (
+        "DROP TABLE IF EXISTS concepts;
+         CREATE TABLE concepts (
             finding TEXT NOT NULL, rank INTEGER NOT NULL, latent INTEGER NOT NULL,
-            train_auroc REAL NOT NULL, heldout_auroc REAL NOT NULL,
+            direction TEXT NOT NULL, train_auroc REAL NOT NULL, heldout_auroc REAL NOT NULL,
             ci_low REAL, ci_high REAL, n_positive INTEGER NOT NULL, n_negative INTEGER NOT NULL,
-            PRIMARY KEY (finding, rank));
-         DELETE FROM concepts;",
+            PRIMARY KEY (finding, rank));",
     )
     .map_err(sql)?;
     {
         let mut insert = tx
-            .prepare("INSERT INTO concepts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+            .prepare("INSERT INTO concepts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
             .map_err(sql)?;
         for row in rows {
             for (rank, f) in row.top.iter().enumerate() {
@@ -289,6 +344,7 @@ pub fn store_in_db(path: &Path, rows: &[ConceptRow]) -> Result<()> {
                         row.finding,
                         rank as i64,
                         f.feature as i64,
+                        f.direction.as_str(),
                         f.train_auroc,
                         f.heldout_auroc,
                         ci.map(|c| c.0),

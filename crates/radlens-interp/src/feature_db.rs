@@ -42,6 +42,8 @@ pub struct ConceptScore {
     pub finding: String,
     /// 0 = the finding's best feature on the training reports.
     pub rank: usize,
+    /// `fires` or `silent` (see [`crate::concepts::Direction`]); the AUROCs are in it.
+    pub direction: String,
     pub train_auroc: f64,
     pub heldout_auroc: f64,
     /// 95% bootstrap interval of the held-out AUROC (stored for rank 0 only).
@@ -69,12 +71,20 @@ pub struct Feature {
     pub explanations: Vec<Explanation>,
 }
 
+const CONCEPTS_QUERY: &str =
+    "SELECT finding, rank, direction, train_auroc, heldout_auroc, ci_low, ci_high
+     FROM concepts WHERE latent = ?1 ORDER BY heldout_auroc DESC";
+const CONCEPTS_QUERY_FIRING: &str =
+    "SELECT finding, rank, 'fires', train_auroc, heldout_auroc, ci_low, ci_high
+     FROM concepts WHERE latent = ?1 ORDER BY heldout_auroc DESC";
+
 /// An open feature database (read-only).
 pub struct FeatureDb {
     conn: Connection,
     path: PathBuf,
     latents: usize,
-    has_concepts: bool,
+    /// The `concepts` table's query, if the database has one.
+    concepts_query: Option<&'static str>,
 }
 
 impl FeatureDb {
@@ -106,7 +116,22 @@ impl FeatureDb {
                 path.display()
             )));
         }
-        let has_concepts = table("concepts")?;
+        let concepts_query = if !table("concepts")? {
+            None
+        } else if conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('concepts') WHERE name = 'direction'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sql)?
+            > 0
+        {
+            Some(CONCEPTS_QUERY)
+        } else {
+            // Tables written before probes had a direction ranked firing features only.
+            Some(CONCEPTS_QUERY_FIRING)
+        };
         let latents: i64 = conn
             .query_row("SELECT count(*) FROM latents", [], |r| r.get(0))
             .map_err(sql)?;
@@ -114,7 +139,7 @@ impl FeatureDb {
             conn,
             path: path.to_path_buf(),
             latents: latents as usize,
-            has_concepts,
+            concepts_query,
         })
     }
 
@@ -193,23 +218,18 @@ impl FeatureDb {
                 _ => f.quantiles.push(ex),
             }
         }
-        if self.has_concepts {
-            let mut st = self
-                .conn
-                .prepare(
-                    "SELECT finding, rank, train_auroc, heldout_auroc, ci_low, ci_high
-                     FROM concepts WHERE latent = ?1 ORDER BY heldout_auroc DESC",
-                )
-                .map_err(|e| self.sql(e))?;
+        if let Some(query) = self.concepts_query {
+            let mut st = self.conn.prepare(query).map_err(|e| self.sql(e))?;
             f.concepts = st
                 .query_map([index as i64], |r| {
                     Ok(ConceptScore {
                         finding: r.get(0)?,
                         rank: r.get::<_, i64>(1)? as usize,
-                        train_auroc: r.get(2)?,
-                        heldout_auroc: r.get(3)?,
-                        ci_low: r.get(4)?,
-                        ci_high: r.get(5)?,
+                        direction: r.get(2)?,
+                        train_auroc: r.get(3)?,
+                        heldout_auroc: r.get(4)?,
+                        ci_low: r.get(5)?,
+                        ci_high: r.get(6)?,
                     })
                 })
                 .and_then(|rows| rows.collect())

@@ -2,8 +2,13 @@
 //! cardiomegaly reports is found, scored and stored.
 
 use candle_core::{Device, Tensor};
+use radlens_core::observe::Silent;
 use radlens_core::results::read_json;
-use radlens_interp::concepts::{probe_concepts, ConceptConfig, ConceptRequest, ConceptRow};
+use radlens_interp::concepts::{
+    probe_concepts, ConceptConfig, ConceptRequest, ConceptRow, Direction,
+};
+use radlens_interp::feature_db::FeatureDb;
+use radlens_interp::features::{build_feature_db, FeatureConfig};
 use radlens_report::CorpusSpec;
 use radlens_sae::formats::save_saelens;
 use radlens_sae::tokens::{TokenFilter, TokenPolicy};
@@ -75,9 +80,19 @@ fn the_feature_that_fires_on_cardiomegaly_is_found_and_stored() {
     }
     .save(&sae_dir)
     .unwrap();
-    // A feature database to receive the table (any SQLite file).
+    // The SAE's feature database receives the table.
     let db = root.join("features.sqlite");
-    Connection::open(&db).unwrap();
+    let train_store = ActivationStore::open(&root.join("train")).unwrap();
+    let provenance = [("sae", "identity".to_string())];
+    build_feature_db(
+        &sae,
+        &train_store,
+        &FeatureConfig::default(),
+        &provenance,
+        &db,
+        &Silent,
+    )
+    .unwrap();
     let request = ConceptRequest {
         sae: sae_dir,
         train: root.join("train"),
@@ -93,10 +108,33 @@ fn the_feature_that_fires_on_cardiomegaly_is_found_and_stored() {
     assert_eq!((card.n_positive, card.n_negative), (10, 20));
     assert_eq!((card.best_feature, card.auroc), (2, 1.0));
     assert_eq!((card.ci_low, card.ci_high), (1.0, 1.0));
-    // "normal" is the complement: coordinate 2 separates it perfectly the other way, so
-    // its best feature is another one, near chance.
+    assert_eq!(card.direction, Direction::Fires);
+    // "normal" is the complement: coordinate 2 separates it perfectly the other way, by
+    // being silent in its reports...
     let normal = rows.iter().find(|r| r.finding == "normal").unwrap();
+    assert_eq!(
+        (normal.best_feature, normal.direction, normal.auroc),
+        (2, Direction::Silent, 1.0)
+    );
+    assert_eq!(normal.top[0].train_auroc, 1.0);
+    // ...so among features that fire with it the best is another one, near chance.
+    let out = root.join("fires-only");
+    let fires_only = ConceptConfig {
+        fires_only: true,
+        ..ConceptConfig::default()
+    };
+    let firing = probe_concepts(
+        &ConceptRequest {
+            out,
+            feature_db: None,
+            ..request.clone()
+        },
+        &fires_only,
+    )
+    .unwrap();
+    let normal = firing.iter().find(|r| r.finding == "normal").unwrap();
     assert_ne!(normal.best_feature, 2);
+    assert!(normal.top.iter().all(|f| f.direction == Direction::Fires));
     assert!(normal.ci_low < 0.9, "{normal:?}");
     // Findings without positives are left out.
     assert!(rows.iter().all(|r| r.finding != "pneumothorax"));
@@ -105,14 +143,26 @@ fn the_feature_that_fires_on_cardiomegaly_is_found_and_stored() {
         rows
     );
     let conn = Connection::open(&db).unwrap();
-    let (latent, auroc): (i64, f64) = conn
+    let (latent, direction, auroc): (i64, String, f64) = conn
         .query_row(
-            "SELECT latent, heldout_auroc FROM concepts WHERE finding = 'cardiomegaly' AND rank = 0",
+            "SELECT latent, direction, heldout_auroc FROM concepts WHERE finding = 'normal' AND rank = 0",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((latent, auroc), (2, 1.0));
+    assert_eq!((latent, direction.as_str(), auroc), (2, "silent", 1.0));
+    let page = FeatureDb::open(&db).unwrap().feature(2).unwrap().unwrap();
+    let normal = page
+        .concepts
+        .iter()
+        .find(|c| c.finding == "normal")
+        .unwrap();
+    assert_eq!((normal.direction.as_str(), normal.rank), ("silent", 0));
+    // A table written before probes had a direction (firing features only) reads as such.
+    conn.execute_batch("ALTER TABLE concepts DROP COLUMN direction")
+        .unwrap();
+    let page = FeatureDb::open(&db).unwrap().feature(2).unwrap().unwrap();
+    assert!(page.concepts.iter().all(|c| c.direction == "fires"));
 
     // Overlapping stores are refused, and nothing is written to the database.
     let overlap = ConceptRequest {

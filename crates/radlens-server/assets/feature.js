@@ -85,7 +85,7 @@ async function load(index) {
       : [el('span', { class: 'muted' }, ' · not scored')]))));
   $('feature-concepts-card').hidden = f.concepts.length === 0;
   document.querySelector('#feature-concepts tbody').replaceChildren(...f.concepts.map(c => el('tr', {},
-    el('td', {}, c.finding), el('td', {}, c.rank + 1), el('td', {}, fmt(c.train_auroc)),
+    el('td', {}, c.finding), el('td', {}, c.rank + 1), el('td', {}, c.direction), el('td', {}, fmt(c.train_auroc)),
     el('td', {}, `${fmt(c.heldout_auroc)}${c.ci_low === null ? '' : ` [${fmt(c.ci_low)}, ${fmt(c.ci_high)}]`}`))));
   await loadLogits(f.index);
 }
