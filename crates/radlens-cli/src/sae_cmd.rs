@@ -49,6 +49,9 @@ pub enum SaeCommand {
     /// Steer over a range of coefficients: mention rate of a finding over the prompts and
     /// held-out perplexity at each; writes summary.json.
     SteerSweep(crate::sae_steer_cmd::SweepArgs),
+    /// The features whose decoder directions make the model write given words (their
+    /// logits through the unembedding), highest first: candidates for steering.
+    Promoting(crate::sae_steer_cmd::PromotingArgs),
     /// Explain latents from their feature-database examples (contrastive n-grams, an
     /// OpenAI-compatible endpoint or a local GGUF); resumable, stored in the database.
     Explain(crate::sae_autointerp_cmd::ExplainArgs),
@@ -66,6 +69,7 @@ pub fn run(cmd: SaeCommand) -> Result<()> {
         SaeCommand::Concepts(a) => concepts_cmd(a),
         SaeCommand::Steer(a) => crate::sae_steer_cmd::steer(a),
         SaeCommand::SteerSweep(a) => crate::sae_steer_cmd::sweep(a),
+        SaeCommand::Promoting(a) => crate::sae_steer_cmd::promoting(a),
         SaeCommand::Explain(a) => crate::sae_autointerp_cmd::explain_cmd(a),
         SaeCommand::Score(a) => crate::sae_autointerp_cmd::score_cmd(a),
     }

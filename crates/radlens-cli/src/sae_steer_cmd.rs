@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use radlens_core::results::write_json;
+use radlens_interp::decoder_logits::features_promoting;
 use radlens_interp::harvest::HarvestConfig;
 use radlens_interp::inputs::{load_model, select_reports};
 use radlens_interp::steer::HookedSae;
@@ -15,10 +16,9 @@ use std::path::{Path, PathBuf};
 
 const DEFAULT_MODEL: &str = "../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// The feature to steer and the model and SAE it lives in (shared by `steer` and
-/// `steer-sweep`).
+/// An SAE and the model it reads (shared by `steer`, `steer-sweep` and `promoting`).
 #[derive(Args)]
-pub struct FeatureArgs {
+pub struct SaeModelArgs {
     /// SAE directory (with train.json, or give --layer).
     #[arg(long)]
     sae: PathBuf,
@@ -27,18 +27,25 @@ pub struct FeatureArgs {
     /// Layer the SAE reads, for an SAE without train.json.
     #[arg(long)]
     layer: Option<usize>,
-    #[arg(long)]
-    feature: usize,
-    #[arg(long, value_enum, default_value = "add")]
-    mode: ModeArg,
 }
 
-impl FeatureArgs {
+impl SaeModelArgs {
     fn load(&self) -> Result<(LanguageModel, HookedSae)> {
         let lm = load_model(&self.model)?;
         let sae = HookedSae::load(&self.sae, &self.model, self.layer)?;
         Ok((lm, sae))
     }
+}
+
+/// The feature to steer, and how.
+#[derive(Args)]
+pub struct FeatureArgs {
+    #[command(flatten)]
+    target: SaeModelArgs,
+    #[arg(long)]
+    feature: usize,
+    #[arg(long, value_enum, default_value = "add")]
+    mode: ModeArg,
 }
 
 /// How each reply is generated; both runs of a prompt use the same seed.
@@ -147,7 +154,7 @@ fn read_prompts(given: Vec<String>, file: Option<&Path>) -> Result<Vec<String>> 
 
 pub fn steer(a: SteerArgs) -> Result<()> {
     let prompts = read_prompts(a.prompt, a.prompts_file.as_deref())?;
-    let (lm, sae) = a.target.load()?;
+    let (lm, sae) = a.target.target.load()?;
     let steer = Steer {
         feature: a.target.feature,
         coef: a.coef,
@@ -184,7 +191,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         (None, true) => bail!("give --finding or --keywords"),
     };
     let train: TrainReport =
-        radlens_core::results::read_json(&a.target.sae.join(radlens_sae::run::REPORT))
+        radlens_core::results::read_json(&a.target.target.sae.join(radlens_sae::run::REPORT))
             .with_context(|| "the sweep reads held-out text from the SAE's training store")?;
     let harvest = HarvestConfig::from_meta(&train.store)?;
     let heldout = select_reports(
@@ -196,7 +203,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     .iter()
     .map(|r| r.text())
     .collect();
-    let (lm, sae) = a.target.load()?;
+    let (lm, sae) = a.target.target.load()?;
     let cfg = SweepConfig {
         feature: a.target.feature,
         mode: a.target.mode.into(),
@@ -221,5 +228,53 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)?;
     write_json(&a.out.join("summary.json"), &summary)?;
     eprintln!("wrote {}", a.out.join("summary.json").display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PromotingArgs {
+    #[command(flatten)]
+    target: SaeModelArgs,
+    /// Words the features should make the model write, comma-separated; each counts by its
+    /// first token, spelled with a leading space as inside a sentence (see --no-space).
+    #[arg(long, value_delimiter = ',')]
+    words: Vec<String>,
+    /// Take the words as written, without a leading space.
+    #[arg(long)]
+    no_space: bool,
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+}
+
+/// `radlens sae promoting`: the features whose decoder directions raise the words' logits
+/// most (candidates for steering).
+pub fn promoting(a: PromotingArgs) -> Result<()> {
+    let (lm, sae) = a.target.load()?;
+    let mut tokens = Vec::new();
+    for word in a.words.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
+        let text = if a.no_space {
+            word.to_string()
+        } else {
+            format!(" {word}")
+        };
+        let ids = lm.tokenizer.encode_text(&text)?;
+        let Some(&first) = ids.first() else {
+            bail!("--words: '{word}' has no tokens");
+        };
+        println!(
+            "{text:?}: token {first} ({:?}) of {}",
+            lm.tokenizer.decode(&[first], false)?,
+            ids.len()
+        );
+        tokens.push(first);
+    }
+    if tokens.is_empty() {
+        bail!("--words: give at least one word");
+    }
+    let features = features_promoting(&lm, &sae, &tokens, a.top)?;
+    println!("feature  mean logit");
+    for f in features {
+        println!("{:>7}  {:.3}", f.feature, f.logit);
+    }
     Ok(())
 }

@@ -62,3 +62,54 @@ pub fn decoder_logits(
             .collect::<Result<_>>()?,
     })
 }
+
+/// A feature and the mean logit its decoder direction gives some tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureLogit {
+    pub feature: usize,
+    pub logit: f64,
+}
+
+/// Decoder rows read through the unembedding at a time (a chunk's logits are rows x vocab).
+const CHUNK: usize = 256;
+
+/// The `k` features whose decoder directions raise the logits of `tokens` most (mean over
+/// the tokens, in the units of [`decoder_logits`]), highest first: the features that write
+/// those tokens, and so the candidates for steering the model towards them. Features that
+/// merely fire on a word (when reading it) need not make the model write it.
+pub fn features_promoting(
+    lm: &LanguageModel,
+    sae: &HookedSae,
+    tokens: &[u32],
+    k: usize,
+) -> Result<Vec<FeatureLogit>> {
+    let vocab = lm.tokenizer.vocab_size();
+    if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(crate::InterpError::invalid(format!(
+            "token {t} is outside the model's vocabulary of {vocab}"
+        )));
+    }
+    if tokens.is_empty() {
+        return Err(crate::InterpError::invalid("no tokens to promote"));
+    }
+    let ids = candle_core::Tensor::new(tokens, sae.sae.w_dec().device())?;
+    let n = sae.sae.config().d_sae;
+    let mut scores = Vec::with_capacity(n);
+    for start in (0..n).step_by(CHUNK) {
+        let rows = CHUNK.min(n - start);
+        let directions =
+            (sae.sae.w_dec().narrow(0, start, rows)? / sae.sae.activation_scale() as f64)?;
+        let logits = lm
+            .model
+            .unembed_directions(&directions)?
+            .index_select(&ids, 1)?;
+        let mean: Vec<f32> = logits.mean(1)?.to_vec1()?;
+        scores.extend(mean.into_iter().enumerate().map(|(i, l)| FeatureLogit {
+            feature: start + i,
+            logit: f64::from(l),
+        }));
+    }
+    scores.sort_by(|a, b| b.logit.total_cmp(&a.logit).then(a.feature.cmp(&b.feature)));
+    scores.truncate(k);
+    Ok(scores)
+}

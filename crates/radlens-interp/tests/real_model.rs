@@ -480,12 +480,9 @@ fn splicing_an_identity_sae_reproduces_the_clean_loss_exactly() {
     assert!(m.ce_zero_ablation > m.ce_clean + 2.0, "{m:?}");
 }
 
-/// The decoder logits of a feature against a naive sum over the GGUF's own tensors (read
-/// apart from the model): logit(v) = sum_j dir_j * gain_j * token_embd[v, j].
-#[test]
-fn decoder_logits_match_a_naive_product_with_the_token_embeddings() {
-    use radlens_interp::decoder_logits::decoder_logits;
-    use radlens_interp::steer::HookedSae;
+/// SmolLM2's output embedding (tied to `token_embd`) and final norm gain, read from the
+/// GGUF apart from the model.
+fn unembedding() -> (Vec<Vec<f32>>, Vec<f32>) {
     use radlens_lm::GgufFile;
     let path = shared().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let mut gguf = GgufFile::open(&path).unwrap();
@@ -507,29 +504,45 @@ fn decoder_logits_match_a_naive_product_with_the_token_embeddings() {
         .unwrap()
         .to_vec1()
         .unwrap();
+    (embd, gain)
+}
+
+/// A randomly initialised SAE of `features` latents at [`LAYER`].
+fn random_sae(features: usize, seed: u64) -> radlens_interp::steer::HookedSae {
     let d = lm().model.config().hidden_size;
-    let cfg = SaeConfig::plain(d, 8, Activation::TopK { k: 2 }).unwrap();
-    let sae = Sae::new(cfg, 11).unwrap();
-    let hooked = HookedSae {
-        sae: Arc::new(sae),
+    let cfg = SaeConfig::plain(d, features, Activation::TopK { k: 2 }).unwrap();
+    radlens_interp::steer::HookedSae {
+        sae: Arc::new(Sae::new(cfg, seed).unwrap()),
         layer: LAYER,
         filter: TokenFilter {
             policy: TokenPolicy::default(),
             median_norm: 1.0,
         },
-    };
+    }
+}
+
+/// logit = sum_j dir_j * gain_j * embd_j, in f64.
+fn naive_logit(embd: &[f32], dir: &[f32], gain: &[f32]) -> f64 {
+    embd.iter()
+        .zip(dir)
+        .zip(gain)
+        .map(|((e, x), g)| f64::from(*e) * f64::from(*x) * f64::from(*g))
+        .sum()
+}
+
+/// The decoder logits of a feature against a naive sum over the GGUF's own tensors (read
+/// apart from the model): logit(v) = sum_j dir_j * gain_j * token_embd[v, j].
+#[test]
+fn decoder_logits_match_a_naive_product_with_the_token_embeddings() {
+    use radlens_interp::decoder_logits::decoder_logits;
+    let (embd, gain) = unembedding();
+    let hooked = random_sae(8, 11);
     let feature = 5;
     let got = decoder_logits(lm(), &hooked, feature, 10).unwrap();
     let dir: Vec<f32> = hooked.direction(feature).unwrap().to_vec1().unwrap();
     let naive: Vec<f64> = embd
         .iter()
-        .map(|row| {
-            row.iter()
-                .zip(&dir)
-                .zip(&gain)
-                .map(|((e, x), g)| f64::from(*e) * f64::from(*x) * f64::from(*g))
-                .sum()
-        })
+        .map(|row| naive_logit(row, &dir, &gain))
         .collect();
     let mut order: Vec<usize> = (0..naive.len()).collect();
     order.sort_by(|&a, &b| naive[b].total_cmp(&naive[a]));
@@ -555,4 +568,40 @@ fn decoder_logits_match_a_naive_product_with_the_token_embeddings() {
     let lowest: Vec<usize> = order.iter().rev().take(10).copied().collect();
     check(&got.bottom, &lowest);
     assert!(got.top[0].logit > 0.0 && got.bottom[0].logit < 0.0);
+}
+
+/// The features promoting some tokens against the naive logits of every feature's
+/// direction; more features than one chunk of the computation.
+#[test]
+fn features_promoting_tokens_rank_every_feature_by_its_naive_mean_logit() {
+    use radlens_interp::decoder_logits::features_promoting;
+    let (embd, gain) = unembedding();
+    let hooked = random_sae(300, 3);
+    let tokens = [745u32, 21096];
+    let got = features_promoting(lm(), &hooked, &tokens, 7).unwrap();
+    let naive: Vec<f64> = (0..300)
+        .map(|f| {
+            let dir: Vec<f32> = hooked.direction(f).unwrap().to_vec1().unwrap();
+            tokens
+                .iter()
+                .map(|&t| naive_logit(&embd[t as usize], &dir, &gain))
+                .sum::<f64>()
+                / tokens.len() as f64
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..300).collect();
+    order.sort_by(|&a, &b| naive[b].total_cmp(&naive[a]));
+    assert_eq!(got.len(), 7);
+    for (g, &want) in got.iter().zip(&order) {
+        assert!((g.logit - naive[g.feature]).abs() < 1e-4, "{g:?}");
+        assert!(
+            (g.logit - naive[want]).abs() < 1e-4,
+            "{g:?} vs {}",
+            naive[want]
+        );
+    }
+    let vocab = lm().tokenizer.vocab_size() as u32;
+    let err = features_promoting(lm(), &hooked, &[vocab], 3).unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+    assert!(features_promoting(lm(), &hooked, &[], 3).is_err());
 }
