@@ -97,11 +97,9 @@ pub fn features_promoting(
     let mut scores = Vec::with_capacity(n);
     for start in (0..n).step_by(CHUNK) {
         let rows = CHUNK.min(n - start);
-        let directions =
-            (sae.sae.w_dec().narrow(0, start, rows)? / sae.sae.activation_scale() as f64)?;
         let logits = lm
             .model
-            .unembed_directions(&directions)?
+            .unembed_directions(&sae.directions(start, rows)?)?
             .index_select(&ids, 1)?;
         let mean: Vec<f32> = logits.mean(1)?.to_vec1()?;
         scores.extend(mean.into_iter().enumerate().map(|(i, l)| FeatureLogit {

@@ -101,8 +101,14 @@ impl HookedSae {
     /// residual when the feature's activation rises by one.
     pub fn direction(&self, feature: usize) -> Result<Tensor> {
         self.check_feature(feature)?;
-        let row = self.sae.w_dec().get(feature)?;
-        Ok((row / self.sae.activation_scale() as f64)?)
+        Ok(self.directions(feature, 1)?.squeeze(0)?)
+    }
+
+    /// The decoder directions of features `start..start + len`, shape (len, d), as
+    /// [`Self::direction`] gives each.
+    pub fn directions(&self, start: usize, len: usize) -> Result<Tensor> {
+        let rows = self.sae.w_dec().narrow(0, start, len)?;
+        Ok((rows / self.sae.activation_scale() as f64)?)
     }
 
     /// The activations of `feature` on rows `x` (tokens, d), shape (tokens,).
