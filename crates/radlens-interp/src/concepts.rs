@@ -7,9 +7,10 @@
 //! restricted to features that fire with the finding; the best ones are then scored, in
 //! the direction chosen on the training reports, on the held-out reports, with a
 //! stratified bootstrap interval. A finding defined by absence (`normal`: no abnormality)
-//! has no token of its own to fire on; a feature silent in its reports is its detector. Choosing the feature on the held-out
-//! reports themselves would report the maximum of thousands of noisy AUROCs, which is
-//! biased upwards. Findings come from the corpus' curated tags
+//! has no token of its own to fire on; a feature silent in its reports is its detector.
+//! Choosing the feature on the held-out reports themselves would report the maximum of
+//! thousands of noisy AUROCs, which is biased upwards. Findings come from the corpus'
+//! curated tags
 //! ([`radlens_report::FINDINGS`]); the table is also stored in the feature database
 //! (table `concepts`, replaced in one transaction).
 

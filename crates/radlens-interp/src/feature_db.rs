@@ -71,12 +71,14 @@ pub struct Feature {
     pub explanations: Vec<Explanation>,
 }
 
-const CONCEPTS_QUERY: &str =
-    "SELECT finding, rank, direction, train_auroc, heldout_auroc, ci_low, ci_high
-     FROM concepts WHERE latent = ?1 ORDER BY heldout_auroc DESC";
-const CONCEPTS_QUERY_FIRING: &str =
-    "SELECT finding, rank, 'fires', train_auroc, heldout_auroc, ci_low, ci_high
-     FROM concepts WHERE latent = ?1 ORDER BY heldout_auroc DESC";
+/// The query of one latent's concept rows, reading the direction from `direction` (a
+/// column, or a literal for tables that lack it).
+fn concepts_query(direction: &str) -> String {
+    format!(
+        "SELECT finding, rank, {direction}, train_auroc, heldout_auroc, ci_low, ci_high
+         FROM concepts WHERE latent = ?1 ORDER BY heldout_auroc DESC"
+    )
+}
 
 /// An open feature database (read-only).
 pub struct FeatureDb {
@@ -84,7 +86,7 @@ pub struct FeatureDb {
     path: PathBuf,
     latents: usize,
     /// The `concepts` table's query, if the database has one.
-    concepts_query: Option<&'static str>,
+    concepts_query: Option<String>,
 }
 
 impl FeatureDb {
@@ -127,10 +129,10 @@ impl FeatureDb {
             .map_err(sql)?
             > 0
         {
-            Some(CONCEPTS_QUERY)
+            Some(concepts_query("direction"))
         } else {
             // Tables written before probes had a direction ranked firing features only.
-            Some(CONCEPTS_QUERY_FIRING)
+            Some(concepts_query("'fires'"))
         };
         let latents: i64 = conn
             .query_row("SELECT count(*) FROM latents", [], |r| r.get(0))
@@ -218,7 +220,7 @@ impl FeatureDb {
                 _ => f.quantiles.push(ex),
             }
         }
-        if let Some(query) = self.concepts_query {
+        if let Some(query) = &self.concepts_query {
             let mut st = self.conn.prepare(query).map_err(|e| self.sql(e))?;
             f.concepts = st
                 .query_map([index as i64], |r| {
