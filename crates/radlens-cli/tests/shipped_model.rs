@@ -3,6 +3,7 @@
 mod common;
 
 use common::shared;
+use radlens_seg::evaluate::EvalSummary;
 
 /// Run radlens and require success.
 fn radlens(args: &[&str]) -> std::process::Output {
@@ -11,12 +12,14 @@ fn radlens(args: &[&str]) -> std::process::Output {
     o
 }
 
-#[test]
-fn shipped_model_segments_jsrt_test_cases() {
+/// `radlens seg eval` on the first `limit` JSRT test films with `args` added, and the
+/// summary it wrote.
+fn eval_jsrt_test(limit: usize, args: &[&str]) -> EvalSummary {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("eval");
     let jsrt = format!("jsrt:{}", shared().join("data/jsrt").display());
-    radlens(&[
+    let limit = limit.to_string();
+    let mut all = vec![
         "seg",
         "eval",
         "--dataset",
@@ -24,21 +27,31 @@ fn shipped_model_segments_jsrt_test_cases() {
         "--split",
         "test",
         "--limit",
-        "6",
-        "--samples",
-        "8",
+        &limit,
         "--out",
         out.to_str().unwrap(),
-    ]);
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(s["images"], 6);
-    let dice = |c: &str| s["metrics"]["dice"][c]["mean"].as_f64().unwrap();
-    assert!(dice("right_lung") > 0.95 && dice("left_lung") > 0.95, "{s}");
-    assert!(dice("heart") > 0.88, "{s}");
-    let diversity = s["stochastic"]["sample_diversity"]["mean"]
-        .as_f64()
-        .unwrap();
+    ];
+    all.extend_from_slice(args);
+    radlens(&all);
+    let s = EvalSummary::read(&out.join("summary.json")).unwrap();
+    assert_eq!(s.images, limit.parse::<usize>().unwrap());
+    s
+}
+
+/// The mean Dice of `class` in an evaluation.
+fn dice(s: &EvalSummary, class: &str) -> f64 {
+    s.metrics.dice[class].as_ref().unwrap().mean
+}
+
+#[test]
+fn shipped_model_segments_jsrt_test_cases() {
+    let s = eval_jsrt_test(6, &["--samples", "8"]);
+    assert!(
+        dice(&s, "right_lung") > 0.95 && dice(&s, "left_lung") > 0.95,
+        "{s:?}"
+    );
+    assert!(dice(&s, "heart") > 0.88, "{s:?}");
+    let diversity = s.stochastic.sample_diversity.unwrap().mean;
     assert!(diversity > 0.0, "samples must differ");
 }
 
@@ -117,33 +130,17 @@ fn robustness_resumes_from_the_cases_an_interrupted_run_saved() {
 /// through its encoder and test-time inversion, under the U-Net's summary schema.
 #[test]
 fn shipped_semanticgan_segments_jsrt_test_cases() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("eval");
     let gan =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/jsrt-semanticgan");
-    let jsrt = format!("jsrt:{}", shared().join("data/jsrt").display());
-    radlens(&[
-        "seg",
-        "eval",
-        "--model",
-        gan.to_str().unwrap(),
-        "--dataset",
-        &jsrt,
-        "--split",
-        "test",
-        "--limit",
-        "3",
-        "--inversion-steps",
-        "20",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(s["images"], 3);
-    assert_eq!(s["header"]["inversion_steps"], 20);
+    let s = eval_jsrt_test(
+        3,
+        &["--model", gan.to_str().unwrap(), "--inversion-steps", "20"],
+    );
+    assert_eq!(s.header.inversion_steps, Some(20));
     // the release build measured 0.899, 0.887 and 0.847 on these three films
-    let dice = |c: &str| s["metrics"]["dice"][c]["mean"].as_f64().unwrap();
-    assert!(dice("right_lung") > 0.85 && dice("left_lung") > 0.85, "{s}");
-    assert!(dice("heart") > 0.78, "{s}");
+    assert!(
+        dice(&s, "right_lung") > 0.85 && dice(&s, "left_lung") > 0.85,
+        "{s:?}"
+    );
+    assert!(dice(&s, "heart") > 0.78, "{s:?}");
 }
