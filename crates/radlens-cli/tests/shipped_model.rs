@@ -18,7 +18,7 @@ fn eval_jsrt_test(limit: usize, args: &[&str]) -> EvalSummary {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("eval");
     let jsrt = format!("jsrt:{}", shared().join("data/jsrt").display());
-    let limit = limit.to_string();
+    let n = limit.to_string();
     let mut all = vec![
         "seg",
         "eval",
@@ -27,15 +27,22 @@ fn eval_jsrt_test(limit: usize, args: &[&str]) -> EvalSummary {
         "--split",
         "test",
         "--limit",
-        &limit,
+        &n,
         "--out",
         out.to_str().unwrap(),
     ];
     all.extend_from_slice(args);
     radlens(&all);
     let s = EvalSummary::read(&out.join("summary.json")).unwrap();
-    assert_eq!(s.images, limit.parse::<usize>().unwrap());
+    assert_eq!(s.images, limit);
     s
+}
+
+/// A model committed in `models/`.
+fn shipped(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(name)
 }
 
 /// The mean Dice of `class` in an evaluation.
@@ -83,7 +90,7 @@ fn readme_main_command_writes_all_outputs() {
 fn robustness_resumes_from_the_cases_an_interrupted_run_saved() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("robust");
-    let unet = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/jsrt-unet");
+    let unet = shipped("jsrt-unet");
     let jsrt = format!("jsrt:{}", shared().join("data/jsrt").display());
     let run = |resume: bool| {
         let mut args = vec![
@@ -130,8 +137,7 @@ fn robustness_resumes_from_the_cases_an_interrupted_run_saved() {
 /// through its encoder and test-time inversion, under the U-Net's summary schema.
 #[test]
 fn shipped_semanticgan_segments_jsrt_test_cases() {
-    let gan =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/jsrt-semanticgan");
+    let gan = shipped("jsrt-semanticgan");
     let s = eval_jsrt_test(
         3,
         &["--model", gan.to_str().unwrap(), "--inversion-steps", "20"],
