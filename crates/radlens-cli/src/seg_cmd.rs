@@ -196,11 +196,17 @@ pub struct TrainArgs {
     /// SemanticGAN only: train until this many generator steps in total.
     #[arg(long)]
     steps: Option<usize>,
+    /// SemanticGAN only: train the encoder for this many steps in total (with --resume,
+    /// more steps continue a finished encoder).
+    #[arg(long)]
+    encoder_steps: Option<usize>,
     /// Train on at most this many cases (quick checks).
     #[arg(long)]
     max_cases: Option<usize>,
     /// Start from these weights (model.safetensors of a run with the same architecture and
     /// class count, e.g. models/jsrt-ssn/model.safetensors) instead of a random initialisation.
+    /// For a SemanticGAN, the run or model folder to continue (e.g. models/jsrt-semanticgan):
+    /// its generator, image discriminator and encoder, its split and label budget.
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
     /// Convolution kernels: radlens (fast CPU kernels) or candle (stock ops).
@@ -259,9 +265,16 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
             out: a.out,
             resume: a.resume,
             steps: a.steps,
+            encoder_steps: a.encoder_steps,
             split_file: a.split_file,
+            init: a.init,
             device: Device::Cpu,
         });
+    }
+    if a.steps.is_some() || a.encoder_steps.is_some() {
+        anyhow::bail!(
+            "--steps and --encoder-steps apply to SemanticGAN configs; a U-Net trains for --epochs"
+        );
     }
     let mut cfg = match &a.config {
         Some(p) => RunConfig::from_toml(p)?,

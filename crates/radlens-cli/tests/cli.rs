@@ -77,6 +77,27 @@ fn train_predict_eval_resume_end_to_end() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    // SemanticGAN's step counts are refused for a U-Net before any folder is made
+    let other = dir.path().join("other");
+    let o = radlens(&[
+        "seg",
+        "train",
+        "--dataset",
+        &jsrt(),
+        "--out",
+        other.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--encoder-steps",
+        "3",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--encoder-steps apply to SemanticGAN"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!other.exists());
     // resume with more epochs continues from epoch 2
     let o = radlens(&[
         "seg",

@@ -25,7 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config: GanRunConfig::from_toml(config.as_ref())?,
         resume: rest.iter().any(|a| a == "--resume"),
         steps: None,
+        encoder_steps: None,
         split_file: None,
+        init: None,
         device: Device::Cpu,
     };
     let show = |e: &GanTrainEvent| match e {

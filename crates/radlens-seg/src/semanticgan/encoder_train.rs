@@ -21,7 +21,7 @@ use super::invert::{
     mse_per_image, perceptual_distance, DISCRIMINATOR_FILE, ENCODER_FILE, GENERATOR_FILE,
 };
 use super::samples::write_sample_grid;
-use super::train::{take_prefixed, GanData, GanNets, GanTrainEvent};
+use super::train::{take_prefixed, GanData, GanNets, GanTrainEvent, GanTrainRequest};
 use super::{GanRunConfig, Generated, Generator};
 use crate::checkpoint::{load_tensors, save_tensors};
 use crate::error::{Result, SegError};
@@ -198,16 +198,18 @@ impl EncoderPhase {
     }
 }
 
-/// Trains (or resumes) the encoder of the run in `run` after the GAN's steps.
+/// Trains (or resumes) the encoder of the run in `run` after the GAN's steps. A fresh
+/// encoder of a warm-started run starts from its source's encoder weights.
 pub(super) fn train_encoder(
     run: &RunDir,
     nets: &GanNets,
     data: &GanData,
     cfg: &GanRunConfig,
     generator_steps: usize,
-    dev: &Device,
+    req: &GanTrainRequest,
     observer: &dyn Observer<GanTrainEvent>,
 ) -> Result<()> {
+    let dev = &req.device;
     let e = &cfg.train.encoder;
     let last = run.join("checkpoint/encoder.safetensors");
     let state_path = run.join("checkpoint/encoder_state.json");
@@ -235,7 +237,18 @@ pub(super) fn train_encoder(
         None => {
             save_tensors(&run.join(DISCRIMINATOR_FILE), &nets.d.params.tensors())?;
             let mean = mean_w(&nets.g_ema, seed)?;
-            (Encoder::new(&cfg.model, mean, dev, seed)?, None)
+            let encoder = match &req.init {
+                Some(dir) => {
+                    let path = dir.join(ENCODER_FILE);
+                    let mut source =
+                        Encoder::from_tensors(&cfg.model, load_tensors(&path, dev)?, &path, dev)?;
+                    // its offsets are from the mean w of the generator trained on now
+                    source.mean_w = mean;
+                    source
+                }
+                None => Encoder::new(&cfg.model, mean, dev, seed)?,
+            };
+            (encoder, None)
         }
     };
     let generator = Generator::frozen(&cfg.model, dev)?;

@@ -20,13 +20,19 @@
 //!
 //! Each step's randomness derives from (seed, step), so a resumed run continues exactly
 //! as an uninterrupted one would.
+//!
+//! A warm start (`GanTrainRequest::init`) continues a trained run or model folder that
+//! holds only what segmentation needs (the EMA generator, the image discriminator, the
+//! encoder): the generator and its EMA start from the EMA generator, the label
+//! discriminator and every Adam afresh, and the run keeps the source's split and label
+//! budget, so that no film it was tested on enters training.
 
 use super::augment::diff_augment;
 use super::config::{GanKind, GanModelConfig, GanRunConfig, GanTrainConfig};
 use super::discriminator::{ImageDiscriminator, PatchDiscriminator};
 use super::encoder_train::{train_encoder, EncoderLosses};
 use super::generator::{Generated, Generator};
-use super::invert::GENERATOR_FILE;
+use super::invert::{DISCRIMINATOR_FILE, GENERATOR_FILE};
 use super::losses::{d_hinge, d_logistic, feature_matching, g_hinge, g_nonsaturating, r1_penalty};
 use super::samples::write_sample_grid;
 use crate::checkpoint::{load_tensors, save_tensors, SegRun};
@@ -58,8 +64,14 @@ pub struct GanTrainRequest {
     pub resume: bool,
     /// Train until this many steps in total (overrides the config, also on resume).
     pub steps: Option<usize>,
+    /// Train the encoder for this many steps in total (overrides the config, also on
+    /// resume: more steps continue a finished encoder).
+    pub encoder_steps: Option<usize>,
     /// Use this split file instead of drawing one (as the U-Net's `--split-file`).
     pub split_file: Option<PathBuf>,
+    /// Start from the SemanticGAN run or model folder here (a warm start; see the module
+    /// notes) instead of from random weights.
+    pub init: Option<PathBuf>,
     pub device: Device,
 }
 
@@ -135,6 +147,19 @@ pub struct GanRunInfo {
     pub dataset: String,
     pub parameters: GanParameters,
     pub radlens_version: String,
+    /// The run or model folder the weights started from, when not from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<GanInit>,
+}
+
+/// Where a warm-started run's weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanInit {
+    /// The folder, as given.
+    pub from: String,
+    /// The generator steps its weights had been trained for: they count towards the
+    /// images seen of the EMA's ramp-up.
+    pub generator_steps: usize,
 }
 
 /// Scalar parameters per network.
@@ -273,6 +298,33 @@ impl GanNets {
         Ok(())
     }
 
+    /// The generator (and its EMA) from the EMA generator in `dir`, the image
+    /// discriminator from its saved weights; the label discriminator is never saved
+    /// beside a model and stays fresh.
+    fn warm_start(&mut self, dir: &Path, device: &Device) -> Result<()> {
+        let g = dir.join(GENERATOR_FILE);
+        let weights = load_tensors(&g, device)?;
+        self.g.params.assign_from(&weights, &g)?;
+        self.g_ema.params.assign_from(&weights, &g)?;
+        let d = dir.join(DISCRIMINATOR_FILE);
+        self.d.params.assign_from(&load_tensors(&d, device)?, &d)?;
+        Ok(())
+    }
+
+    /// Saves the checkpoint and the EMA generator after `done` steps.
+    fn save(&self, run: &RunDir, done: usize) -> Result<()> {
+        save_tensors(&run.join(CHECKPOINT_FILE), &self.checkpoint()?)?;
+        save_tensors(&run.join(GENERATOR_FILE), &self.g_ema.params.tensors())?;
+        write_json(
+            &run.join(STATE_FILE),
+            &GanState {
+                steps_done: done,
+                optimiser_steps: self.optimiser_steps(),
+            },
+        )?;
+        Ok(())
+    }
+
     /// g_ema <- beta g_ema + (1 - beta) g.
     fn update_ema(&self, beta: f64) -> Result<()> {
         for ((_, e), (_, g)) in self.g_ema.params.vars().iter().zip(self.g.params.vars()) {
@@ -281,6 +333,10 @@ impl GanNets {
         Ok(())
     }
 }
+
+/// The checkpoint of all four networks and their Adam moments, and its steps, in a run.
+const CHECKPOINT_FILE: &str = "checkpoint/last.safetensors";
+const STATE_FILE: &str = "checkpoint/state.json";
 
 /// Removes the checkpoint tensors named `prefix...` from `saved` and returns them named
 /// without the prefix.
@@ -386,17 +442,37 @@ fn load_data(
     })
 }
 
-/// The run's split and label budget: read from the run when resuming, else drawn.
+/// The run's split and label budget: read from the run when resuming, from the source
+/// of a warm start, else drawn.
 fn budget_of(
     req: &GanTrainRequest,
     cfg: &GanRunConfig,
     run: &RunDir,
 ) -> Result<(Split, LabelBudget)> {
-    if req.resume {
-        return Ok((
-            Split::read(&run.join("split.json"))?,
-            read_json(&run.join("labels.json"))?,
-        ));
+    let kept = match (&req.init, req.resume) {
+        (_, true) => Some(run.root().to_path_buf()),
+        (Some(init), false) => Some(init.clone()),
+        (None, false) => None,
+    };
+    if let Some(dir) = kept {
+        if let (Some(init), Some(file)) = (&req.init, &req.split_file) {
+            return Err(SegError::Invalid(format!(
+                "a split file ({}) and a warm start from {}: the run keeps the split of the \
+                 run it starts from",
+                file.display(),
+                init.display()
+            )));
+        }
+        let budget: LabelBudget = read_json(&dir.join("labels.json"))?;
+        if budget.labelled.len() != cfg.train.labelled {
+            return Err(SegError::Invalid(format!(
+                "{} labels {} training images, the config asks for {}",
+                dir.join("labels.json").display(),
+                budget.labelled.len(),
+                cfg.train.labelled
+            )));
+        }
+        return Ok((Split::read(&dir.join("split.json"))?, budget));
     }
     let dataset = req.dataset.open()?;
     let t = &cfg.train;
@@ -437,36 +513,55 @@ fn budget_of(
 /// Train a SemanticGAN; see [`GanTrainRequest`] and the module notes.
 pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -> Result<PathBuf> {
     let run_at = RunDir::at(&req.out);
-    let mut cfg = if req.resume {
+    let (mut cfg, resumed_init) = if req.resume {
         let info: GanRunInfo = read_json(&run_at.join("config.json"))?;
-        GanRunConfig {
+        let cfg = GanRunConfig {
             kind: info.kind,
             model: info.model,
             train: info.train,
-        }
+        };
+        (cfg, info.init)
     } else {
-        req.config.clone()
+        (req.config.clone(), None)
     };
     if let Some(s) = req.steps {
         cfg.train.steps = s;
     }
+    if let Some(s) = req.encoder_steps {
+        cfg.train.encoder.steps = s;
+    }
     let (split, budget) = budget_of(&req, &cfg, &run_at)?;
     let data = load_data(&req, &cfg, &budget, observer)?;
     let mut nets = GanNets::new(&cfg.model, cfg.train.seed, &req.device)?;
+    let init = match (&req.init, req.resume) {
+        (Some(dir), false) => {
+            nets.warm_start(dir, &req.device)?;
+            let source: GanRunInfo = read_json(&dir.join("config.json"))?;
+            Some(GanInit {
+                from: dir.display().to_string(),
+                generator_steps: source.init.map_or(0, |i| i.generator_steps) + source.train.steps,
+            })
+        }
+        _ => resumed_init,
+    };
     // A new run's folder is made only now, so that a bad input leaves nothing behind.
     let run = RunDir::open(&req.out, "config.json", req.resume)?;
-    let last = run.join("checkpoint/last.safetensors");
-    let state_path = run.join("checkpoint/state.json");
+    let last = run.join(CHECKPOINT_FILE);
     let start = if req.resume {
-        let st: GanState = read_json(&state_path)?;
+        let st: GanState = read_json(&run.join(STATE_FILE))?;
         nets.restore(load_tensors(&last, &req.device)?, &last, st.optimiser_steps)?;
         st.steps_done
     } else {
         split.write(&run.join("split.json"))?;
         write_json(&run.join("labels.json"), &budget)?;
         nets.update_ema(0.0)?;
+        // a warm start is resumable, and a model, before its first step
+        if init.is_some() {
+            nets.save(&run, 0)?;
+        }
         0
     };
+    let prior_steps = init.as_ref().map_or(0, |i| i.generator_steps);
     let info = GanRunInfo {
         kind: cfg.kind,
         model: cfg.model.clone(),
@@ -478,6 +573,7 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
             label_discriminator: nets.dseg.params.count(),
         },
         radlens_version: env!("CARGO_PKG_VERSION").to_string(),
+        init,
     };
     write_json(&run.join("config.json"), &info)?;
     std::fs::create_dir_all(run.join("samples"))
@@ -515,7 +611,7 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
             },
         )?;
         r1 = losses.r1;
-        nets.update_ema(ema_beta(&t, step))?;
+        nets.update_ema(ema_beta(&t, prior_steps + step))?;
         let seconds = started.elapsed().as_secs_f64();
         let done = step + 1;
         let row: Vec<String> = losses.all().iter().map(|v| format!("{v:.5}")).collect();
@@ -532,19 +628,11 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
             observer.observe(&GanTrainEvent::Samples { step: done, path });
         }
         if done % t.checkpoint_every == 0 || done == t.steps {
-            save_tensors(&last, &nets.checkpoint()?)?;
-            save_tensors(&run.join(GENERATOR_FILE), &nets.g_ema.params.tensors())?;
-            write_json(
-                &state_path,
-                &GanState {
-                    steps_done: done,
-                    optimiser_steps: nets.optimiser_steps(),
-                },
-            )?;
+            nets.save(&run, done)?;
             history.save()?;
         }
     }
-    train_encoder(&run, &nets, &data, &cfg, t.steps, &req.device, observer)?;
+    train_encoder(&run, &nets, &data, &cfg, t.steps, &req, observer)?;
     Ok(req.out)
 }
 
@@ -804,7 +892,9 @@ mod tests {
             },
             resume,
             steps: None,
+            encoder_steps: None,
             split_file: None,
+            init: None,
             device: Device::Cpu,
         }
     }
@@ -873,14 +963,11 @@ mod tests {
         // the encoder resumes mid-way: two more encoder steps on `split` equal four from
         // the start of the encoder phase on a copy of `whole` without its encoder
         let more = |run: &Path| {
-            let path = run.join("config.json");
-            let mut info: GanRunInfo = read_json(&path).unwrap();
-            info.train.encoder.steps = 4;
-            write_json(&path, &info).unwrap();
+            let mut req = request(&data, run, 4, true);
+            req.encoder_steps = Some(4);
+            train_gan(req, &Silent).unwrap();
         };
         more(&split);
-        train_gan(request(&data, &split, 4, true), &Silent).unwrap();
-        more(&whole);
         for f in [
             "checkpoint/encoder_state.json",
             "checkpoint/encoder.safetensors",
@@ -888,7 +975,7 @@ mod tests {
         ] {
             std::fs::remove_file(whole.join(f)).unwrap();
         }
-        train_gan(request(&data, &whole, 4, true), &Silent).unwrap();
+        more(&whole);
         same_tensors(
             &whole.join("encoder.safetensors"),
             &split.join("encoder.safetensors"),
@@ -920,6 +1007,99 @@ mod tests {
             err.contains("encoder.safetensors") && err.contains("not found"),
             "{err}"
         );
+    }
+
+    /// A warm start from a folder pruned to what segmentation needs (as models/ ships
+    /// one): the generator, image discriminator and encoder start from it, the split and
+    /// label budget are kept, the source is recorded, and the new run resumes.
+    #[test]
+    fn warm_start_continues_a_model_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        tiny_dataset(&data, 10);
+        let source = tmp.path().join("source");
+        train_gan(request(&data, &source, 2, false), &Silent).unwrap();
+        std::fs::remove_dir_all(source.join("checkpoint")).unwrap();
+        // no GAN steps and a vanishing encoder learning rate: every network stays the
+        // source's, unless the encoder started afresh
+        let still = |out: &Path, init: Option<&Path>| {
+            let mut req = request(&data, out, 0, false);
+            req.init = init.map(Path::to_path_buf);
+            req.config.train.encoder.learning_rate = 1e-12;
+            train_gan(req, &Silent)
+        };
+        let warm = tmp.path().join("warm");
+        still(&warm, Some(&source)).unwrap();
+        for f in [
+            "model.safetensors",
+            "image_discriminator.safetensors",
+            "encoder.safetensors",
+        ] {
+            same_tensors(&source.join(f), &warm.join(f));
+        }
+        let fresh = tmp.path().join("fresh");
+        still(&fresh, None).unwrap();
+        let moved = max_difference(
+            &source.join("encoder.safetensors"),
+            &fresh.join("encoder.safetensors"),
+        );
+        assert!(moved > 1e-3, "a fresh encoder is the source's: {moved}");
+        for f in ["split.json", "labels.json"] {
+            let read = |dir: &Path| std::fs::read_to_string(dir.join(f)).unwrap();
+            assert_eq!(read(&source), read(&warm), "{f}");
+        }
+        let init = |run: &Path| {
+            read_json::<GanRunInfo>(&run.join("config.json"))
+                .unwrap()
+                .init
+        };
+        let expected = GanInit {
+            from: source.display().to_string(),
+            generator_steps: 2,
+        };
+        assert_eq!(init(&warm), Some(expected.clone()));
+
+        let mut more = request(&data, &warm, 2, true);
+        more.steps = Some(2);
+        train_gan(more, &Silent).unwrap();
+        assert_eq!(init(&warm), Some(expected));
+        let rows = std::fs::read_to_string(warm.join("history.csv")).unwrap();
+        assert_eq!(rows.lines().count(), 3, "{rows}");
+
+        // the source's split and labels or nothing: a split file or another label budget
+        // is refused before any folder is made
+        let refused = tmp.path().join("refused");
+        let mut req = request(&data, &refused, 2, false);
+        req.init = Some(source.clone());
+        req.split_file = Some(source.join("split.json"));
+        let err = train_gan(req, &Silent).unwrap_err().to_string();
+        assert!(err.contains("split file"), "{err}");
+        let mut req = request(&data, &refused, 2, false);
+        req.init = Some(source.clone());
+        req.config.train.labelled = 4;
+        let err = train_gan(req, &Silent).unwrap_err().to_string();
+        assert!(
+            err.contains("labels.json") && err.contains("asks for 4"),
+            "{err}"
+        );
+        assert!(!refused.exists());
+    }
+
+    /// The largest absolute difference between same-named tensors of two files.
+    fn max_difference(a: &Path, b: &Path) -> f32 {
+        let a = load_tensors(a, &Device::Cpu).unwrap();
+        let b = load_tensors(b, &Device::Cpu).unwrap();
+        a.iter()
+            .map(|(k, v)| {
+                let diff = (v - &b[k]).unwrap().abs().unwrap();
+                diff.flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .fold(0.0, f32::max)
     }
 
     /// Asserts two safetensors files hold the same tensors up to the summation order of
