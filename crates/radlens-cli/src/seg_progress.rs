@@ -81,7 +81,8 @@ impl Observer<TrainEvent> for TrainProgress {
     }
 }
 
-/// A bar over the evaluated cases, showing the case in progress.
+/// A bar over the evaluated cases, showing the case in progress (in a log, a line at each
+/// tenth of the cases).
 #[derive(Default)]
 pub struct EvalProgress(OnceLock<ProgressBar>);
 
@@ -102,9 +103,28 @@ impl Observer<EvalEvent> for EvalProgress {
             EvalEvent::CaseStarted { id, progress } => {
                 self.bar(progress.total).set_message(id.clone())
             }
-            EvalEvent::CaseFinished(c) => advance(self.bar(c.total), c),
+            EvalEvent::CaseFinished(c) => {
+                let pb = self.bar(c.total);
+                if pb.is_hidden() && crosses_a_tenth(c) {
+                    eprintln!(
+                        "evaluated {}/{} cases in {:.0?}",
+                        c.done,
+                        c.total,
+                        pb.elapsed()
+                    );
+                }
+                advance(pb, c)
+            }
         }
     }
+}
+
+/// Whether `c.done` is the first count at or past a tenth of `c.total`: where stderr is
+/// no terminal (a log) the bar is hidden, and a SemanticGAN's inversion takes about 20 s a
+/// film, so a line at each tenth shows the work is alive.
+fn crosses_a_tenth(c: &Count) -> bool {
+    let tenths = |done: u64| done * 10 / c.total.max(1);
+    c.done > 0 && tenths(c.done) > tenths(c.done - 1)
 }
 
 /// Moves `pb` to `c.done`, clearing it once the work is done.

@@ -179,6 +179,11 @@ fn train_predict_eval_resume_end_to_end() {
     let split: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("split.json")).unwrap()).unwrap();
     assert_eq!(s["images"], split["val"].as_array().unwrap().len());
+    // stderr is no terminal here: a line at each tenth of the validation cases
+    let n = split["val"].as_array().unwrap().len();
+    let log = stderr(&o);
+    assert_eq!(log.matches("evaluated ").count(), n.min(10), "{log}");
+    assert!(log.contains(&format!("evaluated {n}/{n} cases")), "{log}");
     assert_eq!(s["distance_unit"], "mm");
     for c in ["right_lung", "left_lung", "heart"] {
         let d = s["metrics"]["dice"][c]["mean"].as_f64().unwrap();
