@@ -143,10 +143,11 @@ fn shipped_semanticgan_segments_jsrt_test_cases() {
         &["--model", gan.to_str().unwrap(), "--inversion-steps", "20"],
     );
     assert_eq!(s.header.inversion_steps, Some(20));
-    // the release build measured 0.899, 0.887 and 0.847 on these three films
+    // the release build measured 0.924, 0.895 and 0.870 on these three films (0.899, 0.887
+    // and 0.847 before the encoder's 1,600 further steps)
     assert!(
-        dice(&s, "right_lung") > 0.85 && dice(&s, "left_lung") > 0.85,
+        dice(&s, "right_lung") > 0.87 && dice(&s, "left_lung") > 0.87,
         "{s:?}"
     );
-    assert!(dice(&s, "heart") > 0.78, "{s:?}");
+    assert!(dice(&s, "heart") > 0.82, "{s:?}");
 }
