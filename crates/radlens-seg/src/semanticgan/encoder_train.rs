@@ -21,7 +21,7 @@ use super::invert::{
     mse_per_image, perceptual_distance, DISCRIMINATOR_FILE, ENCODER_FILE, GENERATOR_FILE,
 };
 use super::samples::write_sample_grid;
-use super::train::{take_prefixed, GanData, GanNets, GanTrainEvent, GanTrainRequest};
+use super::train::{take_prefixed, GanData, GanNets, GanRunInfo, GanTrainEvent};
 use super::{GanRunConfig, Generated, Generator};
 use crate::checkpoint::{load_tensors, save_tensors};
 use crate::error::{Result, SegError};
@@ -35,6 +35,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Instant;
 
 /// The encoder phase's history in a run folder: one row per step, losses and seconds.
@@ -199,17 +200,17 @@ impl EncoderPhase {
 }
 
 /// Trains (or resumes) the encoder of the run in `run` after the GAN's steps. A fresh
-/// encoder of a warm-started run starts from its source's encoder weights.
+/// encoder of a warm-started run (also one resumed before its encoder's first checkpoint)
+/// starts from the weights of the source its `config.json` records.
 pub(super) fn train_encoder(
     run: &RunDir,
     nets: &GanNets,
     data: &GanData,
     cfg: &GanRunConfig,
     generator_steps: usize,
-    req: &GanTrainRequest,
+    dev: &Device,
     observer: &dyn Observer<GanTrainEvent>,
 ) -> Result<()> {
-    let dev = &req.device;
     let e = &cfg.train.encoder;
     let last = run.join("checkpoint/encoder.safetensors");
     let state_path = run.join("checkpoint/encoder_state.json");
@@ -237,9 +238,10 @@ pub(super) fn train_encoder(
         None => {
             save_tensors(&run.join(DISCRIMINATOR_FILE), &nets.d.params.tensors())?;
             let mean = mean_w(&nets.g_ema, seed)?;
-            let encoder = match &req.init {
-                Some(dir) => {
-                    let path = dir.join(ENCODER_FILE);
+            let info: GanRunInfo = read_json(&run.join("config.json"))?;
+            let encoder = match info.init {
+                Some(init) => {
+                    let path = Path::new(&init.from).join(ENCODER_FILE);
                     let mut source =
                         Encoder::from_tensors(&cfg.model, load_tensors(&path, dev)?, &path, dev)?;
                     // its offsets are from the mean w of the generator trained on now

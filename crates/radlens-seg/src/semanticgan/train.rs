@@ -632,7 +632,7 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
             history.save()?;
         }
     }
-    train_encoder(&run, &nets, &data, &cfg, t.steps, &req, observer)?;
+    train_encoder(&run, &nets, &data, &cfg, t.steps, &req.device, observer)?;
     Ok(req.out)
 }
 
@@ -1030,13 +1030,27 @@ mod tests {
         };
         let warm = tmp.path().join("warm");
         still(&warm, Some(&source)).unwrap();
+        let same_networks = || {
+            for f in [
+                "model.safetensors",
+                "image_discriminator.safetensors",
+                "encoder.safetensors",
+            ] {
+                same_tensors(&source.join(f), &warm.join(f));
+            }
+        };
+        same_networks();
+        // resumed before the encoder's first checkpoint, it starts from the source again
         for f in [
-            "model.safetensors",
-            "image_discriminator.safetensors",
             "encoder.safetensors",
+            "encoder_history.csv",
+            "checkpoint/encoder.safetensors",
+            "checkpoint/encoder_state.json",
         ] {
-            same_tensors(&source.join(f), &warm.join(f));
+            std::fs::remove_file(warm.join(f)).unwrap();
         }
+        train_gan(request(&data, &warm, 0, true), &Silent).unwrap();
+        same_networks();
         let fresh = tmp.path().join("fresh");
         still(&fresh, None).unwrap();
         let moved = max_difference(
