@@ -21,7 +21,7 @@ use super::invert::{
     mse_per_image, perceptual_distance, DISCRIMINATOR_FILE, ENCODER_FILE, GENERATOR_FILE,
 };
 use super::samples::write_sample_grid;
-use super::train::{take_prefixed, GanData, GanNets, GanRunInfo, GanTrainEvent};
+use super::train::{take_prefixed, GanData, GanNets, GanTrainEvent};
 use super::{GanRunConfig, Generated, Generator};
 use crate::checkpoint::{load_tensors, save_tensors};
 use crate::error::{Result, SegError};
@@ -199,19 +199,20 @@ impl EncoderPhase {
     }
 }
 
-/// Trains (or resumes) the encoder of the run in `run` after the GAN's steps. A fresh
-/// encoder of a warm-started run (also one resumed before its encoder's first checkpoint)
-/// starts from the weights of the source its `config.json` records.
+/// Trains (or resumes) the encoder of the run in `run` after the GAN's `cfg.train.steps`
+/// steps. A fresh encoder starts from the encoder in `source` (the warm start's folder,
+/// also for a run resumed before its encoder's first checkpoint), else from random weights.
 pub(super) fn train_encoder(
     run: &RunDir,
     nets: &GanNets,
     data: &GanData,
     cfg: &GanRunConfig,
-    generator_steps: usize,
+    source: Option<&Path>,
     dev: &Device,
     observer: &dyn Observer<GanTrainEvent>,
 ) -> Result<()> {
     let e = &cfg.train.encoder;
+    let generator_steps = cfg.train.steps;
     let last = run.join("checkpoint/encoder.safetensors");
     let state_path = run.join("checkpoint/encoder_state.json");
     let seed = cfg.train.seed ^ ENCODER_SEED;
@@ -238,10 +239,9 @@ pub(super) fn train_encoder(
         None => {
             save_tensors(&run.join(DISCRIMINATOR_FILE), &nets.d.params.tensors())?;
             let mean = mean_w(&nets.g_ema, seed)?;
-            let info: GanRunInfo = read_json(&run.join("config.json"))?;
-            let encoder = match info.init {
-                Some(init) => {
-                    let path = Path::new(&init.from).join(ENCODER_FILE);
+            let encoder = match source {
+                Some(dir) => {
+                    let path = dir.join(ENCODER_FILE);
                     let mut source =
                         Encoder::from_tensors(&cfg.model, load_tensors(&path, dev)?, &path, dev)?;
                     // its offsets are from the mean w of the generator trained on now

@@ -632,7 +632,8 @@ pub fn train_gan(req: GanTrainRequest, observer: &dyn Observer<GanTrainEvent>) -
             history.save()?;
         }
     }
-    train_encoder(&run, &nets, &data, &cfg, t.steps, &req.device, observer)?;
+    let source = info.init.as_ref().map(|i| Path::new(&i.from));
+    train_encoder(&run, &nets, &data, &cfg, source, &req.device, observer)?;
     Ok(req.out)
 }
 
