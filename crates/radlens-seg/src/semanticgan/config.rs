@@ -159,11 +159,28 @@ pub struct EncoderTrainConfig {
     pub steps: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
+    /// `None`: `learning_rate` throughout (the reference's cosine decay starts only at step
+    /// 30,000). Else a cosine decay from `learning_rate` at the first step to this at the
+    /// last of `steps` (stretched if `--encoder-steps` extends a resumed run).
+    pub final_learning_rate: Option<f64>,
     pub perceptual_weight: f64,
     pub mask_weight: f64,
     /// Gradient-norm clipping of the unlabelled and the labelled update.
     pub unlabelled_clip: f64,
     pub labelled_clip: f64,
+}
+
+impl EncoderTrainConfig {
+    /// The learning rate of step `step` (0-based) of `steps`.
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        match self.final_learning_rate {
+            None => self.learning_rate,
+            Some(end) => {
+                let t = step as f64 / self.steps.max(1) as f64;
+                end + (self.learning_rate - end) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
 }
 
 impl Default for EncoderTrainConfig {
@@ -172,6 +189,7 @@ impl Default for EncoderTrainConfig {
             steps: 2000,
             batch_size: 4,
             learning_rate: 1e-3,
+            final_learning_rate: None,
             perceptual_weight: 10.0,
             mask_weight: 1.0,
             unlabelled_clip: 2.0,
@@ -337,6 +355,14 @@ impl GanRunConfig {
         {
             return Err(bad(format!("encoder: batch_size, learning_rate and the clips must be positive and the weights finite and non-negative, got {e:?}")));
         }
+        if e.final_learning_rate
+            .is_some_and(|f| !(positive(f) && f <= e.learning_rate))
+        {
+            return Err(bad(format!(
+                "encoder: final_learning_rate must be positive and at most learning_rate ({}), got {:?}",
+                e.learning_rate, e.final_learning_rate
+            )));
+        }
         let a = &t.augment;
         let unit = |v: f64| (0.0..=1.0).contains(&v);
         if !(unit(a.probability)
@@ -354,6 +380,32 @@ impl GanRunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoder_learning_rate_is_constant_or_decays_by_a_cosine() {
+        let constant = EncoderTrainConfig {
+            steps: 100,
+            ..Default::default()
+        };
+        assert_eq!(constant.learning_rate_at(0), 1e-3);
+        assert_eq!(constant.learning_rate_at(99), 1e-3);
+        let decayed = EncoderTrainConfig {
+            final_learning_rate: Some(1e-5),
+            ..constant
+        };
+        // hand-computed: the start, the midpoint (mean of the ends), a quarter
+        // (1e-5 + 0.99e-3 * (1 + cos(pi / 4)) / 2) and the last step (t = 0.99)
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(decayed.learning_rate_at(0), 1e-3));
+        assert!(close(decayed.learning_rate_at(50), 5.05e-4));
+        assert!(close(decayed.learning_rate_at(25), 8.550_178_566_873_41e-4));
+        assert!(close(
+            decayed.learning_rate_at(99),
+            1.024_425_261_896_286e-5
+        ));
+        let lrs: Vec<f64> = (0..100).map(|s| decayed.learning_rate_at(s)).collect();
+        assert!(lrs.windows(2).all(|w| w[1] < w[0]));
+    }
 
     #[test]
     fn channel_table_matches_stylegan2() {
@@ -398,6 +450,10 @@ mod tests {
         for (extra, want) in [
             ("inversion = { learning_rate = -1.0 }\n", "inversion"),
             ("[train]\nencoder = { batch_size = 0 }\n", "encoder"),
+            (
+                "[train]\nencoder = { learning_rate = 1e-3, final_learning_rate = 2e-3 }\n",
+                "final_learning_rate",
+            ),
         ] {
             std::fs::write(&p, good.clone() + extra).unwrap();
             let e = GanRunConfig::from_toml(&p).unwrap_err().to_string();

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Departures from the reference `train_enc.py`: Adam instead of Ranger, a constant
-//! learning rate (its cosine decay starts at step 30,000), the perceptual distance of
+//! learning rate unless `final_learning_rate` asks for a cosine decay over the run's steps
+//! (the reference's starts at step 30,000), the perceptual distance of
 //! `invert`, and cross-entropy without its softmax temperature.
 
 use super::discriminator::ImageDiscriminator;
@@ -110,14 +111,17 @@ impl EncoderPhase {
         Ok((out, mse, perceptual))
     }
 
+    /// Step `step` (0-based) of the encoder's training.
     fn step(
         &mut self,
+        step: usize,
         data: &GanData,
         cfg: &GanRunConfig,
         rng: &mut StdRng,
         dev: &Device,
     ) -> Result<EncoderLosses> {
         let (m, e) = (&cfg.model, &cfg.train.encoder);
+        let lr = e.learning_rate_at(step);
         let b = e.batch_size;
         let value = |what: &str, t: &Tensor| -> Result<f64> {
             let v = t.to_scalar::<f32>()? as f64;
@@ -139,7 +143,7 @@ impl EncoderPhase {
             &mut self.unlabelled,
             &loss_u,
             e.unlabelled_clip,
-            e.learning_rate,
+            lr,
         )?;
 
         let lab: Vec<usize> = (0..b)
@@ -158,7 +162,7 @@ impl EncoderPhase {
             &mut self.labelled,
             &loss_l,
             e.labelled_clip,
-            e.learning_rate,
+            lr,
         )?;
         Ok(EncoderLosses {
             unlabelled_mse: value("unlabelled MSE", &mse_u)?,
@@ -290,7 +294,7 @@ pub(super) fn train_encoder(
     for step in start..e.steps {
         let started = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ step as u64);
-        let losses = phase.step(data, cfg, &mut rng, dev)?;
+        let losses = phase.step(step, data, cfg, &mut rng, dev)?;
         let seconds = started.elapsed().as_secs_f64();
         let done = step + 1;
         let row: Vec<String> = losses.all().iter().map(|v| format!("{v:.5}")).collect();
