@@ -255,6 +255,11 @@ fn curves_cmd(a: CurvesArgs) -> Result<()> {
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
     if let Some(path) = a.config.as_ref().filter(|p| GanRunConfig::is_gan_config(p)) {
+        if a.epochs.is_some() || a.max_cases.is_some() || a.conv.is_some() {
+            anyhow::bail!(
+                "--epochs, --max-cases and --conv apply to U-Net and SSN configs; a SemanticGAN trains for --steps"
+            );
+        }
         let mut config = GanRunConfig::from_toml(path)?;
         if let Some(n) = a.labelled {
             config.train.labelled = n;

@@ -98,6 +98,29 @@ fn train_predict_eval_resume_end_to_end() {
         stderr(&o)
     );
     assert!(!other.exists());
+    // and a U-Net's epochs for a SemanticGAN
+    let o = radlens(&[
+        "seg",
+        "train",
+        "--dataset",
+        &jsrt(),
+        "--out",
+        other.to_str().unwrap(),
+        "--config",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/jsrt-semanticgan-64.toml"
+        ),
+        "--epochs",
+        "3",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--epochs, --max-cases and --conv apply to U-Net"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!other.exists());
     // resume with more epochs continues from epoch 2
     let o = radlens(&[
         "seg",
