@@ -131,13 +131,17 @@ pub fn robustness_cmd(a: RobustnessArgs) -> Result<()> {
         &EvalProgress::default(),
     )?;
     let names: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
-    let summary = summarise(
+    let mut summary = summarise(
         &rows,
         &names,
         &perturbations,
         a.scored.dataset.to_string(),
         a.seed,
     );
+    summary.inversion_steps = models
+        .iter()
+        .filter_map(|(name, p)| Some((name.clone(), p.model.inversion_steps()?)))
+        .collect();
     write_csv(
         &a.out.join("per_image.csv"),
         &HEADER,

@@ -62,6 +62,7 @@ pub fn subgroups_cmd(a: SubgroupsArgs) -> Result<()> {
         images: cases.samples.len(),
         attributes,
         confounders: statement.to_string(),
+        inversion_steps: predictor.model.inversion_steps(),
         protocol: PROTOCOL.to_string(),
     };
     write_per_image(&a.out, &ev)?;

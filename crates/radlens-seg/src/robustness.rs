@@ -220,6 +220,10 @@ pub struct RobustnessSummary {
     pub models: BTreeMap<String, ModelRobustness>,
     /// With two or more models: the first against the second.
     pub comparison: Option<Comparison>,
+    /// The test-time inversion steps of each SemanticGAN model, by name (set by whoever
+    /// loaded the models; absent from summaries written before it was recorded).
+    #[serde(default)]
+    pub inversion_steps: BTreeMap<String, usize>,
     pub protocol: String,
 }
 
@@ -308,6 +312,7 @@ pub fn summarise(
         perturbations: first.perturbations.clone(),
         models: per_model.clone(),
         comparison,
+        inversion_steps: BTreeMap::new(),
         protocol: PROTOCOL.to_string(),
     }
 }

@@ -88,6 +88,10 @@ pub struct SubgroupSummary {
     pub attributes: BTreeMap<String, AttributeSummary>,
     /// What the groups may be confounded with on this dataset.
     pub confounders: String,
+    /// A SemanticGAN's test-time inversion steps (absent from summaries written before it
+    /// was recorded).
+    #[serde(default)]
+    pub inversion_steps: Option<usize>,
     pub protocol: String,
 }
 

@@ -141,6 +141,7 @@ fn subgroups_html() -> String {
         )]
         .into(),
         confounders: "nodule status".into(),
+        inversion_steps: None,
         protocol: "by hand".into(),
     };
     subgroups_report(&summary).unwrap()

@@ -163,5 +163,10 @@ pub fn robustness_report(summary: &RobustnessSummary) -> Result<String> {
     }
     page.heading("Protocol");
     page.note(&summary.protocol);
+    for (model, steps) in &summary.inversion_steps {
+        page.note(&format!(
+            "{model}: SemanticGAN test-time inversion, {steps} steps per image."
+        ));
+    }
     Ok(page.finish())
 }

@@ -155,5 +155,10 @@ pub fn subgroups_report(summary: &SubgroupSummary) -> Result<String> {
     }
     page.heading("Protocol");
     page.note(&summary.protocol);
+    if let Some(steps) = summary.inversion_steps {
+        page.note(&format!(
+            "SemanticGAN test-time inversion: {steps} steps per image."
+        ));
+    }
     Ok(page.finish())
 }
