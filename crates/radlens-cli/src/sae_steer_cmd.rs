@@ -20,8 +20,8 @@ const DEFAULT_MODEL: &str = "../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 #[derive(Args)]
 pub struct SaeModelArgs {
     /// SAE directory (with train.json, or give --layer).
-    #[arg(long)]
-    sae: PathBuf,
+    #[arg(long = "sae")]
+    dir: PathBuf,
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
     /// Layer the SAE reads, for an SAE without train.json.
@@ -32,7 +32,7 @@ pub struct SaeModelArgs {
 impl SaeModelArgs {
     fn load(&self) -> Result<(LanguageModel, HookedSae)> {
         let lm = load_model(&self.model)?;
-        let sae = HookedSae::load(&self.sae, &self.model, self.layer)?;
+        let sae = HookedSae::load(&self.dir, &self.model, self.layer)?;
         Ok((lm, sae))
     }
 }
@@ -41,7 +41,7 @@ impl SaeModelArgs {
 #[derive(Args)]
 pub struct FeatureArgs {
     #[command(flatten)]
-    target: SaeModelArgs,
+    sae: SaeModelArgs,
     #[arg(long)]
     feature: usize,
     #[arg(long, value_enum, default_value = "add")]
@@ -74,7 +74,7 @@ impl GenerationArgs {
 #[derive(Args)]
 pub struct SteerArgs {
     #[command(flatten)]
-    target: FeatureArgs,
+    steer: FeatureArgs,
     /// Steering coefficient, in the SAE's activation units.
     #[arg(long)]
     coef: f64,
@@ -109,7 +109,7 @@ impl From<ModeArg> for SteerMode {
 #[derive(Args)]
 pub struct SweepArgs {
     #[command(flatten)]
-    target: FeatureArgs,
+    steer: FeatureArgs,
     /// Coefficients, comma-separated (0, the baseline, is always run).
     #[arg(long, value_delimiter = ',', required = true)]
     coefs: Vec<f64>,
@@ -154,11 +154,11 @@ fn read_prompts(given: Vec<String>, file: Option<&Path>) -> Result<Vec<String>> 
 
 pub fn steer(a: SteerArgs) -> Result<()> {
     let prompts = read_prompts(a.prompt, a.prompts_file.as_deref())?;
-    let (lm, sae) = a.target.target.load()?;
+    let (lm, sae) = a.steer.sae.load()?;
     let steer = Steer {
-        feature: a.target.feature,
+        feature: a.steer.feature,
         coef: a.coef,
-        mode: a.target.mode.into(),
+        mode: a.steer.mode.into(),
     };
     let cfg = a.generation.config();
     let pairs = steer_pairs(&lm, &sae, &steer, &prompts, &cfg, &|_: &usize| {})?;
@@ -166,7 +166,7 @@ pub fn steer(a: SteerArgs) -> Result<()> {
         println!("## {}", p.prompt);
         println!(
             "baseline (feature {} mean activation {:.3}):\n{}\n",
-            a.target.feature, p.baseline_activation, p.baseline
+            a.steer.feature, p.baseline_activation, p.baseline
         );
         println!(
             "steered, coef {} (mean activation {:.3}):\n{}\n",
@@ -191,7 +191,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         (None, true) => bail!("give --finding or --keywords"),
     };
     let train: TrainReport =
-        radlens_core::results::read_json(&a.target.target.sae.join(radlens_sae::run::REPORT))
+        radlens_core::results::read_json(&a.steer.sae.dir.join(radlens_sae::run::REPORT))
             .with_context(|| "the sweep reads held-out text from the SAE's training store")?;
     let harvest = HarvestConfig::from_meta(&train.store)?;
     let heldout = select_reports(
@@ -203,10 +203,10 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     .iter()
     .map(|r| r.text())
     .collect();
-    let (lm, sae) = a.target.target.load()?;
+    let (lm, sae) = a.steer.sae.load()?;
     let cfg = SweepConfig {
-        feature: a.target.feature,
-        mode: a.target.mode.into(),
+        feature: a.steer.feature,
+        mode: a.steer.mode.into(),
         coefs: a.coefs,
         prompts,
         judge,
@@ -234,7 +234,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
 #[derive(Args)]
 pub struct PromotingArgs {
     #[command(flatten)]
-    target: SaeModelArgs,
+    sae: SaeModelArgs,
     /// Words the features should make the model write, comma-separated; each counts by its
     /// first token, spelled with a leading space as inside a sentence (see --no-space).
     #[arg(long, value_delimiter = ',')]
@@ -249,7 +249,7 @@ pub struct PromotingArgs {
 /// `radlens sae promoting`: the features whose decoder directions raise the words' logits
 /// most (candidates for steering).
 pub fn promoting(a: PromotingArgs) -> Result<()> {
-    let (lm, sae) = a.target.load()?;
+    let (lm, sae) = a.sae.load()?;
     let mut tokens = Vec::new();
     for word in a.words.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
         let text = if a.no_space {
