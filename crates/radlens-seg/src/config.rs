@@ -225,4 +225,27 @@ mod tests {
             .to_string()
             .contains("c.toml"));
     }
+
+    /// Every config in `configs/` parses and validates, so that no command the README gives
+    /// fails on its own config.
+    #[test]
+    fn shipped_configs_are_valid() {
+        use crate::semanticgan::config::GanRunConfig;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let valid = if GanRunConfig::is_gan_config(&p) {
+                GanRunConfig::from_toml(&p).map(drop)
+            } else {
+                RunConfig::from_toml(&p).map(drop)
+            };
+            valid.unwrap_or_else(|e| panic!("{e}"));
+            checked.push(p);
+        }
+        assert_eq!(checked.len(), 8, "{checked:?}");
+    }
 }
