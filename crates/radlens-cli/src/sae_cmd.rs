@@ -109,6 +109,11 @@ pub struct HarvestArgs {
     /// Report tokens per context window (longer reports are cut into several).
     #[arg(long, default_value_t = 256)]
     context: usize,
+    /// With --template reply: earlier request/reply exchanges before each report, answered
+    /// by the first N training reports (few-shot), so the model has read the corpus'
+    /// register first.
+    #[arg(long, default_value_t = 0)]
+    shots: usize,
     /// Rows per shard file.
     #[arg(long, default_value_t = 32_768)]
     shard_tokens: usize,
@@ -139,6 +144,7 @@ fn harvest_cmd(a: HarvestArgs) -> Result<()> {
         window: WindowSpec {
             template: a.template,
             context_tokens: a.context,
+            shots: a.shots,
         },
         shard_tokens: a.shard_tokens,
         max_reports: a.max_reports,

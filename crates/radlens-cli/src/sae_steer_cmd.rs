@@ -5,7 +5,7 @@ use clap::Args;
 use radlens_core::results::write_json;
 use radlens_interp::decoder_logits::features_promoting;
 use radlens_interp::harvest::HarvestConfig;
-use radlens_interp::inputs::{load_model, select_reports};
+use radlens_interp::inputs::{example_reports, load_model, select_reports};
 use radlens_interp::steer::HookedSae;
 use radlens_interp::steer_sweep::{steer_pairs, steer_sweep, Judge, SweepConfig, SweepProgress};
 use radlens_lm::openai::{Steer, SteerMode};
@@ -58,6 +58,11 @@ pub struct GenerationArgs {
     temperature: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Show the model N example reports first, as earlier answers to a request for a chest
+    /// X-ray report (few-shot): the first N training reports of the corpus the SAE's store
+    /// was harvested from (as `sae harvest --shots N`).
+    #[arg(long, default_value_t = 0)]
+    shots: usize,
 }
 
 impl GenerationArgs {
@@ -152,6 +157,16 @@ fn read_prompts(given: Vec<String>, file: Option<&Path>) -> Result<Vec<String>> 
     Ok(prompts)
 }
 
+/// The SAE's `train.json`, which names the store (and so the corpus) it was trained on.
+fn training_report(sae: &Path) -> Result<TrainReport> {
+    radlens_core::results::read_json(&sae.join(radlens_sae::run::REPORT)).with_context(|| {
+        format!(
+            "{}: the SAE's train.json says which corpus its store was harvested from",
+            sae.display()
+        )
+    })
+}
+
 pub fn steer(a: SteerArgs) -> Result<()> {
     let prompts = read_prompts(a.prompt, a.prompts_file.as_deref())?;
     let (lm, sae) = a.steer.sae.load()?;
@@ -161,7 +176,22 @@ pub fn steer(a: SteerArgs) -> Result<()> {
         mode: a.steer.mode.into(),
     };
     let cfg = a.generation.config();
-    let pairs = steer_pairs(&lm, &sae, &steer, &prompts, &cfg, &|_: &usize| {})?;
+    let examples = match a.generation.shots {
+        0 => Vec::new(),
+        n => {
+            let harvest = HarvestConfig::from_meta(&training_report(&a.steer.sae.dir)?.store)?;
+            example_reports(&harvest.corpus.parse()?, harvest.split, n)?
+        }
+    };
+    let pairs = steer_pairs(
+        &lm,
+        &sae,
+        &steer,
+        &examples,
+        &prompts,
+        &cfg,
+        &|_: &usize| {},
+    )?;
     for p in &pairs {
         println!("## {}", p.prompt);
         println!(
@@ -190,12 +220,10 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         (None, false) => Judge::Keywords(a.keywords.clone()),
         (None, true) => bail!("give --finding or --keywords"),
     };
-    let train: TrainReport =
-        radlens_core::results::read_json(&a.steer.sae.dir.join(radlens_sae::run::REPORT))
-            .with_context(|| "the sweep reads held-out text from the SAE's training store")?;
-    let harvest = HarvestConfig::from_meta(&train.store)?;
+    let harvest = HarvestConfig::from_meta(&training_report(&a.steer.sae.dir)?.store)?;
+    let corpus = harvest.corpus.parse()?;
     let heldout = select_reports(
-        &harvest.corpus.parse()?,
+        &corpus,
         harvest.split,
         ReportPart::Heldout,
         Some(a.heldout_reports),
@@ -204,15 +232,17 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     .map(|r| r.text())
     .collect();
     let (lm, sae) = a.steer.sae.load()?;
+    let windower = harvest.windower(&lm, &corpus)?;
     let cfg = SweepConfig {
         feature: a.steer.feature,
         mode: a.steer.mode.into(),
         coefs: a.coefs,
+        examples: example_reports(&corpus, harvest.split, a.generation.shots)?,
         prompts,
         judge,
         generation: a.generation.config(),
         heldout,
-        window: harvest.window,
+        windower,
         max_perplexity_ratio: a.max_perplexity_ratio,
     };
     let summary = steer_sweep(&lm, &sae, &cfg, &|p: &SweepProgress| {

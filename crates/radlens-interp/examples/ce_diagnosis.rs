@@ -10,7 +10,6 @@
 use candle_core::{DType, Device, Tensor};
 use radlens_interp::harvest::HarvestConfig;
 use radlens_interp::inputs::{load_model, select_reports};
-use radlens_interp::window::Windower;
 use radlens_lm::{HookPoint, Hooks, LanguageModel};
 use radlens_report::ReportPart;
 use radlens_sae::formats::load_sae;
@@ -141,7 +140,7 @@ fn main() {
         "xhat+mean_e",
         "zero",
     ];
-    let windower = Windower::new(&lm, &harvest.window).unwrap();
+    let windower = harvest.windower(&lm, &corpus).unwrap();
     for (label, part, ctx) in [
         ("heldout", ReportPart::Heldout, false),
         ("train", ReportPart::Train, false),

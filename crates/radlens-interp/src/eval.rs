@@ -7,7 +7,6 @@
 use crate::harvest::HarvestConfig;
 use crate::inputs::{load_model, model_name, select_reports};
 use crate::splice::{splice_metrics, SpliceConfig, SpliceMetrics, SpliceProgress};
-use crate::window::Windower;
 use crate::{InterpError, Result};
 use radlens_core::observe::Count;
 use radlens_core::Observer;
@@ -176,7 +175,8 @@ fn spliced_loss(
     };
     let reports = select_reports(&corpus, harvest.split, harvest.part, harvest.max_reports)?;
     let lm = load_model(&request.model)?;
-    let prefix = Windower::new(&lm, &harvest.window)?.prefix().to_vec();
+    let windower = harvest.windower(&lm, &corpus)?;
+    let prefix = windower.prefix();
     if let Some(recorded) = &store.meta.context_prefix {
         if recorded.ids != prefix {
             return Err(InterpError::invalid(format!(
@@ -198,7 +198,7 @@ fn spliced_loss(
     }
     let cfg = SpliceConfig {
         layer: harvest.layer,
-        window: harvest.window,
+        windower,
         tokens,
         max_tokens: request.max_tokens,
         workers: request.workers,

@@ -6,12 +6,13 @@
 //! header) are run but not stored; the store's `meta.json` records them (`context_prefix`). Shards are written every `shard_tokens` rows at report boundaries, so
 //! an interrupted harvest resumes after the last report of its last shard.
 
+use crate::inputs::example_reports;
 use crate::parallel::map_items;
 use crate::window::{WindowSpec, Windower};
 use crate::{InterpError, Result};
 use candle_core::Tensor;
 use radlens_lm::{HookPoint, Hooks, LanguageModel};
-use radlens_report::{Report, ReportPart, ReportSplit};
+use radlens_report::{CorpusSpec, Report, ReportPart, ReportSplit};
 use radlens_sae::{ActivationStore, ContextPrefix, StoreMeta, TokenRecord};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -38,6 +39,12 @@ impl HarvestConfig {
     /// The hook point harvested.
     pub fn point(&self) -> HookPoint {
         HookPoint::ResidPost(self.layer)
+    }
+
+    /// The windows of this harvest, their example reports (if any) read from `corpus`.
+    pub fn windower(&self, lm: &LanguageModel, corpus: &CorpusSpec) -> Result<Windower> {
+        let shots = example_reports(corpus, self.split, self.window.shots)?;
+        Windower::new(lm, &self.window, &shots)
     }
 
     /// Reads the harvest settings back from a store made by [`harvest`].
@@ -95,7 +102,7 @@ pub fn harvest(
     if cfg.shard_tokens == 0 {
         return Err(InterpError::invalid("shard size must be positive"));
     }
-    let windower = Windower::new(lm, &cfg.window)?;
+    let windower = cfg.windower(lm, &cfg.corpus.parse()?)?;
     let d_model = lm.model.config().hidden_size;
     let source = serde_json::to_value(cfg).map_err(|e| InterpError::invalid(e.to_string()))?;
     let prefix = ContextPrefix {
@@ -129,8 +136,10 @@ pub fn harvest(
             report_windows
                 .iter()
                 .map(|w| {
-                    let x = lm.model.residual_at(&w.ids, point, &mut Hooks::new())?;
-                    Ok(x.narrow(0, w.content_start, w.content().len())?)
+                    let cache = windower.prefix_cache();
+                    Ok(lm
+                        .model
+                        .residual_after(&cache, w.content(), point, &mut Hooks::new())?)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;

@@ -26,6 +26,26 @@ pub fn select_reports(
     Ok(reports)
 }
 
+/// The texts of the first `shots` training reports of `corpus` under `split`: a few-shot
+/// template's examples (none read for 0).
+pub fn example_reports(
+    corpus: &CorpusSpec,
+    split: ReportSplit,
+    shots: usize,
+) -> Result<Vec<String>> {
+    if shots == 0 {
+        return Ok(Vec::new());
+    }
+    let reports = select_reports(corpus, split, ReportPart::Train, Some(shots))?;
+    if reports.len() < shots {
+        return Err(InterpError::invalid(format!(
+            "{corpus}: {shots} example reports asked for but the training part has {}",
+            reports.len()
+        )));
+    }
+    Ok(reports.iter().map(|r| r.text()).collect())
+}
+
 /// Loads a GGUF model on the CPU with f32 weights (harvests and splices run in f32).
 pub fn load_model(path: &Path) -> Result<LanguageModel> {
     Ok(LanguageModel::load(path, &Device::Cpu, WeightFormat::F32)?)

@@ -11,10 +11,11 @@
 //! KL(clean || edited) per scored token, in nats.
 
 use crate::parallel::map_items;
-use crate::window::{Window, WindowSpec, Windower};
+use crate::window::{Window, Windower};
 use crate::{InterpError, Result};
 use candle_core::{DType, Device, Tensor};
-use radlens_lm::{HookPoint, HookedLlama, Hooks, LanguageModel};
+use radlens_eval::stats::bootstrap_ci;
+use radlens_lm::{HookPoint, HookedLlama, Hooks, KvCache, LanguageModel};
 use radlens_report::Report;
 use radlens_sae::metrics::{position_bucket, POSITION_BUCKETS};
 use radlens_sae::tokens::{TokenClass, TokenCounts, TokenFilter};
@@ -41,6 +42,10 @@ pub struct SpliceMetrics {
     pub delta_ce: f64,
     /// `ce_noise - ce_clean`.
     pub noise_delta_ce: f64,
+    /// 95% bootstrap intervals of `delta_ce` and `noise_delta_ce`, resampling reports
+    /// (the unit the text varies by; a report's predictions are not independent).
+    pub delta_ce_ci95: (f64, f64),
+    pub noise_delta_ce_ci95: (f64, f64),
     pub ce_loss_recovered: f64,
     pub kl_spliced: f64,
     pub kl_noise: f64,
@@ -100,6 +105,37 @@ impl Sums {
     }
 }
 
+/// One report's prediction count and CE sums, for the bootstrap over reports.
+#[derive(Clone, Copy, Default)]
+struct ReportLoss {
+    tokens: usize,
+    ce: [f64; RUNS],
+}
+
+impl ReportLoss {
+    fn add(&mut self, window: &Sums) {
+        self.tokens += window.tokens;
+        for r in 0..RUNS {
+            self.ce[r] += window.ce[r];
+        }
+    }
+}
+
+/// Bootstrap resamples of the delta-CE intervals.
+const RESAMPLES: usize = 1000;
+
+/// 95% interval of `CE_run - CE_clean` (pooled over predictions) with reports resampled.
+fn delta_ci(per_report: &[ReportLoss], run: usize) -> (f64, f64) {
+    bootstrap_ci(per_report.len(), RESAMPLES, 0, |idx| {
+        let (mut diff, mut n) = (0.0, 0usize);
+        for &i in idx {
+            diff += per_report[i].ce[run] - per_report[i].ce[CLEAN];
+            n += per_report[i].tokens;
+        }
+        diff / n as f64
+    })
+}
+
 /// Reports a worker takes per round.
 const REPORTS_PER_WORKER: usize = 4;
 
@@ -108,7 +144,8 @@ const REPORTS_PER_WORKER: usize = 4;
 pub struct SpliceConfig {
     /// The SAE replaces the output of this block.
     pub layer: usize,
-    pub window: WindowSpec,
+    /// The windows of the store the SAE was evaluated on.
+    pub windower: Windower,
     /// The tokens edited (the SAE's own filter).
     pub tokens: TokenFilter,
     /// Stop after about this many scored predictions.
@@ -132,8 +169,8 @@ pub fn splice_metrics(
     reports: &[Report],
     progress: &dyn radlens_core::Observer<SpliceProgress>,
 ) -> Result<SpliceMetrics> {
-    let (layer, window, max_tokens, workers) =
-        (cfg.layer, &cfg.window, cfg.max_tokens, cfg.workers);
+    let (layer, windower, max_tokens, workers) =
+        (cfg.layer, &cfg.windower, cfg.max_tokens, cfg.workers);
     let point = HookPoint::ResidPost(layer);
     lm.model.check_point(point)?;
     let hidden = lm.model.config().hidden_size;
@@ -143,26 +180,30 @@ pub fn splice_metrics(
             sae.config().d_in
         )));
     }
-    let windower = Windower::new(lm, window)?;
     let workers = workers.max(1);
     let mut sums = Sums::default();
+    let mut per_report: Vec<ReportLoss> = Vec::with_capacity(reports.len());
     let mut done = 0;
     for group in reports.chunks(workers * REPORTS_PER_WORKER) {
         if max_tokens.is_some_and(|m| sums.tokens >= m) {
             break;
         }
-        let windows: Vec<Window> = group
-            .iter()
-            .map(|r| windower.windows(lm, &r.text()))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .filter(|w| w.content().len() >= 2)
-            .collect();
-        let parts = map_items(&windows, workers, |w| {
-            score_window(&lm.model, &sae, &cfg.tokens, point, w)
+        // Each window with the index of its report in `per_report`.
+        let mut windows: Vec<(usize, Window)> = Vec::new();
+        for (i, r) in group.iter().enumerate() {
+            let scored = windower.windows(lm, &r.text())?.into_iter();
+            windows.extend(
+                scored
+                    .filter(|w| w.content().len() >= 2)
+                    .map(|w| (done + i, w)),
+            );
+        }
+        let parts = map_items(&windows, workers, |(_, w)| {
+            score_window(&lm.model, windower, &sae, &cfg.tokens, point, w)
         })?;
-        for p in parts {
+        per_report.resize(done + group.len(), ReportLoss::default());
+        for ((report, _), p) in windows.iter().zip(parts) {
+            per_report[*report].add(&p);
             sums.add(&p);
         }
         done += group.len();
@@ -204,6 +245,8 @@ pub fn splice_metrics(
         ce_zero_ablation: ce[ZERO],
         delta_ce: ce[SPLICED] - ce[CLEAN],
         noise_delta_ce: ce[NOISE] - ce[CLEAN],
+        delta_ce_ci95: delta_ci(&per_report, SPLICED),
+        noise_delta_ce_ci95: delta_ci(&per_report, NOISE),
         ce_loss_recovered: (ce[ZERO] - ce[SPLICED]) / (ce[ZERO] - ce[CLEAN]),
         kl_spliced: kl[SPLICED],
         kl_noise: kl[NOISE],
@@ -243,27 +286,28 @@ impl Edit {
 }
 
 /// The scores of one window: the clean run (capturing the residual to classify the report
-/// tokens), then each edit at the kept tokens.
+/// tokens), then each edit at the kept tokens. Every run feeds the window's report tokens
+/// after the prefix's unedited keys and values.
 fn score_window(
     model: &HookedLlama,
+    windower: &Windower,
     sae: &Arc<Sae>,
     filter: &TokenFilter,
     point: HookPoint,
     w: &Window,
 ) -> Result<Sums> {
-    let from = w.content_start;
+    let content = w.content();
     let mut hooks = Hooks::new();
     hooks.capture(point);
-    let clean = model.forward(&w.ids, &mut model.new_cache(), &mut hooks)?;
+    let clean = model.forward(content, &mut windower.prefix_cache(), &mut hooks)?;
     let resid = hooks
         .store()
         .get(point)?
         .ok_or_else(|| InterpError::invalid(format!("no activation captured at {point}")))?;
-    let content = resid.narrow(0, from, w.ids.len() - from)?;
-    let positions: Vec<u32> = (0..w.content().len())
+    let positions: Vec<u32> = (0..content.len())
         .map(|j| (w.first_position + j) as u32)
         .collect();
-    let classes = filter.classes(&content, &positions)?;
+    let classes = filter.classes(&resid, &positions)?;
     let keep: Vec<f32> = classes
         .iter()
         .map(|&c| if c == TokenClass::Kept { 1.0 } else { 0.0 })
@@ -276,9 +320,10 @@ fn score_window(
         Edit::Noise(sae.clone(), seed),
         Edit::Zero,
     ] {
-        logits.push(run(model, &w.ids, from, point, edit, keep.clone())?);
+        let mut cache = windower.prefix_cache();
+        logits.push(run(model, &mut cache, content, point, edit, keep.clone())?);
     }
-    let mut sums = score(&logits, &w.ids, from, w.first_position)?;
+    let mut sums = score(&logits, content, w.first_position)?;
     classes.iter().for_each(|&c| sums.counts.add(c));
     Ok(sums)
 }
@@ -292,26 +337,24 @@ fn window_seed(ids: &[u32], first_position: usize) -> u64 {
         })
 }
 
-/// Logits `(tokens, vocab)` of `ids` as a new sequence, with `edit` applied from row `from`
-/// where `keep` (rows from `from`, 1 or 0) is 1.
+/// Logits `(tokens, vocab)` of `ids` after the sequence in `cache`, with `edit` applied to
+/// the rows where `keep` (1 or 0 per row) is 1.
 fn run(
     model: &HookedLlama,
+    cache: &mut KvCache,
     ids: &[u32],
-    from: usize,
     point: HookPoint,
     edit: Edit,
     keep: Tensor,
 ) -> Result<Tensor> {
     let mut hooks = Hooks::new();
-    hooks.replace(point, move |_, x| {
-        let rows = x.narrow(0, from, x.dim(0)? - from)?;
+    hooks.replace(point, move |_, rows| {
         let new = edit
-            .apply(&rows)
+            .apply(rows)
             .map_err(|e| candle_core::Error::Msg(format!("SAE splice: {e}")))?;
-        let mixed = (rows.broadcast_mul(&(1.0 - &keep)?)? + new.broadcast_mul(&keep)?)?;
-        Tensor::cat(&[x.narrow(0, 0, from)?, mixed], 0)
+        rows.broadcast_mul(&(1.0 - &keep)?)? + new.broadcast_mul(&keep)?
     });
-    Ok(model.forward(ids, &mut model.new_cache(), &mut hooks)?)
+    Ok(model.forward(ids, cache, &mut hooks)?)
 }
 
 /// Log-probabilities of each row of `logits`, in f64.
@@ -342,20 +385,21 @@ fn kl(p: &[f64], q: &[f64]) -> f64 {
     p.iter().zip(q).map(|(a, b)| a.exp() * (a - b)).sum()
 }
 
-/// The sums of the predictions at positions `from..len-1` (targets `ids[p + 1]`) of the
-/// runs' logits (clean first); the window's first report token is at report position
+/// The sums of the predictions at every position but the last of `ids` (targets
+/// `ids[p + 1]`), from the runs' logits (clean first); `ids[0]` is at report position
 /// `first_position`.
-fn score(logits: &[Tensor], ids: &[u32], from: usize, first_position: usize) -> Result<Sums> {
+fn score(logits: &[Tensor], ids: &[u32], first_position: usize) -> Result<Sums> {
     let mut sums = Sums::default();
     let lps = logits.iter().map(log_probs).collect::<Result<Vec<_>>>()?;
-    for p in from..ids.len() - 1 {
+    for p in 0..ids.len() - 1 {
         let target = ids[p + 1] as usize;
-        let bucket = position_bucket((first_position + p - from) as u32);
+        let bucket = position_bucket((first_position + p) as u32);
         for (r, lp) in lps.iter().enumerate() {
             let v = -lp[p][target];
             if !v.is_finite() {
                 return Err(InterpError::invalid(format!(
-                    "non-finite cross-entropy at position {p}"
+                    "non-finite cross-entropy at report position {}",
+                    first_position + p
                 )));
             }
             sums.ce[r] += v;
@@ -407,6 +451,19 @@ mod tests {
             other.to_vec2::<f32>().unwrap(),
             noised.to_vec2::<f32>().unwrap()
         );
+    }
+
+    #[test]
+    fn delta_intervals_resample_whole_reports() {
+        let report = |tokens, clean, spliced| ReportLoss {
+            tokens,
+            ce: [clean, spliced, clean, clean],
+        };
+        // Deltas per prediction 0.5 (two predictions) and 0: with two reports a quarter of
+        // the resamples hold only one of them, so the interval runs from one to the other.
+        let two = [report(2, 2.0, 3.0), report(1, 1.0, 1.0)];
+        assert_eq!(delta_ci(&two, SPLICED), (0.0, 0.5));
+        assert_eq!(delta_ci(&two, NOISE), (0.0, 0.0));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! held-out text under the same steering (steering that destroys fluency is not control).
 
 use crate::steer::HookedSae;
-use crate::window::{WindowSpec, Windower};
+use crate::window::{few_shot_prompt, Windower};
 use crate::{InterpError, Result};
 use radlens_core::Observer;
 use radlens_lm::openai::{Intervention, Steer, SteerMode};
@@ -40,18 +40,20 @@ fn steered_hooks(sae: &HookedSae, steer: Option<&Steer>) -> Result<Hooks> {
     Ok(hooks)
 }
 
-/// Generates a reply to the chat `prompt` with `steer` applied (`None`: unsteered);
-/// returns the text and the feature's mean activation on the generated tokens.
+/// Generates a reply to the chat `prompt` (after the few-shot `examples`, if any) with
+/// `steer` applied (`None`: unsteered); returns the text and the feature's mean activation
+/// on the generated tokens.
 pub fn generate_steered(
     lm: &LanguageModel,
     sae: &HookedSae,
     feature: usize,
     steer: Option<&Steer>,
+    examples: &[String],
     prompt: &str,
     cfg: &GenerationConfig,
 ) -> Result<(String, f64)> {
     sae.check_feature(feature)?;
-    let ids = lm.chat_prompt(prompt)?;
+    let ids = few_shot_prompt(lm, examples, prompt)?;
     let mut hooks = steered_hooks(sae, steer)?;
     hooks.capture(sae.point());
     let g = lm.generate(&ids, cfg, &mut hooks, |_| {})?;
@@ -69,11 +71,13 @@ pub fn generate_steered(
     Ok((g.text, activation))
 }
 
-/// Each prompt answered without and with `steer`, with the same seed.
+/// Each prompt (after the few-shot `examples`) answered without and with `steer`, with the
+/// same seed.
 pub fn steer_pairs(
     lm: &LanguageModel,
     sae: &HookedSae,
     steer: &Steer,
+    examples: &[String],
     prompts: &[String],
     cfg: &GenerationConfig,
     progress: &dyn Observer<usize>,
@@ -83,9 +87,9 @@ pub fn steer_pairs(
         .enumerate()
         .map(|(i, p)| {
             let (baseline, baseline_activation) =
-                generate_steered(lm, sae, steer.feature, None, p, cfg)?;
+                generate_steered(lm, sae, steer.feature, None, examples, p, cfg)?;
             let (steered, steered_activation) =
-                generate_steered(lm, sae, steer.feature, Some(steer), p, cfg)?;
+                generate_steered(lm, sae, steer.feature, Some(steer), examples, p, cfg)?;
             progress.observe(&(i + 1));
             Ok(SteeredPair {
                 prompt: p.clone(),
@@ -132,12 +136,14 @@ pub struct SweepConfig {
     pub mode: SteerMode,
     /// Coefficients tried besides 0 (the baseline, always run).
     pub coefs: Vec<f64>,
+    /// Example reports shown as earlier exchanges before each prompt (few-shot).
+    pub examples: Vec<String>,
     pub prompts: Vec<String>,
     pub judge: Judge,
     pub generation: GenerationConfig,
     /// Held-out texts the perplexity is measured on, and how they are windowed.
     pub heldout: Vec<String>,
-    pub window: WindowSpec,
+    pub windower: Windower,
     /// The best coefficient must keep perplexity below this multiple of the baseline's.
     pub max_perplexity_ratio: f64,
 }
@@ -199,7 +205,6 @@ pub fn steer_sweep(
     }
     let mut coefs = vec![0.0];
     coefs.extend(cfg.coefs.iter().copied().filter(|&c| c != 0.0));
-    let windower = Windower::new(lm, &cfg.window)?;
     let mut points: Vec<SweepPoint> = Vec::with_capacity(coefs.len());
     for (i, &coef) in coefs.iter().enumerate() {
         let steer = Steer {
@@ -211,11 +216,19 @@ pub fn steer_sweep(
         let mut mentions = 0;
         let mut activation = 0.0;
         for p in &cfg.prompts {
-            let (text, a) = generate_steered(lm, sae, cfg.feature, steer, p, &cfg.generation)?;
+            let (text, a) = generate_steered(
+                lm,
+                sae,
+                cfg.feature,
+                steer,
+                &cfg.examples,
+                p,
+                &cfg.generation,
+            )?;
             mentions += usize::from(cfg.judge.mentions(&text));
             activation += a;
         }
-        let perplexity = perplexity(lm, sae, &windower, steer, &cfg.heldout)?;
+        let perplexity = perplexity(lm, sae, &cfg.windower, steer, &cfg.heldout)?;
         let n = cfg.prompts.len();
         points.push(SweepPoint {
             coef,
@@ -267,6 +280,8 @@ pub fn perplexity(
             if w.content().len() < 2 {
                 continue;
             }
+            // Steering edits the template's tokens too, as it does a generation's prompt,
+            // so each window runs whole rather than after the unsteered prefix cache.
             let mut hooks = steered_hooks(sae, steer)?;
             let logits = lm
                 .model

@@ -1,10 +1,12 @@
 //! Report text to model inputs. Each report is tokenized alone and cut into windows of at
 //! most `context_tokens` content tokens; every window starts with the template's prefix
 //! (a document separator for raw text, the system turn and user header for chat, a request
-//! and the assistant header for a reply), whose tokens are never harvested, scored or spliced.
+//! and the assistant header for a reply, after as many example exchanges as `shots`), whose
+//! tokens are never harvested, scored or spliced. The prefix runs through the model once;
+//! each window continues its keys and values ([`Windower::prefix_cache`]).
 
 use crate::{InterpError, Result};
-use radlens_lm::LanguageModel;
+use radlens_lm::{KvCache, LanguageModel, Message};
 use serde::{Deserialize, Serialize};
 
 /// How report text is presented to the model.
@@ -39,6 +41,19 @@ impl std::str::FromStr for Template {
     }
 }
 
+/// The token ids of a chat prompt for `request` after one exchange per example:
+/// [`REPORT_REQUEST`] answered by the example report. With no examples, the model's
+/// single-turn prompt.
+pub fn few_shot_prompt(lm: &LanguageModel, examples: &[String], request: &str) -> Result<Vec<u32>> {
+    let mut turns = Vec::with_capacity(2 * examples.len() + 1);
+    for text in examples {
+        turns.push(Message::user(REPORT_REQUEST));
+        turns.push(Message::new("assistant", text.as_str()));
+    }
+    turns.push(Message::user(request));
+    Ok(lm.tokenizer.encode(&lm.chat.render(&turns, true))?)
+}
+
 /// The token GPT-2-style vocabularies (SmolLM2's among them) put between documents.
 pub const DOCUMENT_SEPARATOR: &str = "<|endoftext|>";
 
@@ -48,6 +63,16 @@ pub struct WindowSpec {
     pub template: Template,
     /// Content tokens per window at most.
     pub context_tokens: usize,
+    /// Example exchanges before a [`Template::Reply`] window: [`REPORT_REQUEST`] answered
+    /// by one of the first `shots` training reports each, so that the model has read the
+    /// corpus' register before the report it reads (few-shot, as a report-writing prompt
+    /// would show it). 0 (not recorded) for none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shots: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One model input: prefix tokens then a run of a report's tokens.
@@ -68,16 +93,33 @@ impl Window {
 }
 
 /// Cuts report texts into [`Window`]s for one model.
+#[derive(Debug, Clone)]
 pub struct Windower {
     prefix: Vec<u32>,
     context_tokens: usize,
+    /// The prefix's keys and values (the model run on it unedited).
+    prefix_cache: KvCache,
 }
 
 impl Windower {
-    pub fn new(lm: &LanguageModel, spec: &WindowSpec) -> Result<Self> {
+    /// The windower of `spec`; `shots` are the example reports' texts, as many as
+    /// `spec.shots`.
+    pub fn new(lm: &LanguageModel, spec: &WindowSpec, shots: &[String]) -> Result<Self> {
         if spec.context_tokens == 0 {
             return Err(InterpError::invalid(
                 "the context window must hold at least one token",
+            ));
+        }
+        if shots.len() != spec.shots {
+            return Err(InterpError::invalid(format!(
+                "{} example reports for a template with {} shots",
+                shots.len(),
+                spec.shots
+            )));
+        }
+        if spec.shots > 0 && spec.template != Template::Reply {
+            return Err(InterpError::invalid(
+                "example reports (shots) go with the reply template only",
             ));
         }
         let prefix = match spec.template {
@@ -88,7 +130,7 @@ impl Windower {
                 .into_iter()
                 .collect(),
             Template::Chat => lm.tokenizer.encode_text(&lm.chat.user_prefix())?,
-            Template::Reply => lm.chat_prompt(REPORT_REQUEST)?,
+            Template::Reply => few_shot_prompt(lm, shots, REPORT_REQUEST)?,
         };
         let limit = lm.model.config().context_length;
         if prefix.len() + spec.context_tokens > limit {
@@ -98,9 +140,15 @@ impl Windower {
                 spec.context_tokens
             )));
         }
+        let mut prefix_cache = lm.model.new_cache();
+        if !prefix.is_empty() {
+            lm.model
+                .forward_last(&prefix, &mut prefix_cache, &mut radlens_lm::Hooks::new())?;
+        }
         Ok(Self {
             prefix,
             context_tokens: spec.context_tokens,
+            prefix_cache,
         })
     }
 
@@ -109,27 +157,34 @@ impl Windower {
         &self.prefix
     }
 
+    /// A cache holding the prefix's keys and values: a window's content fed after it gives
+    /// the same outputs as the whole window, without running the prefix again.
+    pub fn prefix_cache(&self) -> KvCache {
+        self.prefix_cache.clone()
+    }
+
     /// The windows of `text` (none for text without tokens).
     pub fn windows(&self, lm: &LanguageModel, text: &str) -> Result<Vec<Window>> {
         let tokens = lm.tokenizer.encode_text(text)?;
-        Ok(self.cut(&tokens))
+        Ok(cut(&self.prefix, self.context_tokens, &tokens))
     }
+}
 
-    fn cut(&self, tokens: &[u32]) -> Vec<Window> {
-        tokens
-            .chunks(self.context_tokens)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let mut ids = self.prefix.clone();
-                ids.extend_from_slice(chunk);
-                Window {
-                    ids,
-                    content_start: self.prefix.len(),
-                    first_position: i * self.context_tokens,
-                }
-            })
-            .collect()
-    }
+/// `tokens` in runs of at most `context_tokens`, each after `prefix`.
+fn cut(prefix: &[u32], context_tokens: usize, tokens: &[u32]) -> Vec<Window> {
+    tokens
+        .chunks(context_tokens)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut ids = prefix.to_vec();
+            ids.extend_from_slice(chunk);
+            Window {
+                ids,
+                content_start: prefix.len(),
+                first_position: i * context_tokens,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,17 +193,13 @@ mod tests {
 
     #[test]
     fn windows_cover_the_tokens_once_after_the_prefix() {
-        let w = Windower {
-            prefix: vec![1, 2],
-            context_tokens: 3,
-        };
-        let got = w.cut(&[10, 11, 12, 13, 14, 15, 16]);
+        let got = cut(&[1, 2], 3, &[10, 11, 12, 13, 14, 15, 16]);
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].ids, [1, 2, 10, 11, 12]);
         assert_eq!(got[2].ids, [1, 2, 16]);
         assert_eq!(got[2].first_position, 6);
         let content: Vec<u32> = got.iter().flat_map(|w| w.content().to_vec()).collect();
         assert_eq!(content, [10, 11, 12, 13, 14, 15, 16]);
-        assert!(w.cut(&[]).is_empty());
+        assert!(cut(&[1, 2], 3, &[]).is_empty());
     }
 }

@@ -478,11 +478,14 @@ fn a_sweep_measures_mentions_activation_and_perplexity() {
     let window = WindowSpec {
         template: Template::Raw,
         context_tokens: 64,
+        shots: 0,
     };
+    let windower = radlens_interp::window::Windower::new(&lm, &window, &[]).unwrap();
     let cfg = SweepConfig {
         feature: 0,
         mode: SteerMode::Add,
         coefs: vec![60.0, 0.0],
+        examples: Vec::new(),
         prompts: vec!["Say hello.".into(), "Name a colour.".into()],
         judge: Judge::Keywords(vec!["effusion".into()]),
         generation: GenerationConfig {
@@ -490,7 +493,7 @@ fn a_sweep_measures_mentions_activation_and_perplexity() {
             ..GenerationConfig::default()
         },
         heldout: heldout.clone(),
-        window,
+        windower: windower.clone(),
         max_perplexity_ratio: 1e9,
     };
     let s = steer_sweep(&lm, &sae, &cfg, &radlens_core::Silent).unwrap();
@@ -504,7 +507,6 @@ fn a_sweep_measures_mentions_activation_and_perplexity() {
     assert!(steered.activation > base.activation + 30.0, "{s:?}");
     assert!(steered.perplexity_ratio > 1.0);
     // The baseline perplexity is the model's own on the held-out text after the separator.
-    let windower = radlens_interp::window::Windower::new(&lm, &window).unwrap();
     let w = &windower.windows(&lm, &heldout[0]).unwrap()[0];
     let logits = lm
         .model

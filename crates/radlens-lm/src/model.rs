@@ -369,10 +369,23 @@ impl HookedLlama {
         point: HookPoint,
         hooks: &mut Hooks,
     ) -> Result<Tensor> {
+        self.residual_after(&self.new_cache(), tokens, point, hooks)
+    }
+
+    /// Like [`HookedLlama::residual_at`] but for `tokens` continuing the sequence in
+    /// `cache` (a shared prefix run once), which is left as it was.
+    pub fn residual_after(
+        &self,
+        cache: &KvCache,
+        tokens: &[u32],
+        point: HookPoint,
+        hooks: &mut Hooks,
+    ) -> Result<Tensor> {
         self.check_point(point)?;
         hooks.validate(self.config.n_layers)?;
-        self.check_tokens(0, tokens)?;
-        self.run_blocks(tokens, &mut self.new_cache(), hooks, Some(point))
+        cache.check_layers(self.config.n_layers)?;
+        self.check_tokens(cache.position(), tokens)?;
+        self.run_blocks(tokens, &mut cache.clone(), hooks, Some(point))
     }
 
     /// Errors unless `point` is one of the model's hook points.

@@ -214,7 +214,7 @@ impl Lm {
                 seed: req.seed,
                 ..GenerationConfig::default()
             };
-            let pair = steer_pairs(&lm, &sae, &steer, &[req.prompt], &cfg, &|_: &usize| {})
+            let pair = steer_pairs(&lm, &sae, &steer, &[], &[req.prompt], &cfg, &|_: &usize| {})
                 .map_err(|e| ServerError::Internal(format!("steering: {e}")))?
                 .pop()
                 .ok_or_else(|| ServerError::Internal("steering returned no reply".into()))?;
