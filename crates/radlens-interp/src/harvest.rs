@@ -139,7 +139,7 @@ pub fn harvest(
                     let cache = windower.prefix_cache();
                     Ok(lm
                         .model
-                        .residual_after(&cache, w.content(), point, &mut Hooks::new())?)
+                        .residual_after(cache, w.content(), point, &mut Hooks::new())?)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;

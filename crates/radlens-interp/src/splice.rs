@@ -299,7 +299,7 @@ fn score_window(
     let content = w.content();
     let mut hooks = Hooks::new();
     hooks.capture(point);
-    let clean = model.forward(content, &mut windower.prefix_cache(), &mut hooks)?;
+    let clean = model.forward(content, &mut windower.prefix_cache().clone(), &mut hooks)?;
     let resid = hooks
         .store()
         .get(point)?
@@ -320,7 +320,7 @@ fn score_window(
         Edit::Noise(sae.clone(), seed),
         Edit::Zero,
     ] {
-        let mut cache = windower.prefix_cache();
+        let mut cache = windower.prefix_cache().clone();
         logits.push(run(model, &mut cache, content, point, edit, keep.clone())?);
     }
     let mut sums = score(&logits, content, w.first_position)?;

@@ -157,10 +157,10 @@ impl Windower {
         &self.prefix
     }
 
-    /// A cache holding the prefix's keys and values: a window's content fed after it gives
+    /// The prefix's keys and values: a window's content fed after (a clone of) them gives
     /// the same outputs as the whole window, without running the prefix again.
-    pub fn prefix_cache(&self) -> KvCache {
-        self.prefix_cache.clone()
+    pub fn prefix_cache(&self) -> &KvCache {
+        &self.prefix_cache
     }
 
     /// The windows of `text` (none for text without tokens).

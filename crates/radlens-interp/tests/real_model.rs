@@ -658,7 +658,7 @@ fn a_few_shot_prefix_holds_the_examples_and_its_cache_equals_running_it_whole() 
     let cached = lm
         .model
         .residual_after(
-            &windower.prefix_cache(),
+            windower.prefix_cache(),
             w.content(),
             point,
             &mut Hooks::new(),
@@ -684,7 +684,11 @@ fn a_few_shot_prefix_holds_the_examples_and_its_cache_equals_running_it_whole() 
         .unwrap();
     let logits_cached = lm
         .model
-        .forward(w.content(), &mut windower.prefix_cache(), &mut Hooks::new())
+        .forward(
+            w.content(),
+            &mut windower.prefix_cache().clone(),
+            &mut Hooks::new(),
+        )
         .unwrap();
     assert!(gap(&logits_whole, &logits_cached) < 1e-5);
     // The shared cache is not advanced by the windows run after it.
